@@ -1,0 +1,42 @@
+"""The project's exceptions. Library code raises these; ``cli.py`` turns them into one-line
+messages and exit codes."""
+
+from __future__ import annotations
+
+# Exit codes, documented in README.md and in ``subpixel --help``.
+EXIT_OK = 0
+EXIT_FAILED = 1  # the command ran, but some inputs failed
+EXIT_USAGE = 2  # bad arguments, unknown model, nothing to do
+EXIT_INTERRUPTED = 130  # Ctrl-C
+
+
+class SubpixelError(Exception):
+    """A failure the user can fix; its message says how. ``exit_code`` is what the CLI returns."""
+
+    exit_code = EXIT_FAILED
+
+
+class UsageError(SubpixelError):
+    """Bad arguments or options."""
+
+    exit_code = EXIT_USAGE
+
+
+class ModelError(SubpixelError):
+    """A model that cannot be found, loaded or used as asked."""
+
+    exit_code = EXIT_USAGE
+
+
+class InputError(SubpixelError):
+    """An input file that cannot be read or decoded."""
+
+
+class OutputError(SubpixelError):
+    """An output that cannot be written (exists, disk full, permissions)."""
+
+
+class DataError(SubpixelError):
+    """Training or evaluation data that cannot be found or read."""
+
+    exit_code = EXIT_USAGE

@@ -1,0 +1,247 @@
+"""Model folders in Hugging Face layout: ``config.json`` + ``model.safetensors`` + ``README.md``.
+
+A model spec is one of
+- a packaged name (``espcn-x4``; see :mod:`subpixel_cli.registry`),
+- a local model folder, or a ``.safetensors`` file (its config from a ``config.json`` beside it,
+  from the file's metadata, or read off the tensor shapes),
+- ``hf://owner/repo[@revision]``, fetched through huggingface_hub and its cache (offline mode and
+  ``HF_TOKEN`` are honoured as huggingface_hub honours them).
+
+Weights are only ever read with safetensors: nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from subpixel_cli.errors import ModelError
+from subpixel_cli.model import ESPCN, ESPCNConfig
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+CARD_NAME = "README.md"
+HF_PREFIX = "hf://"
+COLOR_SPACES = {1: "y", 3: "rgb"}  # Y of BT.601 YCbCr (studio swing), or RGB; values in [0, 1]
+
+
+@dataclass
+class ModelInfo:
+    """What a model is, where it came from and how well it does: the data of ``config.json``."""
+
+    name: str
+    config: ESPCNConfig
+    source: str = ""
+    description: str = ""
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    license: str = "MIT"
+
+    @property
+    def scale(self) -> int:
+        return self.config.scale
+
+    @property
+    def color_space(self) -> str:
+        return COLOR_SPACES[self.config.channels]
+
+    def psnr(self, dataset: str = "Set5") -> float | None:
+        """The model card's PSNR (dB) on ``dataset`` at the model's scale, if recorded."""
+        entry = self.metrics.get(dataset, {})
+        value = entry.get("psnr") if isinstance(entry, dict) else None
+        return float(value) if value is not None else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "architecture": "espcn",
+            "name": self.name,
+            **self.config.to_dict(),
+            "color_space": self.color_space,
+            "description": self.description,
+            "training": self.training,
+            "metrics": self.metrics,
+            "license": self.license,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], source: str) -> "ModelInfo":
+        if data.get("architecture", "espcn") != "espcn":
+            raise ModelError(f"{source}: architecture {data.get('architecture')!r} is not supported (only 'espcn')")
+        try:
+            config = ESPCNConfig.from_dict(data)
+        except (TypeError, ValueError) as exc:
+            raise ModelError(f"{source}: bad config.json: {exc}") from None
+        space = data.get("color_space", COLOR_SPACES[config.channels])
+        if space != COLOR_SPACES[config.channels]:
+            raise ModelError(f"{source}: color_space {space!r} does not match channels={config.channels}")
+        return cls(
+            name=str(data.get("name") or Path(source).name),
+            config=config,
+            source=source,
+            description=str(data.get("description", "")),
+            training=dict(data.get("training", {})),
+            metrics=dict(data.get("metrics", {})),
+            license=str(data.get("license", "unknown")),
+        )
+
+
+@dataclass
+class LoadedModel:
+    model: ESPCN
+    info: ModelInfo
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_model(folder: str | Path, model: ESPCN, info: ModelInfo, card: str | None = None) -> Path:
+    """Write ``model`` as a model folder (each file atomically); returns the folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+    config_json = json.dumps(info.to_json(), indent=2, ensure_ascii=False) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=f".{WEIGHTS_NAME}.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"format": "pt", "subpixel_config": json.dumps(info.to_json())})
+        os.replace(tmp, folder / WEIGHTS_NAME)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _atomic_write_bytes(folder / CONFIG_NAME, config_json.encode())
+    if card is not None:
+        _atomic_write_bytes(folder / CARD_NAME, card.encode())
+    return folder
+
+
+def _infer_config(tensors: dict[str, torch.Tensor], source: str) -> ESPCNConfig:
+    """Rebuild a config from tensor shapes when a bare ``.safetensors`` file has none."""
+    try:
+        w1, w2, w3 = tensors["conv1.weight"], tensors["conv2.weight"], tensors["conv3.weight"]
+    except KeyError as exc:
+        raise ModelError(f"{source}: not an ESPCN checkpoint (no tensor {exc.args[0]!r})") from None
+    channels = w1.shape[1]
+    r2, rem = divmod(w3.shape[0], channels)
+    scale = round(r2**0.5)
+    if rem or scale * scale != r2:
+        raise ModelError(f"{source}: conv3 has {w3.shape[0]} outputs, not channels·r² for any integer r")
+    return ESPCNConfig(
+        scale=scale,
+        channels=channels,
+        features=(w1.shape[0], w2.shape[0]),
+        kernel_sizes=(w1.shape[-1], w2.shape[-1], w3.shape[-1]),
+    )
+
+
+def _read_tensors(path: Path, source: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelError(f"{source}: cannot read weights ({str(exc).splitlines()[0]}); a model must be a .safetensors file") from None
+    return tensors, metadata
+
+
+def load_from_files(weights: Path, config_path: Path | None, source: str) -> LoadedModel:
+    """Build a model from a safetensors file and, when there is one, its ``config.json``."""
+    if weights.suffix in {".pt", ".pth", ".bin", ".ckpt", ".pkl"}:
+        raise ModelError(f"{source}: refusing to load {weights.name}: pickled checkpoints can run code; convert it to .safetensors")
+    tensors, metadata = _read_tensors(weights, source)
+    if config_path is not None and config_path.is_file():
+        try:
+            data = json.loads(config_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelError(f"{source}: cannot read {config_path.name}: {exc}") from None
+        info = ModelInfo.from_json(data, source)
+    elif "subpixel_config" in metadata:
+        info = ModelInfo.from_json(json.loads(metadata["subpixel_config"]), source)
+    else:
+        info = ModelInfo(name=weights.stem, config=_infer_config(tensors, source), source=source, license="unknown")
+    info.source = source
+    model = ESPCN(info.config)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in tensors.items()}
+    missing, extra = sorted(expected.keys() - got.keys()), sorted(got.keys() - expected.keys())
+    if missing or extra:
+        raise ModelError(f"{source}: weights do not match the config (missing {missing}, unexpected {extra})")
+    wrong = [f"{k} {got[k]} != {expected[k]}" for k in expected if got[k] != expected[k]]
+    if wrong:
+        raise ModelError(f"{source}: tensor shapes do not match the config ({'; '.join(wrong)})")
+    model.load_state_dict({k: v.float() for k, v in tensors.items()})
+    return LoadedModel(model.eval(), info)
+
+
+def load_folder(folder: Path, source: str | None = None) -> LoadedModel:
+    """Load a model folder (``config.json`` + ``model.safetensors``)."""
+    source = source or str(folder)
+    weights = folder / WEIGHTS_NAME
+    if not weights.is_file():
+        pickles = [p.name for p in folder.glob("*") if p.suffix in {".pt", ".pth", ".bin", ".ckpt"}]
+        hint = f" (found {', '.join(pickles)}: pickled checkpoints are not loaded)" if pickles else ""
+        raise ModelError(f"{source}: no {WEIGHTS_NAME} in this folder{hint}")
+    return load_from_files(weights, folder / CONFIG_NAME, source)
+
+
+def parse_hf_spec(spec: str) -> tuple[str, str | None]:
+    """``hf://owner/repo[@revision]`` -> ``(repo_id, revision)``."""
+    body = spec[len(HF_PREFIX):]
+    repo_id, _, revision = body.partition("@")
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise ModelError(f"{spec}: a hub model is written hf://owner/repo or hf://owner/repo@revision")
+    return repo_id, revision or None
+
+
+def load_hub(spec: str) -> LoadedModel:
+    """Fetch ``hf://owner/repo[@revision]`` through huggingface_hub's cache and load it."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    repo_id, revision = parse_hf_spec(spec)
+    try:
+        folder = snapshot_download(repo_id, revision=revision, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, CARD_NAME])
+    except RevisionNotFoundError:
+        raise ModelError(f"{spec}: revision {revision!r} does not exist in {repo_id}") from None
+    except GatedRepoError:
+        raise ModelError(f"{spec}: the repository is gated; accept its terms on huggingface.co and set HF_TOKEN") from None
+    except RepositoryNotFoundError:
+        raise ModelError(f"{spec}: no such model repository, or it is private (set HF_TOKEN to a token with access)") from None
+    except LocalEntryNotFoundError:
+        if constants.HF_HUB_OFFLINE:
+            raise ModelError(
+                f"{spec}: not in the local Hugging Face cache and offline mode is on (HF_HUB_OFFLINE=1); "
+                "unset it and run once with a connection, or pass a local model folder"
+            ) from None
+        raise ModelError(
+            f"{spec}: the Hugging Face hub cannot be reached and the model is not cached; "
+            "check the connection (or HF_ENDPOINT) and retry, or pass a local model folder"
+        ) from None
+    except (HfHubHTTPError, OSError) as exc:
+        raise ModelError(f"{spec}: download failed: {str(exc).splitlines()[0]}") from None
+    return load_folder(Path(folder), source=spec)

@@ -1,0 +1,110 @@
+"""ESPCN (Shi et al., CVPR 2016, arXiv:1609.05158): the network, its config and the phase shift.
+
+The network works entirely in low resolution and upscales only at its end: a convolution to
+``C·r²`` channels followed by a periodic shuffle (the *phase shift*) into an ``r×`` larger image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
+
+
+def phase_shift(x: torch.Tensor, r: int) -> torch.Tensor:
+    """The paper's periodic shuffle: ``(N, C·r², H, W) -> (N, C, H·r, W·r)``.
+
+    With ``x`` the horizontal and ``y`` the vertical output position (the paper's eq. 4),
+    ``PS(T)[x, y, c] = T[⌊x/r⌋, ⌊y/r⌋, C·r·mod(y, r) + C·mod(x, r) + c]``: the colour channel
+    varies fastest along the input channels. This is TensorFlow's ``depth_to_space`` order, the
+    one OpenCV's ESPCN models use. For ``C = 1`` it is exactly ``torch.pixel_shuffle``; for
+    ``C > 1`` it equals ``pixel_shuffle`` after a fixed permutation of the input channels.
+    """
+    n, crr, h, w = x.shape
+    c = crr // (r * r)
+    if c * r * r != crr:
+        raise ValueError(f"phase_shift: {crr} channels is not a multiple of r² = {r * r}")
+    # Input channel k = (i·r + j)·C + c, with i the row and j the column offset.
+    x = x.reshape(n, r, r, c, h, w)
+    x = x.permute(0, 3, 4, 1, 5, 2)  # n, c, h, i, w, j
+    return x.reshape(n, c, h * r, w * r)
+
+
+def phase_unshift(x: torch.Tensor, r: int) -> torch.Tensor:
+    """The inverse of :func:`phase_shift`: ``(N, C, H·r, W·r) -> (N, C·r², H, W)``."""
+    n, c, hr, wr = x.shape
+    if hr % r or wr % r:
+        raise ValueError(f"phase_unshift: size {hr}×{wr} is not a multiple of r = {r}")
+    h, w = hr // r, wr // r
+    x = x.reshape(n, c, h, r, w, r)
+    x = x.permute(0, 3, 5, 1, 2, 4)  # n, i, j, c, h, w
+    return x.reshape(n, r * r * c, h, w)
+
+
+@dataclass(frozen=True)
+class ESPCNConfig:
+    """Hyperparameters that build an :class:`ESPCN`. The defaults are the paper's."""
+
+    scale: int
+    channels: int = 1
+    features: tuple[int, int] = (64, 32)
+    kernel_sizes: tuple[int, int, int] = (5, 3, 3)
+    activation: str = "tanh"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.scale, int) or self.scale < 2:
+            raise ValueError(f"scale must be an integer ≥ 2, got {self.scale!r}")
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels must be 1 (Y) or 3 (RGB), got {self.channels!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
+        if any(k % 2 == 0 for k in self.kernel_sizes):
+            raise ValueError(f"kernel sizes must be odd, got {self.kernel_sizes}")
+        object.__setattr__(self, "features", tuple(int(f) for f in self.features))
+        object.__setattr__(self, "kernel_sizes", tuple(int(k) for k in self.kernel_sizes))
+
+    @property
+    def receptive_radius(self) -> int:
+        """How many low-resolution pixels on each side influence one output pixel."""
+        return sum(k // 2 for k in self.kernel_sizes)
+
+    def macs_per_pixel(self) -> int:
+        """Multiply-accumulates per low-resolution pixel (for GFLOP/s figures)."""
+        widths = (self.channels, *self.features, self.channels * self.scale**2)
+        return sum(k * k * a * b for k, a, b in zip(self.kernel_sizes, widths, widths[1:]))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ESPCNConfig":
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in known})
+
+
+class ESPCN(nn.Module):
+    """conv k1×k1→f1, act, conv k2×k2→f2, act, conv k3×k3→C·r², phase shift.
+
+    Works on images in [0, 1] (the Y channel or RGB); padding keeps the low-resolution size, so
+    the output is exactly ``r×`` the input.
+    """
+
+    def __init__(self, config: ESPCNConfig) -> None:
+        super().__init__()
+        self.config = config
+        c, (f1, f2), (k1, k2, k3) = config.channels, config.features, config.kernel_sizes
+        act = ACTIVATIONS[config.activation]
+        self.conv1 = nn.Conv2d(c, f1, k1, padding=k1 // 2)
+        self.act1 = act()
+        self.conv2 = nn.Conv2d(f1, f2, k2, padding=k2 // 2)
+        self.act2 = act()
+        self.conv3 = nn.Conv2d(f2, c * config.scale**2, k3, padding=k3 // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act1(self.conv1(x))
+        x = self.act2(self.conv2(x))
+        return phase_shift(self.conv3(x), self.config.scale)
