@@ -13,13 +13,20 @@ import functools
 import json
 import sys
 import traceback
-from typing import Any, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 from rich.console import Console
 
 from subpixel_cli import __version__
-from subpixel_cli.errors import EXIT_INTERRUPTED, EXIT_USAGE, SubpixelError
+from subpixel_cli.errors import EXIT_INTERRUPTED, SubpixelError
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from subpixel_cli.jobs import Report, Result
+    from subpixel_cli.upscale import Upscaler
 
 EXIT_CODES_HELP = "Exit codes: 0 all done, 1 some inputs failed, 2 usage error, 130 interrupted."
 
@@ -65,6 +72,148 @@ def main(debug: bool) -> None:
 
 
 # --- models / upscale (issue: upscale) --------------------------------------------------------
+
+
+def _load_upscaler(model: str | None, scale: int | None, device: str, precision: str, tile: int | None,
+                   batch_size: int, max_memory: int | None) -> "Upscaler":
+    from subpixel_cli.registry import load_model
+    from subpixel_cli.upscale import Upscaler
+
+    if model is None and scale is None:
+        scale = 4
+    loaded = load_model(model, scale)
+    budget = None if max_memory is None else max_memory << 20
+    return Upscaler(loaded, device=device, precision=precision, tile=tile, batch_size=batch_size, memory_budget=budget)
+
+
+def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The options every command that runs a model shares."""
+    options = [
+        click.option("-x", "--scale", type=click.IntRange(min=2), help="Upscale factor; picks the packaged model for it."),
+        click.option("--model", metavar="M", help="Packaged name (see `subpixel models`), model folder, .safetensors file, or hf://owner/repo[@rev]."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True),
+        click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto", show_default=True,
+                     help="auto: fp16 on GPUs (fp32 retry if the output is not finite), fp32 on CPU."),
+        click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True, help="Same-size images per forward pass."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@main.command(epilog=EXIT_CODES_HELP)
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output folder, or a file for a single input.")
+@model_options
+@click.option("--tile", type=click.IntRange(min=8), help="Tile side in input pixels (default: automatic, from --max-memory).")
+@click.option("--max-memory", type=click.IntRange(min=64), metavar="MIB", help="Memory budget for one forward pass, in MiB (default 1024 on CPU).")
+@click.option("--format", "fmt", type=click.Choice(["png", "jpg", "webp", "tiff"]), help="Output format (default png, or -o FILE's suffix).")
+@click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True, help="JPEG/WebP quality.")
+@click.option("--suffix", help="Appended to output names (default _x<scale>).")
+@click.option("--recursive", "-r", is_flag=True, help="Descend into sub-folders (mirrored under -o).")
+@click.option("--force", is_flag=True, help="Overwrite existing outputs (otherwise they are skipped).")
+@click.option("--max-pixels", type=click.IntRange(min=1), help="Largest input accepted, in pixels (Pillow's decompression-bomb guard; default 89.5 M).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress or summary on stderr.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON result per file on stdout.")
+@handle_errors
+def upscale(inputs: tuple[str, ...], output: Path | None, scale: int | None, model: str | None, device: str,
+            precision: str, batch_size: int, tile: int | None, max_memory: int | None, fmt: str | None,
+            quality: int, suffix: str | None, recursive: bool, force: bool, max_pixels: int | None,
+            quiet: bool, as_json: bool) -> None:
+    """Upscale images: files, folders and globs.
+
+    Outputs go beside each input as NAME_x4.png, or into -o DIR. Existing outputs are skipped
+    unless --force; every file is written under a temporary name and renamed when complete.
+
+    \b
+    Examples:
+      subpixel upscale photo.jpg -x4
+      subpixel upscale shots/ -o big/ --recursive --format webp
+      subpixel upscale '*.png' --model hf://owner/espcn-x3
+    """
+    from subpixel_cli.jobs import OutputPlan, Runner, plan_jobs
+
+    if max_pixels is not None:
+        from PIL import Image
+
+        Image.MAX_IMAGE_PIXELS = max_pixels
+    upscaler = _load_upscaler(model, scale, device, precision, tile, batch_size, max_memory)
+    plan = OutputPlan(output=output, suffix=suffix if suffix is not None else f"_x{upscaler.scale}", fmt=fmt)
+    jobs = plan_jobs(list(inputs), plan, recursive)
+    if output is not None and not (len(jobs) == 1 and jobs[0].target == output):
+        output.mkdir(parents=True, exist_ok=True)
+    for job in jobs:
+        job.target.parent.mkdir(parents=True, exist_ok=True)
+    show = not quiet
+    if show:
+        err_console.print(f"{upscaler.info.name}: ×{upscaler.scale} {upscaler.info.color_space.upper()} model on "
+                          f"{upscaler.device.type} ({str(upscaler.dtype).removeprefix('torch.')}), {len(jobs)} file(s)")
+    with _progress(show) as progress:
+        files = progress.add_task("files", total=len(jobs))
+        tiles = progress.add_task("tiles", total=None, visible=False)
+
+        def on_result(result: "Result") -> None:
+            progress.advance(files)
+            progress.update(tiles, visible=False)
+            if as_json:
+                emit_json(result.as_dict())
+            if result.status == "failed" and show:
+                progress.console.print(f"[red]failed:[/] {result.message}", soft_wrap=True)
+
+        def on_tiles(done: int, total: int) -> None:
+            if total > 1:
+                progress.update(tiles, completed=done, total=total, visible=True)
+
+        report = Runner(upscaler, force=force, fmt=fmt, quality=quality, on_result=on_result, on_tiles=on_tiles).run(jobs)
+    if show:
+        _print_summary(report)
+    sys.exit(report.return_code)
+
+
+def _progress(enabled: bool) -> "Progress":
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description:>6}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=err_console, disable=not enabled, transient=True)
+
+
+def _print_summary(report: "Report") -> None:
+    ok, skipped, failed = report.count("ok"), report.count("skipped"), report.count("failed")
+    seconds = sum(r.seconds for r in report.results if r.status == "ok")
+    parts = [f"[green]{ok} upscaled[/]"]
+    if skipped:
+        parts.append(f"[yellow]{skipped} skipped[/] (output exists; --force to overwrite)")
+    if failed:
+        parts.append(f"[red]{failed} failed[/]")
+    rate = f" in {seconds:.1f} s" if ok else ""
+    err_console.print(", ".join(parts) + rate)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per model on stdout.")
+@handle_errors
+def models(as_json: bool) -> None:
+    """List the packaged models: name, scale, channels and the PSNR from their cards."""
+    from rich.table import Table
+
+    from subpixel_cli.registry import packaged_models
+
+    found = packaged_models()
+    if as_json:
+        for name, info in found.items():
+            emit_json({"name": name, "scale": info.scale, "channels": info.config.channels,
+                       "color_space": info.color_space, "metrics": info.metrics, "license": info.license})
+        return
+    table = Table(title="packaged models (use with --model NAME, or -x N for espcn-xN)")
+    for column in ("name", "scale", "channels", "Set5 PSNR", "Set14 PSNR", "trained on", "licence"):
+        table.add_column(column, justify="right" if "PSNR" in column or column == "scale" else "left")
+    for name, info in found.items():
+        psnr5, psnr14 = info.psnr("Set5"), info.psnr("Set14")
+        table.add_row(name, f"×{info.scale}", f"{info.config.channels} ({info.color_space.upper()})",
+                      "–" if psnr5 is None else f"{psnr5:.2f} dB", "–" if psnr14 is None else f"{psnr14:.2f} dB",
+                      str(info.training.get("data", "–")), info.license)
+    Console().print(table)
+
 
 # --- train / eval (issue: train and eval) ------------------------------------------------------
 

@@ -1,0 +1,269 @@
+"""Upscaling files and folders: which inputs, which outputs, and a report of what happened.
+
+One bad file never stops a batch: each file ends ``ok``, ``skipped`` (its output exists) or
+``failed`` (with a one-line reason), and :attr:`Report.return_code` says how the run went.
+Same-size images are batched through the :class:`~subpixel_cli.upscale.Upscaler`; encoding runs
+in a background thread while the next batch is upscaled.
+"""
+
+from __future__ import annotations
+
+import glob
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from subpixel_cli.errors import EXIT_FAILED, EXIT_OK, OutputError, SubpixelError, UsageError
+from subpixel_cli.images import (
+    FORMATS,
+    IMAGE_SUFFIXES,
+    Picture,
+    PngWriter,
+    atomic_output,
+    output_format,
+    png_level,
+    read_image,
+    write_image,
+)
+from subpixel_cli.upscale import Progress, Upscaler
+
+_GLOB_CHARS = set("*?[")
+
+
+@dataclass
+class Job:
+    source: Path
+    target: Path
+
+
+@dataclass
+class Result:
+    """What happened to one input; ``as_dict`` is its ``--json`` record."""
+
+    source: Path
+    target: Path | None
+    status: str  # ok | skipped | failed
+    message: str = ""
+    size: tuple[int, int] | None = None  # input width, height
+    out_size: tuple[int, int] | None = None
+    mode: str = ""
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {
+            "input": str(self.source),
+            "output": None if self.target is None else str(self.target),
+            "status": self.status,
+            "message": self.message or None,
+            "size": self.size,
+            "output_size": self.out_size,
+            "mode": self.mode or None,
+            "seconds": round(self.seconds, 4),
+        }
+
+
+@dataclass
+class Report:
+    results: list[Result] = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        return sum(r.status == status for r in self.results)
+
+    @property
+    def return_code(self) -> int:
+        return EXIT_FAILED if self.count("failed") else EXIT_OK
+
+
+@dataclass
+class OutputPlan:
+    """Where outputs go: ``-o``, ``--suffix``, ``--format``."""
+
+    output: Path | None = None
+    suffix: str = "_x4"
+    fmt: str | None = None  # png | jpg | webp | tiff; None: from -o FILE's suffix, else png
+
+
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def expand_inputs(inputs: Iterable[str], recursive: bool, suffix: str) -> Iterator[tuple[Path, Path | None]]:
+    """Yield ``(file, root)`` for every input: files as given, folders' images (``root`` is the
+    folder, for mirroring), and glob matches. Files that already carry ``suffix`` inside a folder
+    or glob are our own outputs and are left out, so a re-run does not upscale them again."""
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            pattern = "**/*" if recursive else "*"
+            found = sorted(p for p in path.glob(pattern) if p.is_file() and _is_image(p))
+            yield from ((p, path) for p in found if not p.stem.endswith(suffix))
+        elif not path.exists() and _GLOB_CHARS & set(item):
+            matches = sorted(Path(p) for p in glob.glob(item, recursive=recursive))
+            yield from ((p, None) for p in matches if p.is_file() and not p.stem.endswith(suffix))
+        else:
+            yield path, None
+
+
+def plan_jobs(inputs: list[str], plan: OutputPlan, recursive: bool = False) -> list[Job]:
+    """Pair every input file with its output path. Raises :class:`UsageError` when nothing
+    matches or ``-o FILE`` is given for several inputs."""
+    found = list(expand_inputs(inputs, recursive, plan.suffix))
+    if not found:
+        raise UsageError(f"no images found in {', '.join(inputs)}")
+    out = plan.output
+    to_file = out is not None and not out.is_dir() and out.suffix.lower().lstrip(".") in FORMATS
+    if to_file and (len(found) > 1 or found[0][1] is not None):
+        raise UsageError(f"-o {out}: one output file for several inputs; give a folder instead")
+    if to_file:
+        return [Job(found[0][0], out)]
+    ext = "jpg" if plan.fmt == "jpeg" else (plan.fmt or "png")
+    jobs = []
+    for source, root in found:
+        name = f"{source.stem}{plan.suffix}.{ext}"
+        if out is None:
+            target = source.with_name(name)
+        elif root is not None:
+            target = out / source.parent.relative_to(root) / name  # mirror sub-folders
+        else:
+            target = out / name
+        jobs.append(Job(source, target))
+    return jobs
+
+
+@dataclass
+class _Loaded:
+    job: Job
+    picture: Picture
+    started: float
+
+
+class Runner:
+    """Runs jobs through an upscaler, reporting each file through ``on_result``."""
+
+    def __init__(
+        self,
+        upscaler: Upscaler,
+        force: bool = False,
+        fmt: str | None = None,
+        quality: int = 95,
+        on_result: Callable[[Result], None] | None = None,
+        on_tiles: Progress | None = None,
+    ) -> None:
+        self.upscaler, self.force, self.fmt, self.quality = upscaler, force, fmt, quality
+        self.on_result = on_result or (lambda r: None)
+        self.on_tiles = on_tiles
+        self.report = Report()
+        self._claimed: set[Path] = set()
+
+    def run(self, jobs: list[Job]) -> Report:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="subpixel-write") as writer:
+            pending: list[Future] = []
+            batch: list[_Loaded] = []
+            for job in jobs:
+                loaded = self._load(job)
+                if loaded is None:
+                    continue
+                if batch and not self._batchable(batch[0].picture, loaded.picture):
+                    pending += self._flush(batch, writer)
+                    batch = []
+                batch.append(loaded)
+                if len(batch) >= self.upscaler.batch_size or not self._batchable(loaded.picture, loaded.picture):
+                    pending += self._flush(batch, writer)
+                    batch = []
+                pending = self._collect(pending, keep=2)
+            pending += self._flush(batch, writer)
+            self._collect(pending, keep=0)
+        return self.report
+
+    def _record(self, result: Result) -> None:
+        self.report.results.append(result)
+        self.on_result(result)
+
+    def _load(self, job: Job) -> _Loaded | None:
+        started = time.perf_counter()
+        resolved = job.target.resolve()
+        if resolved in self._claimed:
+            self._record(Result(job.source, job.target, "failed", f"another input also writes {job.target}"))
+            return None
+        self._claimed.add(resolved)
+        if job.target.exists() and not self.force:
+            self._record(Result(job.source, job.target, "skipped", "output exists (use --force to overwrite)"))
+            return None
+        if job.target.resolve() == job.source.resolve():
+            self._record(Result(job.source, job.target, "failed", "output would overwrite the input"))
+            return None
+        try:
+            output_format(job.target, self.fmt)
+            picture = read_image(job.source)
+        except SubpixelError as exc:
+            self._record(Result(job.source, job.target, "failed", str(exc), seconds=time.perf_counter() - started))
+            return None
+        return _Loaded(job, picture, started)
+
+    def _batchable(self, a: Picture, b: Picture) -> bool:
+        """Same size and layout, no alpha, small enough to go through the network in one piece."""
+        return (
+            a.pixels.shape == b.pixels.shape
+            and a.pixels.dtype == b.pixels.dtype
+            and a.alpha is None
+            and b.alpha is None
+            and self.upscaler.tiles_for(a.height, a.width) == 1
+        )
+
+    def _flush(self, batch: list[_Loaded], writer: ThreadPoolExecutor) -> list[Future]:
+        if not batch:
+            return []
+        if len(batch) == 1:
+            return self._single(batch[0], writer)
+        outputs = self.upscaler.upscale_batch(np.stack([b.picture.pixels for b in batch]))
+        return [writer.submit(self._write, b, Picture(out, None, b.picture.icc_profile, b.picture.exif)) for b, out in zip(batch, outputs)]
+
+    def _single(self, item: _Loaded, writer: ThreadPoolExecutor) -> list[Future]:
+        """One image, possibly tiled; PNG outputs are streamed strip by strip."""
+        picture, fmt = item.picture, output_format(item.job.target, self.fmt)
+        try:
+            if fmt == "PNG" and self.upscaler.tiles_for(picture.height, picture.width) > 1:
+                self._stream_png(item)
+                return []
+            pixels, alpha = self.upscaler.upscale(picture.pixels, picture.alpha, self.on_tiles)
+        except SubpixelError as exc:
+            self._fail(item, exc)
+            return []
+        out = Picture(pixels, alpha, picture.icc_profile, picture.exif)
+        return [writer.submit(self._write, item, out)]
+
+    def _stream_png(self, item: _Loaded) -> None:
+        picture, r = item.picture, self.upscaler.scale
+        like = Picture(picture.pixels[:1, :1], None if picture.alpha is None else picture.alpha[:1, :1], picture.icc_profile, picture.exif)
+        with atomic_output(item.job.target, self.force) as f:
+            png = PngWriter(f, picture.width * r, picture.height * r, like, compress_level=1)
+            for rows, alpha_rows in self.upscaler.iter_rows(picture.pixels, picture.alpha, self.on_tiles):
+                png.write_rows(rows, alpha_rows)
+            png.close()
+        self._done(item, (picture.width * r, picture.height * r))
+
+    def _write(self, item: _Loaded, out: Picture) -> None:
+        try:
+            write_image(item.job.target, out, self.fmt, self.quality, force=self.force)
+        except SubpixelError as exc:
+            self._fail(item, exc)
+            return
+        self._done(item, (out.width, out.height))
+
+    def _done(self, item: _Loaded, out_size: tuple[int, int]) -> None:
+        p = item.picture
+        self._record(Result(item.job.source, item.job.target, "ok", "", (p.width, p.height), out_size, p.mode, time.perf_counter() - item.started))
+
+    def _fail(self, item: _Loaded, exc: SubpixelError) -> None:
+        self._record(Result(item.job.source, item.job.target, "failed", str(exc), seconds=time.perf_counter() - item.started))
+
+    @staticmethod
+    def _collect(pending: list[Future], keep: int) -> list[Future]:
+        """Wait until at most ``keep`` writes are in flight (bounding memory); re-raise their errors."""
+        while len(pending) > keep:
+            pending.pop(0).result()
+        return pending
