@@ -215,6 +215,7 @@ def parse_hf_spec(spec: str) -> tuple[str, str | None]:
 def load_hub(spec: str) -> LoadedModel:
     """Fetch ``hf://owner/repo[@revision]`` through huggingface_hub's cache and load it."""
     from huggingface_hub import constants, snapshot_download
+    from huggingface_hub import errors as hf_errors
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
@@ -222,6 +223,9 @@ def load_hub(spec: str) -> LoadedModel:
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
+
+    # huggingface_hub >= 1.0 says "cached, but not every file" with its own error.
+    not_cached = (LocalEntryNotFoundError, getattr(hf_errors, "IncompleteSnapshotError", LocalEntryNotFoundError))
 
     repo_id, revision = parse_hf_spec(spec)
     try:
@@ -232,7 +236,7 @@ def load_hub(spec: str) -> LoadedModel:
         raise ModelError(f"{spec}: the repository is gated; accept its terms on huggingface.co and set HF_TOKEN") from None
     except RepositoryNotFoundError:
         raise ModelError(f"{spec}: no such model repository, or it is private (set HF_TOKEN to a token with access)") from None
-    except LocalEntryNotFoundError:
+    except not_cached:
         if constants.HF_HUB_OFFLINE:
             raise ModelError(
                 f"{spec}: not in the local Hugging Face cache and offline mode is on (HF_HUB_OFFLINE=1); "

@@ -256,7 +256,7 @@ def to_pil(picture: Picture) -> Image.Image:
     """A Pillow image of ``picture`` (16-bit grey as ``I;16``; 16-bit RGB is not representable)."""
     px = picture.pixels
     if picture.bit_depth == 16:
-        return Image.fromarray(px[..., 0].astype("<u2"), mode="I;16")
+        return Image.fromarray(np.ascontiguousarray(px[..., 0], dtype=np.uint16))  # mode I;16
     img = Image.fromarray(px[..., 0] if px.shape[2] == 1 else px)
     if picture.alpha is not None:
         img.putalpha(Image.fromarray(picture.alpha))

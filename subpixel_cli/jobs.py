@@ -95,15 +95,19 @@ def expand_inputs(inputs: Iterable[str], recursive: bool, suffix: str) -> Iterat
     """Yield ``(file, root)`` for every input: files as given, folders' images (``root`` is the
     folder, for mirroring), and glob matches. Files that already carry ``suffix`` inside a folder
     or glob are our own outputs and are left out, so a re-run does not upscale them again."""
+
+    def ours(p: Path) -> bool:
+        return bool(suffix) and p.stem.endswith(suffix)
+
     for item in inputs:
         path = Path(item)
         if path.is_dir():
             pattern = "**/*" if recursive else "*"
             found = sorted(p for p in path.glob(pattern) if p.is_file() and _is_image(p))
-            yield from ((p, path) for p in found if not p.stem.endswith(suffix))
+            yield from ((p, path) for p in found if not ours(p))
         elif not path.exists() and _GLOB_CHARS & set(item):
             matches = sorted(Path(p) for p in glob.glob(item, recursive=recursive))
-            yield from ((p, None) for p in matches if p.is_file() and not p.stem.endswith(suffix))
+            yield from ((p, None) for p in matches if p.is_file() and not ours(p))
         else:
             yield path, None
 

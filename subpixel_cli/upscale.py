@@ -133,7 +133,7 @@ class Upscaler:
             cbcr = F.interpolate(ycc[:, 1:], scale_factor=r, mode="bicubic", align_corners=False)
             return ycbcr_to_rgb(torch.cat([y, cbcr], dim=1), dim=1).clamp_(0, 1)
         if grey:
-            return self._network(x.expand(-1, 3, -1, -1)).mean(dim=1, keepdim=True).clamp_(0, 1)
+            return self._network(x.expand(-1, 3, -1, -1)).clamp_(0, 1).mean(dim=1, keepdim=True)
         return self._network(x).clamp_(0, 1)
 
     def _run_padded(self, colour: np.ndarray, alpha: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:

@@ -1,0 +1,136 @@
+"""The Upscaler: colour handling, tiles, batches and precision."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from subpixel_cli.color import rgb_to_ycbcr, ycbcr_to_rgb
+from subpixel_cli.errors import UsageError
+from subpixel_cli.hub import LoadedModel, ModelInfo
+from subpixel_cli.upscale import Upscaler
+
+from conftest import make_model, random_image
+
+
+def upscaler(scale=2, channels=1, **kwargs) -> Upscaler:
+    model = make_model(scale, channels)
+    kwargs.setdefault("device", "cpu")
+    return Upscaler(LoadedModel(model, ModelInfo("t", model.config)), **kwargs)
+
+
+@pytest.mark.parametrize("scale,channels", [(2, 1), (3, 3), (4, 1)])
+def test_tiled_output_equals_untiled(scale, channels):
+    image = random_image(45, 38, 3)
+    whole, _ = upscaler(scale, channels).upscale(image)
+    tiled_up = upscaler(scale, channels, tile=16)
+    assert tiled_up.tiles_for(45, 38) == 9
+    tiled, _ = tiled_up.upscale(image)
+    assert whole.shape == (45 * scale, 38 * scale, 3)
+    assert np.abs(whole.astype(int) - tiled).max() <= 1
+
+
+def test_memory_budget_tiles_automatically_with_the_same_result():
+    image = random_image(70, 64, 3)
+    small = upscaler(2, 1, memory_budget=2_000_000)
+    assert small.tiles_for(70, 64) > 1
+    assert np.abs(small.upscale(image)[0].astype(int) - upscaler(2, 1).upscale(image)[0]).max() <= 1
+
+
+def test_y_model_changes_luma_and_upscales_chroma_bicubically():
+    model = make_model(2, 1)
+    with torch.no_grad():  # a model that answers mid-grey luma everywhere
+        model.conv3.weight.zero_()
+        model.conv3.bias.fill_(0.5)
+    up = Upscaler(LoadedModel(model, ModelInfo("t", model.config)), device="cpu")
+    image = random_image(20, 24, 3)
+    out, _ = up.upscale(image)
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    ycc = rgb_to_ycbcr(x, dim=1)
+    cbcr = torch.nn.functional.interpolate(ycc[:, 1:], scale_factor=2, mode="bicubic", align_corners=False)
+    out_ycc = rgb_to_ycbcr(torch.from_numpy(out).permute(2, 0, 1)[None].float() / 255, dim=1)
+    inner = (slice(None), slice(None), slice(4, -4), slice(4, -4))  # borders: reflect vs clamp padding
+    assert (out_ycc[:, 0] - 0.5).abs().max() < 2 / 255
+    assert (out_ycc[:, 1:] - cbcr)[inner].abs().max() < 2 / 255
+
+
+def test_y_model_output_matches_running_the_network_by_hand():
+    up = upscaler(3, 1)
+    image = random_image(16, 16, 3)
+    out, _ = up.upscale(image)
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    ycc = rgb_to_ycbcr(x, dim=1)
+    padded = torch.nn.functional.pad(ycc[:, :1], (up.pad,) * 4, mode="reflect")
+    with torch.no_grad():
+        y = up._source_model(padded)[..., up.pad * 3 : -up.pad * 3, up.pad * 3 : -up.pad * 3]
+    cbcr = torch.nn.functional.interpolate(
+        torch.nn.functional.pad(ycc[:, 1:], (up.pad,) * 4, mode="reflect"), scale_factor=3, mode="bicubic", align_corners=False
+    )[..., up.pad * 3 : -up.pad * 3, up.pad * 3 : -up.pad * 3]
+    expected = (ycbcr_to_rgb(torch.cat([y, cbcr], 1), dim=1).clamp(0, 1) * 255).round()[0].permute(1, 2, 0).numpy()
+    assert np.abs(out.astype(int) - expected).max() <= 1
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_grey_images_stay_grey(channels):
+    out, _ = upscaler(2, channels).upscale(random_image(12, 10, 1))
+    assert out.shape == (24, 20, 1)
+
+
+def test_rgb_model_on_grey_matches_the_model_on_grey_rgb():
+    up = upscaler(2, 3)
+    grey = random_image(12, 10, 1)
+    out, _ = up.upscale(grey)
+    rgb_out, _ = up.upscale(np.repeat(grey, 3, axis=2))
+    assert np.abs(out[..., 0].astype(int) - rgb_out.mean(axis=2)).max() <= 1
+
+
+def test_alpha_is_upscaled_separately_and_kept():
+    alpha = np.zeros((12, 12), np.uint8)
+    alpha[:, 6:] = 255
+    out, out_alpha = upscaler(2, 1).upscale(random_image(12, 12, 3), alpha)
+    assert out_alpha.shape == (24, 24) and out_alpha.dtype == np.uint8
+    assert (out_alpha[:, :10] == 0).all() and (out_alpha[:, 14:] == 255).all()
+
+
+def test_16bit_stays_16bit_and_agrees_with_8bit():
+    image8 = random_image(14, 14, 3)
+    out16, _ = upscaler(2, 1).upscale(image8.astype(np.uint16) * 257)
+    out8, _ = upscaler(2, 1).upscale(image8)
+    assert out16.dtype == np.uint16
+    assert np.abs(out16 / 257.0 - out8).max() <= 1
+
+
+def test_batches_equal_single_images():
+    up = upscaler(2, 1, batch_size=3)
+    frames = np.stack([random_image(10, 12, 3, seed=s) for s in range(5)])
+    batched = up.upscale_batch(frames)
+    for frame, out in zip(frames, batched):
+        assert np.abs(up.upscale(frame)[0].astype(int) - out).max() <= 1
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (9, 1), (2, 3)])
+def test_tiny_images(shape):
+    out, _ = upscaler(3, 1).upscale(random_image(*shape, 3))
+    assert out.shape == (shape[0] * 3, shape[1] * 3, 3)
+
+
+def test_non_finite_reduced_precision_output_is_retried_in_fp32():
+    model = make_model(2, 1)
+    with torch.no_grad():
+        model.conv3.weight.mul_(1e6)  # overflows fp16, fine in fp32
+    up = Upscaler(LoadedModel(model, ModelInfo("t", model.config)), device="cpu", precision="fp16")
+    x = torch.rand(1, 1, 8, 8)
+    with torch.inference_mode():
+        direct = model.half()(x.half().contiguous()).float()
+        retried = up._network(x)
+    assert not torch.isfinite(direct).all()
+    assert torch.isfinite(retried).all()
+
+
+def test_unavailable_device_is_a_usage_error():
+    if not torch.cuda.is_available():
+        with pytest.raises(UsageError, match="--device cuda"):
+            upscaler(device="cuda")
+    with pytest.raises(UsageError):
+        upscaler(precision="fp8")
