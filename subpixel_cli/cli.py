@@ -217,6 +217,113 @@ def models(as_json: bool) -> None:
 
 # --- train / eval (issue: train and eval) ------------------------------------------------------
 
+@main.command("eval", epilog=EXIT_CODES_HELP)
+@click.argument("datasets", nargs=-1, required=True)
+@click.option("--model", "model_spec", metavar="M", default=None,
+              help="Model to score: packaged name, model folder, .safetensors file or hf://owner/repo.")
+@click.option("--bicubic", is_flag=True, help="Score plain bicubic upscaling (the baseline) instead of a model.")
+@click.option("-x", "--scale", type=click.IntRange(min=2), default=None,
+              help="Scale factor; without --model, scores the packaged espcn-xN.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where dataset names (Set5, Set14, BSD100) are looked up; default $SUBPIXEL_DATA.")
+@click.option("--save-images", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write SR outputs to DIR/<dataset>/ and a comparison sheet DIR/<dataset>_comparison.png.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object on stdout.")
+@handle_errors
+def eval_command(datasets: tuple[str, ...], model_spec: str | None, bicubic: bool, scale: int | None,
+                 data_dir: Path | None, save_images: Path | None, as_json: bool) -> None:
+    """Benchmark a model (or --bicubic) on folders of HR images: PSNR and SSIM on Y.
+
+    DATASET is a folder of HR images or a name found under --data-dir. The protocol is the
+    literature's: HR cropped to a multiple of the scale, LR by MATLAB-style bicubic imresize,
+    Y of BT.601 YCbCr, SCALE pixels shaved from each border.
+    """
+    from subpixel_cli.errors import EXIT_FAILED, UsageError
+    from subpixel_cli.evaluate import evaluate_model
+
+    if bicubic and model_spec:
+        raise UsageError("--bicubic and --model exclude each other; pick one")
+    if bicubic and scale is None:
+        raise UsageError("--bicubic needs a scale: add -x N")
+    loaded = None
+    if not bicubic:
+        from subpixel_cli.registry import load_model
+
+        loaded = load_model(model_spec, scale)
+        scale = loaded.info.scale
+    assert scale is not None
+    with _eval_progress() as progress:
+        result = evaluate_model(loaded, scale, datasets, data_dir=data_dir, save_dir=save_images, progress=progress)
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        _print_eval_tables(result)
+    for d in result.datasets:
+        for name, error in d.failures:
+            err_console.print(f"[red]failed:[/] {d.name}/{name}: {error}", soft_wrap=True)
+    if save_images is not None and not as_json:
+        err_console.print(f"SR images and comparison sheets in {save_images}")
+    if result.failed:
+        err_console.print(f"[red]{result.failed} image(s) could not be scored[/]")
+        sys.exit(EXIT_FAILED)
+
+
+def _eval_progress() -> Any:
+    """A transient progress bar on stderr (silent when stderr is not a terminal); yields the
+    ``(dataset, done, total)`` callback that :func:`evaluate_model` takes."""
+    import contextlib
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    @contextlib.contextmanager
+    def bar() -> Any:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err_console,
+                      transient=True, disable=not err_console.is_terminal) as progress:
+            tasks: dict[str, Any] = {}
+
+            def update(dataset: str, done: int, total: int) -> None:
+                if dataset not in tasks:
+                    tasks[dataset] = progress.add_task(dataset, total=total)
+                progress.update(tasks[dataset], completed=done)
+
+            yield update
+
+    return bar()
+
+
+def _print_eval_tables(result: Any) -> None:
+    """One rich table per dataset (per-image rows, then the mean) and, for several, a summary."""
+    from rich.table import Table
+
+    console = Console()
+    model = result.method != "bicubic"
+    columns = ["image", "bicubic PSNR", "bicubic SSIM"] + ([f"{result.method} PSNR", "SSIM"] if model else [])
+
+    def cells(p: float, s: float, bp: float, bs: float) -> list[str]:
+        row = [f"{bp:.2f}", f"{bs:.4f}"]
+        return row + [f"{p:.2f}", f"{s:.4f}"] if model else row
+
+    for d in result.datasets:
+        table = Table(title=f"{d.name} ×{d.scale} (Y channel, {d.scale}-pixel border)", show_footer=False)
+        for k, column in enumerate(columns):
+            table.add_column(column, justify="left" if k == 0 else "right")
+        for i in d.images:
+            table.add_row(i.name, *cells(i.psnr, i.ssim, i.bicubic_psnr, i.bicubic_ssim))
+        if d.images:
+            table.add_section()
+            table.add_row(f"mean of {len(d.images)}", *cells(d.psnr, d.ssim, d.bicubic_psnr, d.bicubic_ssim),
+                          style="bold")
+        console.print(table)
+    if len(result.datasets) > 1:
+        summary = Table(title=f"{result.method} ×{result.scale}: means (PSNR dB / SSIM on Y)")
+        for k, column in enumerate(["dataset", *columns[1:]]):
+            summary.add_column(column, justify="left" if k == 0 else "right")
+        for d in result.datasets:
+            if d.images:
+                summary.add_row(d.name, *cells(d.psnr, d.ssim, d.bicubic_psnr, d.bicubic_ssim))
+        console.print(summary)
+
+
 # --- video (issue: video) ----------------------------------------------------------------------
 
 # --- bench (issue: speed) ----------------------------------------------------------------------

@@ -59,8 +59,9 @@ def imresize(
 ) -> np.ndarray:
     """Resize an ``H×W`` or ``H×W×C`` image like MATLAB's ``imresize(img, scale, 'bicubic')``.
 
-    Give ``scale`` (the same for both axes) or ``output_shape`` ``(H, W)``. A ``uint8`` input gives
-    a ``uint8`` output, rounded as MATLAB rounds; a float input gives a float64 output, unclipped.
+    Give ``scale`` (the same for both axes) or ``output_shape`` ``(H, W)``; the output size for a
+    scale is ``ceil(scale · size)``, as MATLAB's. A ``uint8``/``uint16`` input gives the same type,
+    rounded and saturated after each axis as MATLAB does; a float input gives float64, unclipped.
     """
     if (scale is None) == (output_shape is None):
         raise ValueError("give exactly one of scale or output_shape")
@@ -70,11 +71,15 @@ def imresize(
         output_shape = (int(math.ceil(h * scale)), int(math.ceil(w * scale)))
     else:
         scales = (output_shape[0] / h, output_shape[1] / w)
+    if min(h, w) < 1 or min(output_shape) < 1 or min(scales) <= 0:
+        raise ValueError(f"cannot resize a {h}×{w} image to {output_shape[0]}×{output_shape[1]}")
+    integer = img.dtype in (np.uint8, np.uint16)
     out = img.astype(np.float64)
     # MATLAB resizes the axis with the smaller scale first (rows first on a tie).
     for axis in sorted((0, 1), key=lambda a: scales[a]):
         out = _resize_axis(out, axis, output_shape[axis], scales[axis], antialias)
-    if img.dtype in (np.uint8, np.uint16):
-        # MATLAB rounds halves away from zero, not to even.
-        return np.clip(np.floor(out + 0.5), 0, np.iinfo(img.dtype).max).astype(img.dtype)
-    return out
+        if integer:
+            # MATLAB's imresizemex returns the input's class after *each* pass, so an integer
+            # image is rounded (halves away from zero, not to even) and saturated twice.
+            out = np.clip(np.floor(out + 0.5), 0, np.iinfo(img.dtype).max)
+    return out.astype(img.dtype) if integer else out

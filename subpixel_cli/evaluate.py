@@ -1,0 +1,404 @@
+"""Benchmark runs by the super-resolution community's protocol (SRCNN/VDSR/EDSR MATLAB scripts).
+
+For every HR image of a dataset folder, at scale ``r``:
+
+1. the 8-bit HR image is cropped to a multiple of ``r`` (top-left kept);
+2. LR = MATLAB ``imresize(HR, 1/r, 'bicubic')`` in ``uint8`` (antialiased, a = −0.5; see
+   :mod:`subpixel_cli.resize`); the bicubic baseline is ``uint8`` ``imresize(LR, r)``;
+3. the model runs on the whole LR image at once (Y models on the BT.601 Y of the LR, RGB models
+   on RGB); its output is clipped and rounded to 8 bits (a Y model's Y itself; an RGB model's
+   RGB) before scoring;
+4. PSNR and SSIM are measured on Y (see :mod:`subpixel_cli.metrics`; grey images are their own
+   Y) with ``r`` pixels shaved from each border.
+
+This reproduces the published bicubic baselines (Set5 ×2/×3/×4 = 33.66/30.39/28.42 dB, Set14
+30.24/27.55/26.00, BSD100 29.56/27.21/25.96) within 0.02 dB.
+
+The API, for the CLI and for training (validation, model cards)::
+
+    result = evaluate_model(loaded_or_model_or_None, scale, ["Set5", "path/to/folder"],
+                            data_dir=None, save_dir=None, progress=None)
+    result.datasets[0].psnr, .ssim, .bicubic_psnr, .bicubic_ssim   # means over the images
+    result.datasets[0].images                                      # per-image ImageScore
+    format_metrics(result)  # {"Set5": {"scale": 4, "psnr": …, "ssim": …, "bicubic_psnr": …, …}}
+
+``None`` as the model scores bicubic upscaling alone. A dataset is a folder of HR images or a
+name (``Set5``) looked up under ``data_dir``, then ``$SUBPIXEL_DATA`` (each also with a
+``benchmarks/`` subfolder). Images that cannot be read or are too small are recorded in
+``DatasetScore.failures`` and the rest go on. With ``save_dir``, SR outputs are written to
+``save_dir/<dataset>/<image>.png`` and a comparison sheet to ``save_dir/<dataset>_comparison.png``
+(existing files are replaced).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+from subpixel_cli.color import rgb_to_y, rgb_to_ycbcr, ycbcr_to_rgb
+from subpixel_cli.errors import DataError, InputError, ModelError, OutputError
+from subpixel_cli.hub import LoadedModel
+from subpixel_cli.metrics import SSIM_WINDOW, y_channel, y_psnr_ssim
+from subpixel_cli.model import ESPCN
+from subpixel_cli.resize import imresize
+
+DATA_ENV = "SUBPIXEL_DATA"
+IMAGE_SUFFIXES = frozenset({".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".ppm", ".pgm", ".webp"})
+SHEET_ROWS = 10  # images shown on a comparison sheet (the first ones by name)
+SHEET_CROP = 160  # side of the HR-pixel crop shown per image
+
+Progress = Callable[[str, int, int], None]  # (dataset name, images done, images in dataset)
+
+
+@dataclass(frozen=True)
+class ImageScore:
+    """One image's scores: the evaluated method's (model or bicubic) and bicubic's."""
+
+    name: str
+    psnr: float
+    ssim: float
+    bicubic_psnr: float
+    bicubic_ssim: float
+
+
+@dataclass
+class DatasetScore:
+    """Per-image scores of one dataset at one scale; the properties are means over images."""
+
+    name: str
+    path: str
+    scale: int
+    images: list[ImageScore] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (file name, why)
+    sheet: str | None = None  # the comparison sheet's path, when one was written
+
+    def _mean(self, attr: str) -> float:
+        return float(np.mean([getattr(i, attr) for i in self.images])) if self.images else math.nan
+
+    @property
+    def psnr(self) -> float:
+        return self._mean("psnr")
+
+    @property
+    def ssim(self) -> float:
+        return self._mean("ssim")
+
+    @property
+    def bicubic_psnr(self) -> float:
+        return self._mean("bicubic_psnr")
+
+    @property
+    def bicubic_ssim(self) -> float:
+        return self._mean("bicubic_ssim")
+
+
+@dataclass
+class EvalResult:
+    """Everything :func:`evaluate_model` measured. ``method`` is the model's name or ``bicubic``."""
+
+    method: str
+    scale: int
+    datasets: list[DatasetScore]
+
+    @property
+    def failed(self) -> int:
+        """How many images could not be evaluated, over all datasets."""
+        return sum(len(d.failures) for d in self.datasets)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary (``null`` for the means of a dataset with no scored image)."""
+
+        def num(x: float, digits: int) -> float | None:
+            return None if math.isnan(x) else round(x, digits)
+
+        return {
+            "method": self.method,
+            "scale": self.scale,
+            "protocol": "matlab-bicubic-y",
+            "datasets": [
+                {
+                    "name": d.name,
+                    "path": d.path,
+                    "images": [
+                        {"name": i.name, "psnr": num(i.psnr, 4), "ssim": num(i.ssim, 6),
+                         "bicubic_psnr": num(i.bicubic_psnr, 4), "bicubic_ssim": num(i.bicubic_ssim, 6)}
+                        for i in d.images
+                    ],
+                    "mean": {"psnr": num(d.psnr, 4), "ssim": num(d.ssim, 6),
+                             "bicubic_psnr": num(d.bicubic_psnr, 4), "bicubic_ssim": num(d.bicubic_ssim, 6)},
+                    "failures": [{"name": n, "error": e} for n, e in d.failures],
+                    "sheet": d.sheet,
+                }
+                for d in self.datasets
+            ],
+        }
+
+
+def format_metrics(result: EvalResult) -> dict[str, dict[str, Any]]:
+    """Means per dataset in the shape of ``ModelInfo.metrics`` (PSNR to 0.01 dB, SSIM to 1e-4)."""
+    return {
+        d.name: {
+            "scale": d.scale,
+            "psnr": round(d.psnr, 2),
+            "ssim": round(d.ssim, 4),
+            "bicubic_psnr": round(d.bicubic_psnr, 2),
+            "bicubic_ssim": round(d.bicubic_ssim, 4),
+            "images": len(d.images),
+        }
+        for d in result.datasets
+        if d.images
+    }
+
+
+def resolve_dataset(spec: str | Path, data_dir: str | Path | None = None) -> Path:
+    """A dataset folder: ``spec`` itself when it is a folder, else ``spec`` looked up by name under
+    ``data_dir`` and ``$SUBPIXEL_DATA`` (and their ``benchmarks/`` subfolders)."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return path
+    roots = [Path(r).expanduser() for r in (data_dir, os.environ.get(DATA_ENV)) if r]
+    looked = [p for r in roots for p in (r / str(spec), r / "benchmarks" / str(spec))]
+    for candidate in looked:
+        if candidate.is_dir():
+            return candidate
+    where = ", ".join(str(p) for p in [path, *looked])
+    hint = "" if roots else f"; to use a name, pass --data-dir or set {DATA_ENV}"
+    raise DataError(f"dataset {str(spec)!r} not found (looked for a folder at {where}){hint}")
+
+
+def list_images(folder: Path) -> list[Path]:
+    """The image files directly in ``folder``, sorted by name."""
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise DataError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
+    return files
+
+
+def read_hr(path: Path) -> np.ndarray:
+    """An HR image as ``uint8``: ``H×W`` for single-channel files, else ``H×W×3`` RGB (alpha
+    dropped, palettes expanded, EXIF orientation applied)."""
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img)
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+                wide = np.asarray(img, dtype=np.float64)
+                return np.clip(np.floor(wide / 257.0 + 0.5), 0, 255).astype(np.uint8)
+            if img.mode in ("L", "LA", "1") or (img.mode == "P" and _grey_palette(img)):
+                return np.asarray(img.convert("L"))
+            return np.asarray(img.convert("RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise InputError(f"{path.name}: cannot read ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+
+
+def _grey_palette(img: Image.Image) -> bool:
+    rgb = np.asarray(img.convert("RGB"))
+    return bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
+
+
+def mod_crop(image: np.ndarray, scale: int) -> np.ndarray:
+    """``image`` cropped (bottom and right) to a multiple of ``scale`` in both directions."""
+    h, w = image.shape[:2]
+    return image[: h - h % scale, : w - w % scale]
+
+
+def degrade(hr: np.ndarray, scale: int) -> np.ndarray:
+    """The LR image of the protocol: ``uint8`` MATLAB bicubic ``imresize(hr, 1/scale)``."""
+    return imresize(hr, 1.0 / scale)
+
+
+def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
+    """The baseline: ``uint8`` MATLAB bicubic ``imresize(lr, scale)``."""
+    return imresize(lr, float(scale))
+
+
+def _to_uint8(x255: np.ndarray) -> np.ndarray:
+    """Round (halves up, as MATLAB's ``uint8`` for non-negative values) and saturate."""
+    return np.clip(np.floor(x255 + 0.5), 0, 255).astype(np.uint8)
+
+
+def _run(net: ESPCN, x: np.ndarray) -> np.ndarray:
+    """Forward a ``C×H×W`` array in [0, 1]; returns ``C×rH×rW`` float64, clipped to [0, 1]."""
+    param = next(net.parameters())
+    with torch.inference_mode():
+        t = torch.from_numpy(np.ascontiguousarray(x)).to(param.device, param.dtype)[None]
+        out = net(t)[0].clamp_(0, 1)
+    return out.float().cpu().numpy().astype(np.float64)
+
+
+def super_resolve(net: ESPCN, lr: np.ndarray, bicubic: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Run ``net`` on an 8-bit LR image; returns ``(sr, y)``: the 8-bit SR image (grey for grey
+    input) and the Y that is scored (0–255 scale, already rounded to 8 bits as the protocol asks).
+
+    A Y model's chroma comes from ``bicubic`` (the bicubic upscale of ``lr``). Grey images go in as
+    their studio-swing Y and come back to grey, whose value is their Y in the protocol.
+    """
+    grey = lr.ndim == 2
+    rgb = np.repeat(lr[..., None], 3, axis=2) if grey else lr
+    x = rgb.astype(np.float64) / 255.0
+    if net.config.channels == 1:
+        y255 = _run(net, rgb_to_y(x)[..., 0][None])[0] * 255.0
+    else:
+        out = _run(net, x.transpose(2, 0, 1)).transpose(1, 2, 0)
+        if not grey:
+            sr = _to_uint8(out * 255.0)
+            return sr, y_channel(sr)
+        y255 = rgb_to_y(out)[..., 0] * 255.0
+    if grey:
+        g = _to_uint8((y255 - 16.0) * 255.0 / 219.0)
+        return g, g.astype(np.float64)
+    y8 = _to_uint8(y255)
+    cbcr = rgb_to_ycbcr(bicubic.astype(np.float64) / 255.0)[..., 1:]
+    sr = _to_uint8(ycbcr_to_rgb(np.concatenate([y8[..., None] / 255.0, cbcr], axis=-1)) * 255.0)
+    return sr, y8.astype(np.float64)
+
+
+def _as_net(model: LoadedModel | ESPCN | None, scale: int) -> tuple[ESPCN | None, str]:
+    if model is None:
+        return None, "bicubic"
+    net, name = (model.model, model.info.name) if isinstance(model, LoadedModel) else (model, "model")
+    if net.config.scale != scale:
+        raise ModelError(f"the model upscales ×{net.config.scale}, not ×{scale}")
+    return net, name
+
+
+def evaluate_model(
+    model: LoadedModel | ESPCN | None,
+    scale: int,
+    datasets: Sequence[str | Path],
+    *,
+    data_dir: str | Path | None = None,
+    save_dir: str | Path | None = None,
+    progress: Progress | None = None,
+) -> EvalResult:
+    """Score ``model`` (``None``: bicubic alone) at ``scale`` on each dataset (see the module
+    docstring for the protocol and for what ``save_dir`` receives)."""
+    if not isinstance(scale, int) or scale < 2:
+        raise ValueError(f"scale must be an integer ≥ 2, got {scale!r}")
+    net, method = _as_net(model, scale)
+    folders = [resolve_dataset(d, data_dir) for d in datasets]  # fail on a typo before any work
+    out_root = _prepare_dir(Path(save_dir)) if save_dir is not None else None
+    was_training = net.training if net is not None else False
+    if net is not None:
+        net.eval()
+    try:
+        scores, used = [], set()
+        for folder in folders:
+            name = _unique(folder.name, used)
+            scores.append(_evaluate_folder(net, scale, folder, name, out_root, progress))
+    finally:
+        if net is not None:
+            net.train(was_training)
+    return EvalResult(method=method, scale=scale, datasets=scores)
+
+
+def _unique(name: str, used: set[str]) -> str:
+    candidate, n = name, 1
+    while candidate in used:
+        n += 1
+        candidate = f"{name}-{n}"
+    used.add(candidate)
+    return candidate
+
+
+def _prepare_dir(path: Path) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def _evaluate_folder(
+    net: ESPCN | None, scale: int, folder: Path, name: str, out_root: Path | None, progress: Progress | None
+) -> DatasetScore:
+    files = list_images(folder)
+    score = DatasetScore(name=name, path=str(folder), scale=scale)
+    out_dir = _prepare_dir(out_root / name) if out_root is not None else None
+    crops: list[tuple[str, list[np.ndarray], ImageScore]] = []
+    for k, path in enumerate(files):
+        try:
+            image, bicubic, sr, hr = _evaluate_image(net, scale, path)
+        except (InputError, ValueError) as exc:
+            score.failures.append((path.name, str(exc)))
+        else:
+            score.images.append(image)
+            if out_dir is not None:
+                _save_png(sr, out_dir / f"{path.stem}.png")
+                if len(crops) < SHEET_ROWS:
+                    tiles = [bicubic, sr, hr] if net is not None else [bicubic, hr]
+                    crops.append((path.stem, _centre_crops(tiles), image))
+        if progress is not None:
+            progress(name, k + 1, len(files))
+    if out_root is not None and crops:
+        sheet = out_root / f"{name}_comparison.png"
+        _save_png(np.asarray(_comparison_sheet(crops, net is not None)), sheet)
+        score.sheet = str(sheet)
+    return score
+
+
+def _evaluate_image(
+    net: ESPCN | None, scale: int, path: Path
+) -> tuple[ImageScore, np.ndarray, np.ndarray, np.ndarray]:
+    """Score one HR file; returns its score and the bicubic, SR and (cropped) HR images."""
+    hr = mod_crop(read_hr(path), scale)
+    h, w = hr.shape[:2]
+    if min(h, w) - 2 * scale < SSIM_WINDOW:
+        need = SSIM_WINDOW + 2 * scale
+        raise ValueError(f"{path.name}: {w}×{h} is too small for ×{scale} scoring (needs at least {need}×{need})")
+    lr = degrade(hr, scale)
+    bicubic = bicubic_upscale(lr, scale)
+    y_hr = y_channel(hr)
+    bic_psnr, bic_ssim = y_psnr_ssim(bicubic, y_hr, scale)
+    if net is None:
+        return ImageScore(path.stem, bic_psnr, bic_ssim, bic_psnr, bic_ssim), bicubic, bicubic, hr
+    sr, y_sr = super_resolve(net, lr, bicubic)
+    sr_psnr, sr_ssim = y_psnr_ssim(y_sr, y_hr, scale)
+    return ImageScore(path.stem, sr_psnr, sr_ssim, bic_psnr, bic_ssim), bicubic, sr, hr
+
+
+def _save_png(image: np.ndarray, path: Path) -> None:
+    try:
+        Image.fromarray(image).save(path, format="PNG")
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _centre_crops(images: list[np.ndarray]) -> list[np.ndarray]:
+    """The same centre crop (at most ``SHEET_CROP`` square) of each image, as RGB."""
+    h, w = images[0].shape[:2]
+    c = min(SHEET_CROP, h, w)
+    top, left = (h - c) // 2, (w - c) // 2
+    crops = [a[top : top + c, left : left + c] for a in images]
+    return [np.repeat(a[..., None], 3, axis=2) if a.ndim == 2 else a.copy() for a in crops]
+
+
+def _comparison_sheet(rows: list[tuple[str, list[np.ndarray], ImageScore]], with_model: bool) -> Image.Image:
+    """Rows of bicubic | model | ground truth crops, each captioned with its name and PSNR."""
+    font = ImageFont.load_default()
+    pad, caption = 6, 14
+    ncols = len(rows[0][1])
+    tile = max(t.shape[0] for _, tiles, _ in rows for t in tiles)
+    col_w = max(tile, 150)
+    width = pad + ncols * (col_w + pad)
+    height = pad + len(rows) * (caption + tile + pad)
+    sheet = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(sheet)
+    for r, (name, tiles, score) in enumerate(rows):
+        y = pad + r * (caption + tile + pad)
+        labels = [f"{name} bicubic {score.bicubic_psnr:.2f} dB"]
+        if with_model:
+            labels.append(f"model {score.psnr:.2f} dB")
+        labels.append("ground truth")
+        for c, (t, label) in enumerate(zip(tiles, labels)):
+            x = pad + c * (col_w + pad)
+            draw.text((x, y), label, fill="black", font=font)
+            sheet.paste(Image.fromarray(t), (x, y + caption))
+    return sheet
