@@ -217,6 +217,122 @@ def models(as_json: bool) -> None:
 
 # --- train / eval (issue: train and eval) ------------------------------------------------------
 
+def _train_progress(total_hint: int) -> tuple["Progress", Callable[[Any], None]]:
+    """A rich progress bar on stderr, and the callback that feeds it training events."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                        TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=False)
+    task = progress.add_task("train", total=total_hint, info="")
+    seen: dict[str, Any] = {"val": None, "t": None, "step": 0, "rate": 0.0}
+
+    def on_event(event: Any) -> None:
+        import time
+
+        now = time.perf_counter()
+        if seen["t"] is not None and event.step > seen["step"]:
+            seen["rate"] = (event.step - seen["step"]) / max(now - seen["t"], 1e-9)
+        seen["t"], seen["step"] = now, event.step
+        if event.val_psnr is not None:
+            seen["val"] = event.val_psnr
+        if event.kind in ("start", "checkpoint") and event.message:
+            progress.log(f"{event.kind}: {event.message}")
+        if event.kind == "validate" and event.val_psnr is not None:
+            progress.log(f"step {event.step} epoch {event.epoch}: loss {event.loss or float('nan'):.4f}, val PSNR {event.val_psnr:.2f} dB")
+        loss = f"loss {event.loss:.4f} " if event.loss is not None else ""
+        val = f"val {seen['val']:.2f} dB " if seen["val"] is not None else ""
+        progress.update(task, total=event.total_steps, completed=event.step,
+                        info=f"{loss}{val}{seen['rate']:.1f} it/s")
+
+    return progress, on_event
+
+
+def _command_line(ctx: click.Context) -> str:
+    """The command as given (options from the command line only), for the model card."""
+    import shlex
+
+    from click.core import ParameterSource
+
+    words = ["subpixel", ctx.info_name or "train"]
+    for param in ctx.command.params:
+        if ctx.get_parameter_source(param.name) != ParameterSource.COMMANDLINE:
+            continue
+        value, flag = ctx.params[param.name], param.opts[-1] if len(param.opts[-1]) > 2 else param.opts[0]
+        if getattr(param, "is_flag", False):
+            words += [flag] if value else []
+        else:
+            words += [flag, str(value)]
+    return shlex.join(words)
+
+
+@main.command(epilog=EXIT_CODES_HELP)
+@click.option("--dataset", required=True, metavar="celebA|PATH", help="'celebA' (the original project's face recipe) or a folder of training images.")
+@click.option("--data-dir", metavar="DIR", help="Where celebA's img_align_celeba/ is (or hf://datasets/OWNER/NAME to fetch it).")
+@click.option("-x", "--scale", type=click.IntRange(min=2), default=None, help="Upscale factor (default 4 for celebA, else 3).")
+@click.option("--steps", type=click.IntRange(min=1), help="Total optimiser steps.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Total epochs (default 100 when --steps is not given).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Per process.")
+@click.option("--patch-size", type=click.IntRange(min=4), default=24, show_default=True, help="LR patch side (folder datasets).")
+@click.option("--patches-per-image", type=click.IntRange(min=1), default=16, show_default=True, help="Patches per image per epoch.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True, help="Adam learning rate.")
+@click.option("--min-lr", type=click.FloatRange(min=0), default=1e-5, show_default=True)
+@click.option("--schedule", type=click.Choice(["cosine", "step", "constant"]), default="cosine", show_default=True)
+@click.option("--loss", type=click.Choice(["l1", "mse"]), default="l1", show_default=True)
+@click.option("--channels", type=click.Choice(["1", "3"]), default=None, help="1 = Y (default), 3 = RGB (default for celebA).")
+@click.option("--degradation", type=click.Choice(["bicubic", "gaussian"]), default="bicubic", show_default=True,
+              help="bicubic: MATLAB imresize (as eval); gaussian: the paper's blur + subsample.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Data-loading processes.")
+@click.option("--val", metavar="DATASET", help="Folder of HR images for validation PSNR each epoch (celebA: held-out faces).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Run folder (default runs/<dataset>-x<scale>).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=500, show_default=True, help="Steps between checkpoints.")
+@click.option("--init-from", metavar="M", help="Start conv1/conv2 from this model (e.g. a ×3 run for ×2/×4).")
+@click.option("--name", help="Model name in config.json (default: the run folder's name).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
+@handle_errors
+def train(dataset: str, data_dir: str | None, scale: int | None, steps: int | None, epochs: int | None, batch_size: int,
+          patch_size: int, patches_per_image: int, lr: float, min_lr: float, schedule: str, loss: str,
+          channels: str | None, degradation: str, device: str, workers: int, val: str | None, out: Path | None,
+          resume: bool, seed: int, checkpoint_every: int, init_from: str | None, name: str | None, quiet: bool) -> None:
+    """Train an ESPCN model; the run folder (--out) is a model folder usable as --model.
+
+    Checkpoints are written atomically; --resume continues with the same step and optimiser
+    state. Run under torchrun for several processes or GPUs.
+
+    \b
+    Examples:
+      subpixel train --dataset celebA --data-dir ~/data --steps 20000
+      subpixel train --dataset train/ -x 3 --val benchmarks/Set5 --out runs/x3
+      torchrun --nproc_per_node 2 -m subpixel_cli train --dataset train/ -x 2
+    """
+    import os
+
+    from subpixel_cli.train import TrainConfig
+    from subpixel_cli.train import train as run_training
+
+    scale = scale or (4 if dataset.lower() == "celeba" else 3)
+    out = out or Path("runs") / f"{Path(dataset).name.lower()}-x{scale}"
+    config = TrainConfig(dataset=dataset, scale=scale, out=str(out), data_dir=data_dir, steps=steps, epochs=epochs,
+                         batch_size=batch_size, patch_size=patch_size, patches_per_image=patches_per_image, lr=lr,
+                         min_lr=min_lr, schedule=schedule, loss=loss, channels=int(channels) if channels else None,
+                         degradation=degradation, device=device, workers=workers, val=val, resume=resume, seed=seed,
+                         checkpoint_every=checkpoint_every, init_from=init_from, name=name,
+                         command=_command_line(click.get_current_context()))
+    show = not quiet and int(os.environ.get("RANK", "0")) == 0
+    if not show:
+        result = run_training(config)
+    else:
+        progress, on_event = _train_progress(steps or 1)
+        with progress:
+            result = run_training(config, on_event=on_event)
+    if show:
+        best = result.state.best_val_psnr
+        err_console.print(f"{result.out}: {result.state.step} steps in {result.state.elapsed:.0f} s"
+                          + (f", best val PSNR {best:.2f} dB" if best is not None else ""))
+
+
 @main.command("eval", epilog=EXIT_CODES_HELP)
 @click.argument("datasets", nargs=-1, required=True)
 @click.option("--model", "model_spec", metavar="M", default=None,

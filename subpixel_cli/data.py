@@ -1,0 +1,326 @@
+"""Training data: LR/HR pairs, the degradations that make them, and where datasets are found.
+
+Two kinds of training set:
+
+- :class:`PatchDataset` — any folder of images. Every image is mod-cropped to the scale, its LR
+  made once (``uint8`` MATLAB bicubic as the evaluation protocol, or the paper's Gaussian blur and
+  subsampling), and both kept in memory; items are random aligned patches (HR patch = LR patch ×
+  scale) with random flips and 90° rotations.
+- :class:`FaceDataset` — the original project's CelebA recipe: aligned faces, centre crop 108,
+  resize to 128 (HR), ×4 down to 32 (LR), RGB, the whole face as one item.
+
+Both hand out ``(lr, hr)`` float32 tensors ``C×h×w`` in [0, 1]: the BT.601 Y channel (``C = 1``)
+or RGB (``C = 3``). Item ``k`` of a dataset of ``n`` items is item ``k mod n`` of epoch ``k // n``
+(:class:`EpochSampler` hands out such keys), and every random choice comes from
+``(seed, epoch, index)``: an item is the same whichever worker makes it and whenever a run is
+resumed, and workers need no per-epoch state.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset, Sampler
+
+from subpixel_cli.color import rgb_to_y
+from subpixel_cli.errors import DataError
+from subpixel_cli.resize import imresize
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
+DEGRADATIONS = ("bicubic", "gaussian")
+DATA_ENV = "SUBPIXEL_DATA"
+CELEBA_FOLDER = "img_align_celeba"
+CELEBA_CROP, CELEBA_HR = 108, 128
+CELEBA_HELP = (
+    "CelebA's aligned faces (img_align_celeba/*.jpg) are for non-commercial research only and are "
+    "not shipped with subpixel. Download img_align_celeba.zip from "
+    "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html (or torchvision.datasets.CelebA(download=True)), "
+    "unzip it and pass --data-dir DIR (the folder holding img_align_celeba/, or torchvision's root with "
+    "celeba/img_align_celeba/), or set $SUBPIXEL_DATA; or fetch a copy from a Hugging Face dataset "
+    "repository you are allowed to use with --data-dir hf://datasets/OWNER/NAME"
+)
+
+
+# --- images and degradations ----------------------------------------------------------------
+
+
+def list_images(folder: Path) -> list[Path]:
+    """The image files directly inside ``folder``, sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """An image file as ``H×W×3`` ``uint8`` RGB (grey and palette images are expanded)."""
+    try:
+        with Image.open(path) as img:
+            if img.mode in ("I;16", "I;16B", "I"):
+                arr = np.asarray(img, dtype=np.float64)
+                img = Image.fromarray(np.clip(arr / 257.0 + 0.5, 0, 255).astype(np.uint8))
+            return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read image ({exc})") from None
+
+
+def mod_crop(image: np.ndarray, scale: int) -> np.ndarray:
+    """The top-left part of ``image`` whose sides are multiples of ``scale``."""
+    h, w = image.shape[:2]
+    return image[: h - h % scale, : w - w % scale]
+
+
+def gaussian_sigma(scale: int) -> float:
+    """The default blur for the Gaussian degradation: σ = 0.5·scale, roughly the support of
+    MATLAB's antialiasing kernel."""
+    return 0.5 * scale
+
+
+def degrade(hr: np.ndarray, scale: int, method: str = "bicubic", sigma: float | None = None) -> np.ndarray:
+    """The LR image of a ``uint8`` HR image whose sides are multiples of ``scale``.
+
+    ``bicubic``: MATLAB ``imresize(hr, 1/scale)`` in ``uint8`` (the evaluation protocol).
+    ``gaussian``: the paper's Gaussian blur (σ from :func:`gaussian_sigma` unless given) and
+    subsampling at the centre of each ``scale×scale`` block.
+    """
+    if hr.shape[0] % scale or hr.shape[1] % scale:
+        raise ValueError(f"degrade: a {hr.shape[0]}×{hr.shape[1]} image is not a multiple of {scale}; mod-crop it")
+    if method == "bicubic":
+        return imresize(hr, 1.0 / scale)
+    if method == "gaussian":
+        s = gaussian_sigma(scale) if sigma is None else sigma
+        blurred = cv2.GaussianBlur(hr, (0, 0), sigmaX=s, sigmaY=s, borderType=cv2.BORDER_REFLECT)
+        blurred = blurred.reshape(hr.shape)
+        off = scale // 2
+        return np.ascontiguousarray(blurred[off::scale, off::scale])
+    raise ValueError(f"degradation must be one of {DEGRADATIONS}, got {method!r}")
+
+
+def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """A ``uint8`` RGB image as float32 ``C×H×W`` in [0, 1]: BT.601 Y for 1 channel, else RGB."""
+    rgb = image.astype(np.float32) / 255.0
+    out = rgb_to_y(rgb).astype(np.float32) if channels == 1 else rgb
+    return np.ascontiguousarray(out.transpose(2, 0, 1))
+
+
+def augment(lr: np.ndarray, hr: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The same random flip and 90° rotation of a ``C×h×w`` LR/HR pair."""
+    k, flip = int(rng.integers(4)), bool(rng.integers(2))
+    if flip:
+        lr, hr = lr[:, :, ::-1], hr[:, :, ::-1]
+    lr, hr = np.rot90(lr, k, axes=(1, 2)), np.rot90(hr, k, axes=(1, 2))
+    return np.ascontiguousarray(lr), np.ascontiguousarray(hr)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One training image: its LR and HR as float32 ``C×H×W`` in [0, 1]."""
+
+    name: str
+    lr: np.ndarray
+    hr: np.ndarray
+
+
+def make_pair(path: Path, scale: int, channels: int, degradation: str = "bicubic") -> Pair:
+    """Read an image, mod-crop it, degrade it once and convert both to the model's channels."""
+    hr = mod_crop(read_rgb(path), scale)
+    lr = degrade(hr, scale, degradation)
+    return Pair(path.name, to_channels(lr, channels), to_channels(hr, channels))
+
+
+# --- datasets -------------------------------------------------------------------------------
+
+
+def _item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, epoch, index])
+
+
+class PatchDataset(Dataset):
+    """Random aligned patches of a folder of images, held in memory with their LR.
+
+    ``len()`` is ``patches_per_image`` × the number of images; item ``i`` of an epoch is a patch of
+    image ``i mod images`` at a position and orientation drawn from ``(seed, epoch, i)``.
+    """
+
+    def __init__(self, pairs: Sequence[Pair], scale: int, patch_size: int, patches_per_image: int = 16,
+                 seed: int = 0, augment: bool = True) -> None:
+        usable = [p for p in pairs if min(p.lr.shape[1:]) >= patch_size]
+        if not usable:
+            raise DataError(f"no training image is large enough for {patch_size}-pixel LR patches at ×{scale} "
+                            f"(needs {patch_size * scale} HR pixels a side); use a smaller --patch-size")
+        self.pairs, self.scale, self.patch_size = list(usable), scale, patch_size
+        self.patches_per_image, self.seed, self.augment = patches_per_image, seed, augment
+
+    @classmethod
+    def from_folder(cls, folder: Path, scale: int, channels: int, patch_size: int, degradation: str = "bicubic",
+                    **kwargs: object) -> "PatchDataset":
+        """Load every image of ``folder`` (and its direct sub-folders) as a :class:`PatchDataset`."""
+        files = find_images(folder)
+        return cls([make_pair(f, scale, channels, degradation) for f in files], scale, patch_size, **kwargs)
+
+    def __len__(self) -> int:
+        return len(self.pairs) * self.patches_per_image
+
+    def __getitem__(self, key: int) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, index = divmod(int(key), len(self))
+        pair = self.pairs[index % len(self.pairs)]
+        rng = _item_rng(self.seed, epoch, index)
+        p, s = self.patch_size, self.scale
+        y = int(rng.integers(pair.lr.shape[1] - p + 1))
+        x = int(rng.integers(pair.lr.shape[2] - p + 1))
+        lr = pair.lr[:, y : y + p, x : x + p]
+        hr = pair.hr[:, y * s : (y + p) * s, x * s : (x + p) * s]
+        if self.augment:
+            lr, hr = augment(lr, hr, rng)
+        return torch.from_numpy(np.ascontiguousarray(lr)), torch.from_numpy(np.ascontiguousarray(hr))
+
+
+def celeba_hr(path: Path) -> np.ndarray:
+    """The original project's HR face: centre crop 108×108 of an aligned face, resized to 128."""
+    img = read_rgb(path)
+    h, w = img.shape[:2]
+    if min(h, w) < CELEBA_CROP:
+        raise DataError(f"{path}: {w}×{h} is smaller than the {CELEBA_CROP}-pixel face crop")
+    top, left = (h - CELEBA_CROP) // 2, (w - CELEBA_CROP) // 2
+    crop = np.ascontiguousarray(img[top : top + CELEBA_CROP, left : left + CELEBA_CROP])
+    return imresize(crop, output_shape=(CELEBA_HR, CELEBA_HR))
+
+
+class FaceDataset(Dataset):
+    """CelebA faces by the original recipe: HR 128×128, LR 32×32 (×4), one face per item.
+
+    Faces are decoded when asked for (so workers share the work), or all at once with
+    ``preload=True``; augmentation is a horizontal flip only (faces are aligned upright).
+    """
+
+    def __init__(self, files: Sequence[Path], scale: int = 4, channels: int = 3, seed: int = 0,
+                 augment: bool = True, preload: bool = False, degradation: str = "bicubic") -> None:
+        if CELEBA_HR % scale:
+            raise DataError(f"the CelebA recipe makes 128-pixel faces; ×{scale} does not divide 128")
+        self.files, self.scale, self.channels = list(files), scale, channels
+        self.seed, self.augment, self.degradation = seed, augment, degradation
+        self._cache = [self._load(i) for i in range(len(self.files))] if preload else None
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def _load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        hr = celeba_hr(self.files[index])
+        lr = degrade(hr, self.scale, self.degradation)
+        return to_channels(lr, self.channels), to_channels(hr, self.channels)
+
+    def pair(self, index: int) -> Pair:
+        """Face ``index`` without augmentation (for validation)."""
+        lr, hr = self._cache[index] if self._cache is not None else self._load(index)
+        return Pair(self.files[index].name, lr, hr)
+
+    def __getitem__(self, key: int) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, index = divmod(int(key), len(self))
+        lr, hr = self._cache[index] if self._cache is not None else self._load(index)
+        if self.augment and _item_rng(self.seed, epoch, index).integers(2):
+            lr, hr = lr[:, :, ::-1], hr[:, :, ::-1]
+        return torch.from_numpy(np.ascontiguousarray(lr)), torch.from_numpy(np.ascontiguousarray(hr))
+
+
+class EpochSampler(Sampler[int]):
+    """A seeded permutation per epoch, split across ``world`` ranks, starting ``skip`` items in.
+
+    It yields keys ``epoch · size + index`` (see the module docstring). Every rank sees
+    ``size // world`` items (the remainder is dropped, so ranks stay in step), and a resumed run
+    skips exactly the items the interrupted run had used.
+    """
+
+    def __init__(self, size: int, seed: int, rank: int = 0, world: int = 1) -> None:
+        self.size, self.seed, self.rank, self.world = size, seed, rank, world
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def __len__(self) -> int:
+        return self.size // self.world - self.skip
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.size, generator=g)[: self.size // self.world * self.world]
+        base = self.epoch * self.size
+        return iter((base + order[self.rank :: self.world][self.skip :]).tolist())
+
+
+# --- finding datasets -------------------------------------------------------------------------
+
+
+def find_images(folder: Path) -> list[Path]:
+    """Images in ``folder`` and one level of sub-folders (T91/, BSD200/ …), sorted by path."""
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no such folder; --dataset takes 'celebA' or a folder of training images")
+    files = list_images(folder)
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+        files += list_images(sub)
+    if not files:
+        raise DataError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in it or its sub-folders")
+    return files
+
+
+def celeba_search_paths(data_dir: Path | None) -> list[Path]:
+    """Where ``img_align_celeba`` is looked for, in order."""
+    roots: list[Path] = []
+    if data_dir is not None:
+        roots.append(data_dir)
+    if os.environ.get(DATA_ENV):
+        roots.append(Path(os.environ[DATA_ENV]))
+    roots += [Path.cwd() / "data", Path.home() / ".cache" / "subpixel"]
+    paths: list[Path] = []
+    for root in roots:
+        paths += [root / CELEBA_FOLDER, root / "celeba" / CELEBA_FOLDER, root / "celebA" / CELEBA_FOLDER]
+    if data_dir is not None:
+        paths.insert(0, data_dir)  # a plain folder of the faces themselves
+    return paths
+
+
+def _has_jpgs(folder: Path) -> bool:
+    return folder.is_dir() and any(p.suffix.lower() == ".jpg" for p in folder.iterdir())
+
+
+def find_celeba(data_dir: Path | None) -> Path:
+    """The ``img_align_celeba`` folder, or a :class:`DataError` that says where it was looked for."""
+    candidates = celeba_search_paths(data_dir)
+    for folder in candidates:
+        if _has_jpgs(folder):
+            return folder
+    looked = "\n  ".join(str(p) for p in dict.fromkeys(candidates))
+    raise DataError(f"CelebA not found; looked for {CELEBA_FOLDER}/*.jpg in:\n  {looked}\n{CELEBA_HELP}")
+
+
+def fetch_hf_dataset(spec: str) -> Path:
+    """Download ``hf://datasets/OWNER/NAME[@REV]`` (its ``img_align_celeba`` files) into the
+    Hugging Face cache and return the snapshot folder."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    body = spec.removeprefix("hf://").removeprefix("datasets/")
+    repo_id, _, revision = body.partition("@")
+    if repo_id.count("/") != 1:
+        raise DataError(f"{spec}: a hub dataset is written hf://datasets/OWNER/NAME[@REVISION]")
+    try:
+        folder = snapshot_download(repo_id, repo_type="dataset", revision=revision or None,
+                                   allow_patterns=[f"{CELEBA_FOLDER}/*", f"*/{CELEBA_FOLDER}/*"])
+    except RepositoryNotFoundError:
+        raise DataError(f"{spec}: no such dataset repository, or it is private/gated (set HF_TOKEN)") from None
+    except LocalEntryNotFoundError:
+        why = "offline mode is on (HF_HUB_OFFLINE=1)" if constants.HF_HUB_OFFLINE else "the hub cannot be reached"
+        raise DataError(f"{spec}: not in the local Hugging Face cache and {why}. {CELEBA_HELP}") from None
+    except (HfHubHTTPError, OSError) as exc:
+        raise DataError(f"{spec}: download failed: {str(exc).splitlines()[0]}") from None
+    return Path(folder)
+
+
+def split_holdout(files: Sequence[Path], fraction: float) -> tuple[list[Path], list[Path]]:
+    """Files sorted by name: the first ``1 - fraction`` for training, the rest held out."""
+    ordered = sorted(files, key=lambda p: p.name)
+    cut = len(ordered) - int(round(len(ordered) * fraction))
+    return ordered[:cut], ordered[cut:]

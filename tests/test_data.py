@@ -1,0 +1,154 @@
+"""Training data: LR/HR pairing, degradations, samplers and finding CelebA."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import SHARED_DATA, random_image
+from subpixel_cli import data
+from subpixel_cli.errors import DataError
+from subpixel_cli.resize import imresize
+
+
+def _write(folder: Path, name: str, image: np.ndarray) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    Image.fromarray(image).save(path)
+    return path
+
+
+def test_degrade_is_uint8_matlab_bicubic_of_the_mod_cropped_image():
+    hr = data.mod_crop(random_image(50, 61), 3)
+    assert hr.shape == (48, 60, 3)
+    lr = data.degrade(hr, 3)
+    assert lr.dtype == np.uint8 and lr.shape == (16, 20, 3)
+    np.testing.assert_array_equal(lr, imresize(hr, 1 / 3))
+
+
+def test_gaussian_degradation_subsamples_by_the_scale():
+    hr = random_image(48, 64)
+    lr = data.degrade(hr, 4, "gaussian")
+    assert lr.shape == (12, 16, 3) and lr.dtype == np.uint8
+    flat = np.full((48, 64, 3), 77, np.uint8)  # a flat image stays flat under blur + subsample
+    assert np.all(data.degrade(flat, 4, "gaussian") == 77)
+
+
+def test_degrade_rejects_sizes_that_are_not_multiples():
+    with pytest.raises(ValueError, match="mod-crop"):
+        data.degrade(random_image(10, 10), 3)
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_patches_are_aligned_lr_hr_pairs(tmp_path, scale):
+    """The LR patch is the degraded HR patch (away from the patch borders), flips and rotations
+    included: HR patch = LR patch × scale at the same place."""
+    path = _write(tmp_path, "a.png", random_image(96, 120, seed=scale))
+    pair = data.make_pair(path, scale, channels=1)
+    ds = data.PatchDataset([pair], scale, patch_size=12, patches_per_image=6, seed=1)
+    for key in range(len(ds)):
+        lr, hr = ds[key]
+        assert lr.shape == (1, 12, 12) and hr.shape == (1, 12 * scale, 12 * scale)
+        # Re-degrade the HR patch (as Y in [0, 1]) and compare the interior with the LR patch.
+        redone = imresize(hr[0].double().numpy(), 1 / scale)
+        inner = slice(3, -3)
+        np.testing.assert_allclose(redone[inner, inner], lr[0, inner, inner].double().numpy(), atol=0.02)
+
+
+def test_items_depend_only_on_seed_epoch_and_index(tmp_path):
+    path = _write(tmp_path, "a.png", random_image(64, 64))
+    pair = data.make_pair(path, 2, channels=3)
+    a = data.PatchDataset([pair], 2, patch_size=8, patches_per_image=4, seed=5)
+    b = data.PatchDataset([pair], 2, patch_size=8, patches_per_image=4, seed=5)
+    assert all((a[k][0] == b[k][0]).all() and (a[k][1] == b[k][1]).all() for k in range(12))
+    # Key k + len is the same item in the next epoch: another patch.
+    assert not (a[1][1].shape == a[1 + len(a)][1].shape and (a[1][1] == a[1 + len(a)][1]).all())
+
+
+def test_patch_size_too_large_says_what_to_do(tmp_path):
+    path = _write(tmp_path, "small.png", random_image(20, 20))
+    with pytest.raises(DataError, match="--patch-size"):
+        data.PatchDataset([data.make_pair(path, 4, 1)], 4, patch_size=24)
+
+
+def test_y_and_rgb_channels(tmp_path):
+    path = _write(tmp_path, "grey.png", np.full((24, 24), 128, np.uint8))  # grey files become RGB
+    y = data.make_pair(path, 2, channels=1)
+    rgb = data.make_pair(path, 2, channels=3)
+    assert y.lr.shape == (1, 12, 12) and rgb.hr.shape == (3, 24, 24)
+    assert y.hr.dtype == np.float32 and 0 <= y.hr.min() and y.hr.max() <= 1
+
+
+def test_find_images_descends_one_level_and_complains_when_empty(tmp_path):
+    _write(tmp_path / "T91", "t1.png", random_image(16, 16))
+    _write(tmp_path / "BSD", "b1.jpg", random_image(16, 16))
+    assert [p.name for p in data.find_images(tmp_path)] == ["b1.jpg", "t1.png"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no images"):
+        data.find_images(tmp_path / "empty")
+    with pytest.raises(DataError, match="no such folder"):
+        data.find_images(tmp_path / "missing")
+
+
+def test_epoch_sampler_splits_ranks_and_skips_what_was_used():
+    full = list(data.EpochSampler(10, seed=3))
+    assert sorted(full) == list(range(10))
+    ranks = [data.EpochSampler(10, seed=3, rank=r, world=2) for r in range(2)]
+    shares = [list(s) for s in ranks]
+    assert len(shares[0]) == len(shares[1]) == 5 and not set(shares[0]) & set(shares[1])
+    s = data.EpochSampler(10, seed=3)
+    s.set_epoch(1, skip=4)
+    second = data.EpochSampler(10, seed=3)
+    second.set_epoch(1)
+    assert list(s) == list(second)[4:] and len(s) == 6
+    assert all(10 <= k < 20 for k in s)  # keys of epoch 1
+
+
+def _faces(folder: Path, n: int) -> list[Path]:
+    return [_write(folder, f"{i:06d}.jpg", random_image(218, 178, seed=i)) for i in range(1, n + 1)]
+
+
+def test_celeba_recipe_shapes_and_flip(tmp_path):
+    files = _faces(tmp_path / "img_align_celeba", 2)
+    ds = data.FaceDataset(files, seed=0)
+    lr, hr = ds[0]
+    assert lr.shape == (3, 32, 32) and hr.shape == (3, 128, 128)
+    plain = ds.pair(0)
+    flipped = [k for k in range(0, 40, 2) if not np.array_equal(ds[k][1].numpy(), plain.hr)]
+    assert flipped, "some epochs flip the face"
+    for k in flipped:
+        np.testing.assert_array_equal(ds[k][1].numpy(), plain.hr[:, :, ::-1])
+
+
+def test_find_celeba_layouts(tmp_path):
+    _faces(tmp_path / "tv" / "celeba" / "img_align_celeba", 1)  # torchvision's layout
+    assert data.find_celeba(tmp_path / "tv") == tmp_path / "tv" / "celeba" / "img_align_celeba"
+    _faces(tmp_path / "plain", 1)  # the faces themselves
+    assert data.find_celeba(tmp_path / "plain") == tmp_path / "plain"
+
+
+def test_missing_celeba_says_where_it_looked_and_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.delenv(data.DATA_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError) as info:
+        data.find_celeba(tmp_path / "nowhere")
+    message = str(info.value)
+    assert str(tmp_path / "nowhere" / "img_align_celeba") in message
+    assert "--data-dir" in message and "non-commercial" in message
+
+
+def test_holdout_takes_the_last_files_by_name():
+    files = [Path(f"{i:06d}.jpg") for i in (5, 1, 9, 3, 7, 2, 8, 4, 6, 10)]
+    train, held = data.split_holdout(files, 0.2)
+    assert [p.name for p in held] == ["000009.jpg", "000010.jpg"] and len(train) == 8
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "celeba_sample").is_dir(), reason="needs ../shared/data")
+def test_real_celeba_sample_is_found_and_decoded():
+    folder = data.find_celeba(SHARED_DATA / "celeba_sample")
+    files = sorted(folder.glob("*.jpg"))[:2]
+    lr, hr = data.FaceDataset(files)[0]
+    assert lr.shape == (3, 32, 32) and hr.shape == (3, 128, 128)

@@ -1,0 +1,212 @@
+"""Training: a few-step CPU run, the run folder as a model folder, checkpoints, resume, torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from safetensors import safe_open
+
+from conftest import random_image
+from subpixel_cli.cli import main
+from subpixel_cli.errors import UsageError
+from subpixel_cli.registry import load_model
+from subpixel_cli.train import CHECKPOINT_NAME, STATE_NAME, TrainConfig, learning_rate, train
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory) -> Path:
+    """Six small training pictures (and a validation folder beside them)."""
+    root = tmp_path_factory.mktemp("data")
+    for i in range(6):
+        (root / "train").mkdir(exist_ok=True)
+        Image.fromarray(random_image(48, 56, seed=i)).save(root / "train" / f"img{i}.png")
+    (root / "val").mkdir()
+    for i in range(2):
+        Image.fromarray(random_image(40, 44, seed=10 + i)).save(root / "val" / f"v{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory) -> Path:
+    """Twelve synthetic 178×218 'aligned faces' in torchvision's CelebA layout."""
+    root = tmp_path_factory.mktemp("celeba")
+    folder = root / "celeba" / "img_align_celeba"
+    folder.mkdir(parents=True)
+    for i in range(12):
+        Image.fromarray(random_image(218, 178, seed=i)).save(folder / f"{i + 1:06d}.jpg")
+    return root
+
+
+def _config(image_folder: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(dataset=str(image_folder / "train"), scale=2, out=str(out), steps=8, batch_size=4, patch_size=8,
+                patches_per_image=2, seed=7, checkpoint_every=3, val=str(image_folder / "val"), device="cpu")
+    return TrainConfig(**{**base, **kw})
+
+
+def _weights(out: Path) -> dict[str, torch.Tensor]:
+    with safe_open(str(out / CHECKPOINT_NAME), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}
+
+
+class Killed(Exception):
+    """Stands in for a kill: the run ends without writing anything more."""
+
+
+def _kill_at(step: int):
+    def stop(s: int) -> bool:
+        if s == step:
+            raise Killed
+        return False
+
+    return stop
+
+
+def test_cli_few_step_run_writes_a_model_folder(image_folder, tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", "--dataset", str(image_folder / "train"), "-x", "2", "--steps", "6",
+                                       "--batch-size", "4", "--patch-size", "8", "--patches-per-image", "2",
+                                       "--val", str(image_folder / "val"), "--out", str(out), "--device", "cpu"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert {"config.json", "model.safetensors", "README.md", CHECKPOINT_NAME, STATE_NAME} <= {p.name for p in out.iterdir()}
+    assert list((out / "samples").glob("step_*.png"))
+    loaded = load_model(str(out))  # --model RUN_DIR
+    assert loaded.info.scale == 2 and loaded.info.config.channels == 1
+    assert loaded.info.training["steps"] == 6 and loaded.info.training["command"].startswith("subpixel train")
+    assert "psnr" in loaded.info.metrics["val"]
+    state = json.loads((out / STATE_NAME).read_text())
+    assert state["state"]["step"] == 6 and state["state"]["history"][-1]["val_psnr"] > 0
+    card = (out / "README.md").read_text()
+    assert "## Evaluation" in card and "subpixel train" in card
+
+
+def test_killed_run_resumes_to_the_same_weights(image_folder, tmp_path):
+    straight = train(_config(image_folder, tmp_path / "a"))
+    with pytest.raises(Killed):
+        train(_config(image_folder, tmp_path / "b"), stop=_kill_at(5))  # last checkpoint: step 3
+    assert json.loads((tmp_path / "b" / STATE_NAME).read_text())["state"]["step"] == 3
+    resumed = train(_config(image_folder, tmp_path / "b", resume=True))
+    assert straight.state.step == resumed.state.step == 8
+    a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
+    assert a.keys() == b.keys() and any(k.startswith("optim.") for k in a)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_stopped_run_checkpoints_where_it_stopped_and_continues(image_folder, tmp_path):
+    first = train(_config(image_folder, tmp_path / "c", steps=4), stop=lambda s: s == 2)
+    assert first.state.step == 2
+    again = train(_config(image_folder, tmp_path / "c", steps=4, resume=True))
+    assert again.state.step == 4
+    steps = [h["step"] for h in again.state.history]
+    assert steps == sorted(steps) and steps[-1] == 4
+
+
+def test_resume_checks_the_model_and_new_runs_do_not_overwrite(image_folder, tmp_path):
+    train(_config(image_folder, tmp_path / "d", steps=2))
+    with pytest.raises(UsageError, match="--resume"):
+        train(_config(image_folder, tmp_path / "d", steps=2))
+    with pytest.raises(UsageError, match="differs"):
+        train(_config(image_folder, tmp_path / "d", steps=4, scale=3, resume=True))
+    with pytest.raises(UsageError, match="no checkpoint"):
+        train(_config(image_folder, tmp_path / "nothing", resume=True))
+
+
+def test_checkpoints_are_safetensors_with_json_state_not_pickles(image_folder, tmp_path):
+    train(_config(image_folder, tmp_path / "e", steps=3))
+    out = tmp_path / "e"
+    with open(out / CHECKPOINT_NAME, "rb") as f:
+        header_len = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(header_len))
+    trainer = json.loads(header["__metadata__"]["trainer"])
+    assert trainer["state"]["step"] == 3 and trainer["config"]["scale"] == 2
+    assert not [p for p in out.rglob("*") if p.suffix in {".pt", ".pth", ".pkl", ".bin"}]
+
+
+def test_learning_rate_schedules():
+    c = TrainConfig(dataset="x", scale=2, lr=1e-3, min_lr=1e-5)
+    assert learning_rate(c, 0, 100) == pytest.approx(1e-3)
+    assert learning_rate(c, 100, 100) == pytest.approx(1e-5)
+    step = TrainConfig(dataset="x", scale=2, lr=1e-3, schedule="step")
+    assert [learning_rate(step, s, 100) for s in (0, 50, 80)] == pytest.approx([1e-3, 1e-4, 1e-5])
+
+
+def test_bad_options_are_usage_errors():
+    with pytest.raises(UsageError, match="not both"):
+        TrainConfig(dataset="x", scale=2, steps=3, epochs=3)
+    with pytest.raises(UsageError, match="--loss"):
+        TrainConfig(dataset="x", scale=2, loss="huber")
+
+
+def test_celeba_recipe_end_to_end_with_held_out_faces(faces, tmp_path):
+    out = tmp_path / "faces"
+    result = CliRunner().invoke(main, ["train", "--dataset", "celebA", "--data-dir", str(faces), "--steps", "3",
+                                       "--batch-size", "4", "--out", str(out), "--device", "cpu", "-q"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    info = load_model(str(out)).info
+    assert info.scale == 4 and info.config.channels == 3 and "CelebA" in info.license
+    assert info.training["train_images"] == 11 and info.training["held_out_images"] == 1
+    assert info.metrics["val"]["psnr"] > 0
+
+
+def test_missing_celeba_is_a_usage_error_that_says_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.delenv("SUBPIXEL_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["train", "--dataset", "celebA", "--data-dir", str(tmp_path / "none"),
+                                       "--steps", "1", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert "img_align_celeba" in result.output and str(tmp_path / "none") in result.output
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "subpixel_cli", *args]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+
+
+def test_sigkilled_process_resumes(image_folder, tmp_path):
+    out = tmp_path / "killed"
+    args = ["train", "--dataset", str(image_folder / "train"), "-x", "2", "--batch-size", "4", "--patch-size", "8",
+            "--patches-per-image", "2", "--out", str(out), "--device", "cpu", "--checkpoint-every", "2", "-q"]
+    proc = subprocess.Popen(_cli(*args, "--steps", "100000"), env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / STATE_NAME).exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.3)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    done = json.loads((out / STATE_NAME).read_text())["state"]["step"]
+    assert done >= 2
+    total = done + 3
+    result = CliRunner().invoke(main, [*args, "--steps", str(total), "--resume"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / STATE_NAME).read_text())["state"]["step"] == total
+    assert all(np.isfinite(v.numpy()).all() for v in _weights(out).values())
+
+
+def test_torchrun_two_cpu_processes(image_folder, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", "-m", "subpixel_cli",
+           "train", "--dataset", str(image_folder / "train"), "-x", "2", "--steps", "4", "--batch-size", "2",
+           "--patch-size", "8", "--patches-per-image", "2", "--out", str(out), "--device", "cpu", "-q"]
+    run = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    info = load_model(str(out)).info
+    assert info.training["processes"] == 2 and info.training["steps"] == 4
