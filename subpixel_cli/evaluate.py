@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from subpixel_cli.color import rgb_to_y, rgb_to_ycbcr, ycbcr_to_rgb
@@ -225,11 +226,17 @@ def _to_uint8(x255: np.ndarray) -> np.ndarray:
 
 
 def _run(net: ESPCN, x: np.ndarray) -> np.ndarray:
-    """Forward a ``C×H×W`` array in [0, 1]; returns ``C×rH×rW`` float64, clipped to [0, 1]."""
+    """Forward a ``C×H×W`` array in [0, 1]; returns ``C×rH×rW`` float64, clipped to [0, 1].
+
+    The input is reflect-padded by the receptive radius and the padding cut off again, as the
+    Upscaler does, so the scores describe what ``subpixel upscale`` produces at image borders.
+    """
     param = next(net.parameters())
+    p, r = net.config.receptive_radius, net.config.scale
     with torch.inference_mode():
         t = torch.from_numpy(np.ascontiguousarray(x)).to(param.device, param.dtype)[None]
-        out = net(t)[0].clamp_(0, 1)
+        mode = "reflect" if min(t.shape[-2:]) > p else "replicate"
+        out = net(F.pad(t, (p, p, p, p), mode=mode))[0, :, p * r : -p * r, p * r : -p * r].clamp_(0, 1)
     return out.float().cpu().numpy().astype(np.float64)
 
 

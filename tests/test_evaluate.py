@@ -75,7 +75,9 @@ class _Oracle(nn.Module):
         self.output = torch.from_numpy(output).float()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.output[None]
+        # The scoring reflect-pads the input by the receptive radius and cuts the result back.
+        margin = self.config.receptive_radius * self.config.scale
+        return torch.nn.functional.pad(self.output[None], (margin,) * 4)
 
 
 # --- the protocol's pieces ----------------------------------------------------------------------------
