@@ -45,7 +45,8 @@ def load_model(spec: str | None = None, scale: int | None = None) -> LoadedModel
         packaged = packaged_models()
         if spec not in packaged:
             scales = sorted({i.scale for n, i in packaged.items() if n == default_model_name(i.scale)})
-            raise ModelError(f"no packaged model for ×{scale} (packaged scales: {', '.join(map(str, scales))}); pass --model")
+            have = f"packaged scales: {', '.join(f'×{s}' for s in scales)}" if scales else "no packaged models are installed"
+            raise ModelError(f"no packaged model for ×{scale} ({have}); pass --model")
     loaded = _load_spec(spec)
     if scale is not None and loaded.info.scale != scale:
         raise ModelError(f"model {spec} upscales ×{loaded.info.scale}, not ×{scale}; drop -x or pick another model")
