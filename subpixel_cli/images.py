@@ -7,7 +7,9 @@ stay ``uint16`` end to end.
 
 from __future__ import annotations
 
+import glob
 import os
+import re
 import struct
 import tempfile
 import warnings
@@ -26,6 +28,8 @@ from subpixel_cli.errors import InputError, OutputError
 
 FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "tiff": "TIFF", "tif": "TIFF"}
 SIXTEEN_BIT_FORMATS = {"PNG", "TIFF"}
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".ppm", ".pgm", ".pbm", ".tga"}
 
 
@@ -82,7 +86,10 @@ def read_image(path: str | Path) -> Picture:
                 if picture.source_format in SIXTEEN_BIT_FORMATS and picture.bit_depth == 8:
                     picture = _maybe_16bit(path, img, picture)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InputError(f"{path}: refused as a possible decompression bomb ({_one_line(exc)}); raise the limit with --max-pixels") from None
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(found.group(1)):,} pixels, " if found else ""
+        raise InputError(f"{path}: refused as a possible decompression bomb ({size}over the limit of "
+                         f"{Image.MAX_IMAGE_PIXELS:,}); raise the limit with --max-pixels") from None
     except UnidentifiedImageError:
         raise InputError(f"{path}: not an image, or a format that cannot be read") from None
     except PermissionError:
@@ -130,7 +137,8 @@ def _from_pil(img: Image.Image) -> Picture:
 
 def _maybe_16bit(path: Path, img: Image.Image, picture: Picture) -> Picture:
     """Pillow reads 16-bit RGB(A) PNG/TIFF as 8-bit; OpenCV keeps the 16 bits."""
-    arr = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    # Decode from bytes: cv2.imread crashes the process on names that are not valid UTF-8.
+    arr = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)
     if arr is None or arr.dtype != np.uint16 or arr.ndim != 3:
         return picture
     arr = cv2.cvtColor(arr, cv2.COLOR_BGRA2RGBA if arr.shape[2] == 4 else cv2.COLOR_BGR2RGB)
@@ -174,6 +182,28 @@ def output_format(path: Path, requested: str | None) -> str:
     return FORMATS[key]
 
 
+PARTIAL_SUFFIX = ".partial"
+
+
+def remove_stale_partials(path: Path, before: float) -> int:
+    """Delete the temporary files :func:`atomic_output` left for ``path`` when a run was killed
+    (``.NAME.*.partial``, last modified before ``before``, a ``time.time()``); returns how many."""
+    removed = 0
+    try:
+        # mkstemp's random part: 8 characters of [a-z0-9_]
+        candidates = list(path.parent.glob(f".{glob.escape(path.name)}.{'[a-z0-9_]' * 8}{PARTIAL_SUFFIX}"))
+    except OSError:
+        return 0
+    for stale in candidates:
+        try:
+            if stale.is_file() and stale.stat().st_mtime < before:
+                stale.unlink()
+                removed += 1
+        except OSError:
+            pass  # gone already, or not ours to remove: never a reason to fail the job
+    return removed
+
+
 @contextmanager
 def atomic_output(path: Path, force: bool = False) -> Iterator[BinaryIO]:
     """A binary file that becomes ``path`` only when the block ends without error: it is written
@@ -181,7 +211,7 @@ def atomic_output(path: Path, force: bool = False) -> Iterator[BinaryIO]:
     if path.exists() and not force:
         raise OutputError(f"{path}: exists (use --force to overwrite)")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX, dir=path.parent)
     except OSError as exc:
         raise OutputError(f"{path}: cannot write ({exc.strerror or _one_line(exc)})") from None
     try:
@@ -189,6 +219,7 @@ def atomic_output(path: Path, force: bool = False) -> Iterator[BinaryIO]:
             yield f
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)

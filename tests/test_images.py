@@ -155,3 +155,17 @@ def test_a_failed_encode_leaves_no_file(tmp_path):
     with pytest.raises(OutputError, match="alpha"):
         write_image(tmp_path / "o.jpg", Picture(random_image(4, 4), alpha=random_image(4, 4, 1)[..., 0]))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_outputs_get_the_usual_permissions(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        write_image(tmp_path / "o.png", Picture(random_image(4, 4)))
+    finally:
+        os.umask(old)
+    from subpixel_cli import images
+
+    assert stat.S_IMODE((tmp_path / "o.png").stat().st_mode) == 0o666 & ~images._UMASK
