@@ -144,6 +144,7 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)  # per validation: step, epoch, loss, val
     best_val_psnr: float | None = None
     scaler: dict[str, Any] | None = None
+    commands: list[str] = field(default_factory=list)  # every invocation that trained this run
 
 
 @dataclass
@@ -455,6 +456,8 @@ def train(config: TrainConfig, on_event: EventCallback | None = None,
     if config.resume:
         record, tensors = load_checkpoint(out)
         state = restore(record, {k: v.to(device) for k, v in tensors.items()}, model, optimizer)
+    if config.command:
+        state.commands.append(config.command)
     loop = _Loop(config, run_data, model, optimizer, state, device, ddp, out, on_event or (lambda e: None))
     try:
         return loop.run(stop)
@@ -578,7 +581,8 @@ class _Loop:
         last = next((h for h in reversed(self.state.history) if "val_psnr" in h), None)
         metrics = {"val": {"dataset": self.data.description.get("val"), "scale": c.scale, "psnr": last["val_psnr"],
                            "bicubic_psnr": last["bicubic_psnr"], "step": last["step"]}} if last else {}
-        training = {"command": c.command, **self.data.description, "steps": self.state.step,
+        commands = self.state.commands or [c.command]
+        training = {"command": commands[0] if len(commands) == 1 else " && ".join(commands), **self.data.description, "steps": self.state.step,
                     "total_steps": self.total, "batch_size": c.batch_size, "processes": self.ddp.world,
                     "loss": c.loss, "optimizer": "Adam", "lr": c.lr, "schedule": c.schedule, "seed": c.seed,
                     "init_from": c.init_from, "device": self.device.type,
