@@ -54,6 +54,11 @@ LOSSES = {"l1": nn.L1Loss, "mse": nn.MSELoss}
 SCHEDULES = ("cosine", "step", "constant")
 CELEBA = "celeba"
 CELEBA_LICENSE = "CelebA: non-commercial research and educational use only"
+CELEBA_RUN_NOTE = (
+    "Trained on CelebA, whose agreement allows non-commercial research and educational use only. "
+    f"`{SAMPLES_DIR}/` holds CelebA faces: do not publish them (upload only config.json, "
+    "model.safetensors and README.md)."
+)
 
 
 @dataclass
@@ -443,10 +448,10 @@ def train(config: TrainConfig, on_event: EventCallback | None = None,
     device = resolve_device(config.device)
     ddp = _init_distributed(device)
     out = Path(config.out).expanduser()
+    if not config.resume and (out / CHECKPOINT_NAME).exists():
+        raise UsageError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     if ddp.main:
         out.mkdir(parents=True, exist_ok=True)
-        if not config.resume and (out / CHECKPOINT_NAME).exists():
-            raise UsageError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     run_data = build_data(config)
     model = build_model(config).to(device)
     if device.type == "cpu":
@@ -489,6 +494,7 @@ class _Loop:
             self.scaler.load_state_dict(state.scaler)
         self.loss_fn = LOSSES[config.loss]()
         self.info = self._model_info()
+        self._updating = False
 
     def _event(self, kind: str, **kw: Any) -> None:
         if self.ddp.main:
@@ -499,6 +505,16 @@ class _Loop:
         self._event("start", message=f"{len(self.data.train)} items, {self.steps_per_epoch} steps/epoch on "
                                      f"{self.device.type} × {self.ddp.world}")
         self.net.train()
+        try:
+            return self._run(stop)
+        except KeyboardInterrupt:
+            # Keep what was trained, unless the interrupt split an update from its step count
+            # (with several processes, the last periodic checkpoint is what a restart resumes).
+            if self.ddp.world == 1 and not self._updating:
+                self._checkpoint()
+            raise
+
+    def _run(self, stop: Callable[[int], bool] | None) -> TrainResult:
         loader = _loader(self.data.train, self.sampler, self.config, self.device)
         losses: list[float] = []
         started = time.perf_counter() - self.state.elapsed
@@ -533,9 +549,11 @@ class _Loop:
             loss = self.loss_fn(self.net(lr_batch).float(), hr_batch)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        self._updating = True
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.state.step += 1
+        self._updating = False
         return float(loss.detach())
 
     def _validate(self, train_loss: float | None) -> None:
@@ -567,7 +585,7 @@ class _Loop:
             self.state.scaler = self.scaler.state_dict() if self.amp else None
             save_checkpoint(self.out, self.model, self.optimizer, self.config, self.state)
             self.info = self._model_info()
-            save_model(self.out, self.model, self.info, model_card(self.info))
+            save_model(self.out, self.model, self.info, model_card(self.info, CELEBA_RUN_NOTE if self.config.is_celeba else ""))
             self._event("checkpoint", message=str(self.out / CHECKPOINT_NAME))
         if self.ddp.world > 1:
             dist.barrier()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -152,3 +156,38 @@ def test_real_celeba_sample_is_found_and_decoded():
     files = sorted(folder.glob("*.jpg"))[:2]
     lr, hr = data.FaceDataset(files)[0]
     assert lr.shape == (3, 32, 32) and hr.shape == (3, 128, 128)
+
+
+def _hf_dataset_cache(hf_home: Path, repo_id: str, faces: list[Path]) -> None:
+    """Lay faces out as huggingface_hub's cache of a dataset repo: blobs, snapshot links, refs/main."""
+    commit = hashlib.sha1(repo_id.encode()).hexdigest()
+    repo = hf_home / "hub" / ("datasets--" + repo_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / commit / "img_align_celeba"
+    snapshot.mkdir(parents=True)
+    (repo / "blobs").mkdir()
+    (repo / "refs").mkdir()
+    for face in faces:
+        blob = hashlib.sha256(face.read_bytes()).hexdigest()
+        (repo / "blobs" / blob).write_bytes(face.read_bytes())
+        (snapshot / face.name).symlink_to(Path("..", "..", "..", "blobs", blob))
+    (repo / "refs" / "main").write_text(commit)
+
+
+def _fetch(spec: str, hf_home: Path) -> subprocess.CompletedProcess:
+    code = ("import sys; from subpixel_cli.data import fetch_hf_dataset, find_celeba; from subpixel_cli.errors import DataError\n"
+            "try: print(find_celeba(fetch_hf_dataset(sys.argv[1])))\n"
+            "except DataError as e: print('DataError:', e); sys.exit(2)")
+    env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
+    env.pop("HF_HUB_CACHE", None)
+    return subprocess.run([sys.executable, "-c", code, spec], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_celeba_from_a_hub_dataset_repo_through_the_real_cache(tmp_path):
+    faces = _faces(tmp_path / "src", 2)
+    _hf_dataset_cache(tmp_path / "hf", "someone/celeba-faces", faces)
+    found = _fetch("hf://datasets/someone/celeba-faces", tmp_path / "hf")
+    assert found.returncode == 0, found.stdout + found.stderr
+    folder = Path(found.stdout.strip())
+    assert folder.name == "img_align_celeba" and sorted(p.name for p in folder.iterdir()) == ["000001.jpg", "000002.jpg"]
+    missing = _fetch("hf://datasets/someone/other", tmp_path / "hf")
+    assert missing.returncode == 2 and "offline" in missing.stdout and "--data-dir" in missing.stdout

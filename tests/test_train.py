@@ -210,3 +210,18 @@ def test_torchrun_two_cpu_processes(image_folder, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     info = load_model(str(out)).info
     assert info.training["processes"] == 2 and info.training["steps"] == 4
+
+
+def test_ctrl_c_checkpoints_the_step_it_reached(image_folder, tmp_path):
+    def interrupt(step: int) -> bool:
+        if step == 5:
+            raise KeyboardInterrupt
+        return False
+
+    straight = train(_config(image_folder, tmp_path / "f", checkpoint_every=100))
+    with pytest.raises(KeyboardInterrupt):
+        train(_config(image_folder, tmp_path / "g", checkpoint_every=100), stop=interrupt)
+    assert json.loads((tmp_path / "g" / STATE_NAME).read_text())["state"]["step"] == 5
+    train(_config(image_folder, tmp_path / "g", checkpoint_every=100, resume=True))
+    a, b = _weights(tmp_path / "f"), _weights(tmp_path / "g")
+    assert all(torch.equal(a[k], b[k]) for k in a) and straight.state.step == 8
