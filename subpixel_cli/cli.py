@@ -272,7 +272,7 @@ def _command_line(ctx: click.Context) -> str:
 @click.option("--steps", type=click.IntRange(min=1), help="Total optimiser steps.")
 @click.option("--epochs", type=click.IntRange(min=1), help="Total epochs (default 100 when --steps is not given).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True, help="Per process.")
-@click.option("--patch-size", type=click.IntRange(min=4), default=24, show_default=True, help="LR patch side (folder datasets).")
+@click.option("--patch-size", type=click.IntRange(min=9), default=32, show_default=True, help="LR patch side (folder datasets).")
 @click.option("--patches-per-image", type=click.IntRange(min=1), default=16, show_default=True, help="Patches per image per epoch.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True, help="Adam learning rate.")
 @click.option("--min-lr", type=click.FloatRange(min=0), default=1e-5, show_default=True)

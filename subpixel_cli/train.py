@@ -37,6 +37,7 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
+from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from subpixel_cli import data as datasets
@@ -72,7 +73,7 @@ class TrainConfig:
     steps: int | None = None  # total optimiser steps; or
     epochs: int | None = None  # total epochs (one epoch = every item once); default 100
     batch_size: int = 16  # per process
-    patch_size: int = 24  # LR pixels (folder datasets)
+    patch_size: int = 32  # LR pixels (folder datasets); the loss covers all but the receptive radius
     patches_per_image: int = 16  # items per image per epoch (folder datasets)
     lr: float = 1e-3
     min_lr: float = 1e-5
@@ -196,6 +197,14 @@ def load_val_images(files: Sequence[Path], scale: int, channels: int, reader: Ca
     return images
 
 
+def padded_forward(model: ESPCN, x: torch.Tensor) -> torch.Tensor:
+    """The model on ``x`` reflect-padded by its receptive radius, the padding cut off again: what
+    ``subpixel upscale`` and ``subpixel eval`` compute, so no output sees the zero padding."""
+    p, r = model.config.receptive_radius, model.config.scale
+    mode = "reflect" if min(x.shape[-2:]) > p else "replicate"
+    return model(F.pad(x, (p, p, p, p), mode=mode))[..., p * r : -p * r, p * r : -p * r]
+
+
 def _to_uint8(x: torch.Tensor) -> np.ndarray:
     return (x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
 
@@ -204,7 +213,7 @@ def _to_uint8(x: torch.Tensor) -> np.ndarray:
 def super_resolve(model: ESPCN, image: ValImage, device: torch.device) -> np.ndarray:
     """The model's output for one validation image as ``H×W×3`` ``uint8`` RGB (a Y model's Y over
     bicubic chroma) and its Y on a 0–255 scale."""
-    out = model(torch.from_numpy(image.lr_input)[None].to(device))[0]
+    out = padded_forward(model, torch.from_numpy(image.lr_input)[None].to(device))[0]
     if out.shape[0] == 3:
         return _to_uint8(out).transpose(1, 2, 0)
     y = _to_uint8(out)[0].astype(np.float64) / 255.0
@@ -219,7 +228,7 @@ def validate(model: ESPCN, images: Sequence[ValImage], device: torch.device) -> 
     bicubic over ``images``."""
     scale, scores = model.config.scale, []
     for image in images:
-        out = model(torch.from_numpy(image.lr_input)[None].to(device))[0]
+        out = padded_forward(model, torch.from_numpy(image.lr_input)[None].to(device))[0]
         y = (_to_uint8(out)[0].astype(np.float64) if out.shape[0] == 1
              else y_channel(_to_uint8(out).transpose(1, 2, 0)))
         scores.append(psnr(shave(y, scale), shave(y_channel(image.hr_rgb), scale), peak=255.0))
@@ -493,6 +502,11 @@ class _Loop:
         if self.amp and state.scaler:
             self.scaler.load_state_dict(state.scaler)
         self.loss_fn = LOSSES[config.loss]()
+        self.whole_images = not isinstance(run_data.train, datasets.PatchDataset)
+        radius = model.config.receptive_radius
+        if not self.whole_images and config.patch_size <= 2 * radius:
+            raise UsageError(f"--patch-size must be more than {2 * radius} (twice the network's receptive radius): "
+                             "the loss is taken where a patch's own pixels fill the receptive field")
         self.info = self._model_info()
         self._updating = False
 
@@ -546,7 +560,7 @@ class _Loop:
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate(self.config, self.state.step, self.total)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-            loss = self.loss_fn(self.net(lr_batch).float(), hr_batch)
+            loss = self.loss_fn(*self._outputs(lr_batch, hr_batch))
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self._updating = True
@@ -555,6 +569,17 @@ class _Loop:
         self.state.step += 1
         self._updating = False
         return float(loss.detach())
+
+    def _outputs(self, lr_batch: torch.Tensor, hr_batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Output and target where the loss is taken. Inference reflect-pads images, so no output
+        it keeps sees the convolutions' zero padding: whole faces are reflect-padded here too, and
+        patches (cut from larger images) are scored only where their own pixels fill the
+        receptive field."""
+        m = self.model.config.receptive_radius * self.model.config.scale
+        if self.whole_images:
+            p = self.model.config.receptive_radius
+            return self.net(F.pad(lr_batch, (p, p, p, p), mode="reflect"))[..., m:-m, m:-m].float(), hr_batch
+        return self.net(lr_batch)[..., m:-m, m:-m].float(), hr_batch[..., m:-m, m:-m]
 
     def _validate(self, train_loss: float | None) -> None:
         entry: dict[str, Any] = {"step": self.state.step, "epoch": self.state.step / self.steps_per_epoch,

@@ -49,7 +49,7 @@ def faces(tmp_path_factory) -> Path:
 
 
 def _config(image_folder: Path, out: Path, **kw) -> TrainConfig:
-    base = dict(dataset=str(image_folder / "train"), scale=2, out=str(out), steps=8, batch_size=4, patch_size=8,
+    base = dict(dataset=str(image_folder / "train"), scale=2, out=str(out), steps=8, batch_size=4, patch_size=12,
                 patches_per_image=2, seed=7, checkpoint_every=3, val=str(image_folder / "val"), device="cpu")
     return TrainConfig(**{**base, **kw})
 
@@ -75,7 +75,7 @@ def _kill_at(step: int):
 def test_cli_few_step_run_writes_a_model_folder(image_folder, tmp_path):
     out = tmp_path / "run"
     result = CliRunner().invoke(main, ["train", "--dataset", str(image_folder / "train"), "-x", "2", "--steps", "6",
-                                       "--batch-size", "4", "--patch-size", "8", "--patches-per-image", "2",
+                                       "--batch-size", "4", "--patch-size", "12", "--patches-per-image", "2",
                                        "--val", str(image_folder / "val"), "--out", str(out), "--device", "cpu"],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -180,7 +180,7 @@ def _env() -> dict[str, str]:
 
 def test_sigkilled_process_resumes(image_folder, tmp_path):
     out = tmp_path / "killed"
-    args = ["train", "--dataset", str(image_folder / "train"), "-x", "2", "--batch-size", "4", "--patch-size", "8",
+    args = ["train", "--dataset", str(image_folder / "train"), "-x", "2", "--batch-size", "4", "--patch-size", "12",
             "--patches-per-image", "2", "--out", str(out), "--device", "cpu", "--checkpoint-every", "2", "-q"]
     proc = subprocess.Popen(_cli(*args, "--steps", "100000"), env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -205,7 +205,7 @@ def test_torchrun_two_cpu_processes(image_folder, tmp_path):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", "-m", "subpixel_cli",
            "train", "--dataset", str(image_folder / "train"), "-x", "2", "--steps", "4", "--batch-size", "2",
-           "--patch-size", "8", "--patches-per-image", "2", "--out", str(out), "--device", "cpu", "-q"]
+           "--patch-size", "12", "--patches-per-image", "2", "--out", str(out), "--device", "cpu", "-q"]
     run = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-3000:]
     info = load_model(str(out)).info
