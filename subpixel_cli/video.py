@@ -20,6 +20,7 @@ PNG frames for the output (``frames_dir=True``).
 from __future__ import annotations
 
 import contextlib
+import glob
 import math
 import os
 import queue
@@ -127,6 +128,7 @@ class VideoResult:
     subtitle_streams_copied: int = 0
     streams_dropped: int = 0
     notes: list[str] = field(default_factory=list)
+    complete: bool = True  # False: the input ended before its announced length (truncated); see notes
 
     @property
     def speed(self) -> float:
@@ -194,6 +196,8 @@ def check_output(source: Path, target: Path, frames_dir: bool, force: bool) -> N
         raise OutputError(f"{target}: already exists; use --force to overwrite it")
     if target.parent.exists() and not target.parent.is_dir():
         raise OutputError(f"{target.parent}: is not a folder")
+    if target.parent.is_dir() and not os.access(target.parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{target.parent}: no permission to write there; choose the output with -o")
 
 
 # --- the public entry point ----------------------------------------------------------------
@@ -224,6 +228,7 @@ def upscale_video(
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"{target.parent}: cannot create ({exc.strerror})") from None
+    _remove_stale_temporaries(target, ".partial" if frames_dir else f".partial{target.suffix}", time.time())
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:
         reader = stack.enter_context(_open_reader(source, options))
@@ -241,7 +246,7 @@ def upscale_video(
     result = VideoResult(
         input=str(source), output=str(target), frames=writer.frames, frame_rate=float(reader.rate),
         size=size, input_size=(reader.width, reader.height), scale=upscaler.scale,
-        seconds=time.perf_counter() - started, notes=reader.notes + writer.notes,
+        seconds=time.perf_counter() - started, notes=reader.notes + writer.notes, complete=not reader.truncated,
     )
     writer.describe(result)
     return result
@@ -280,6 +285,7 @@ class _Reader:
     notes: list[str]
     container: Any = None  # the input container, for copying streams (None for folders)
     sample_aspect_ratio: Fraction | None = None
+    truncated: bool = False  # the data ended before the length the container announced
 
     def items(self, stop: threading.Event) -> Iterator[_Frame | Any]:
         raise NotImplementedError
@@ -360,11 +366,14 @@ class _FileReader(_Reader):
             c.seek(int(self.offset * av.time_base), backward=True)
         shift = {s.index: round(self.offset / s.time_base) for s in (video, *self.passthrough) if s.time_base}
         copy_ids = {s.index for s in self.passthrough}
-        video_done, last_pts, corrupt = False, None, 0
+        video_done, last_pts, corrupt, reached = False, None, 0, None
         step = max(1, round(1 / (self.rate * self.time_base)))  # one frame, in time-base units
         for packet in c.demux(video, *self.passthrough):
             if stop.is_set():
                 return
+            if packet.pts is not None and packet.time_base:
+                ends = float((packet.pts + (packet.duration or 0)) * packet.time_base)
+                reached = ends if reached is None else max(reached, ends)
             if packet.stream.index in copy_ids:
                 if self._in_window(packet, shift):
                     yield packet
@@ -397,6 +406,22 @@ class _FileReader(_Reader):
                 return
         if corrupt:
             self.notes.append(f"{corrupt} damaged video packet(s) skipped")
+        self._check_complete(reached)
+
+    def _check_complete(self, reached: float | None) -> None:
+        """At the end of the file: flag data that stops well short of the length the headers
+        announce (a copy cut short, a full disk, a recording that was killed)."""
+        c, streams = self.container, (self.stream, *self.passthrough)
+        ends = [float(((s.start_time or 0) + s.duration) * s.time_base) for s in streams if s.duration and s.time_base]
+        announced = max(ends) if ends else ((c.start_time or 0) + c.duration) / av.time_base if c.duration else None
+        if announced is None or reached is None:
+            return
+        expected = announced if self.end is None else min(announced, self.end)
+        start = (c.start_time or 0) / av.time_base
+        if expected - reached > max(0.5, 0.05 * (announced - start)):
+            self.truncated = True
+            self.notes.append(f"the input ends at {reached - start:.2f} s of the {announced - start:.2f} s its header "
+                              "announces (truncated or damaged): the frames up to there were upscaled")
 
     def _in_window(self, packet: Any, shift: dict[int, int]) -> bool:
         if packet.size == 0 or packet.dts is None:
@@ -461,7 +486,12 @@ class _FolderReader(_Reader):
 
     @staticmethod
     def _read(path: Path) -> np.ndarray:
-        pixels = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        # From bytes: cv2.imread crashes the process on file names that are not valid UTF-8.
+        try:
+            data = np.fromfile(path, np.uint8)
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+        pixels = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
         if pixels is None:
             raise InputError(f"{path}: cannot read as an image")
         return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
@@ -563,7 +593,7 @@ class _VideoWriter(_Writer):
                 if s.type == "audio" and self.container.default_audio_codec not in (None, "none"):
                     codec = self.container.default_audio_codec
                     ctx = s.codec_context
-                    out = self.container.add_stream(codec, rate=ctx.sample_rate, layout=ctx.layout.name)
+                    out = self.container.add_stream(codec, rate=_audio_rate(codec, ctx.sample_rate), layout=ctx.layout.name)
                     routes[s.index] = ("encode", out)
                     self.audio_reencoded += 1
                     self.notes.append(f"audio stream {s.index} ({name}) re-encoded to {codec}: {fmt} cannot hold {name} "
@@ -637,8 +667,13 @@ class _FolderWriter(_Writer):
         for rgb in frames:
             self.frames += 1
             path = self.tmp / FRAME_PATTERN.format(self.frames)
-            if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
-                raise OutputError(f"{path}: cannot write (disk full or no permission?)")
+            ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+            try:
+                if not ok:
+                    raise OSError("PNG encoding failed")
+                png.tofile(path)  # not cv2.imwrite: it crashes on file names that are not valid UTF-8
+            except OSError as exc:
+                raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
     def finish(self) -> None:
         if not self.target.exists():
@@ -663,6 +698,20 @@ def _temporary_name(target: Path, suffix: str) -> Path:
     return target.with_name(f".{target.stem}.{secrets.token_hex(4)}{suffix}")
 
 
+def _remove_stale_temporaries(target: Path, suffix: str, before: float) -> None:
+    """Remove what a killed run (kill -9, power cut) left under :func:`_temporary_name` for this
+    target; only entries last changed before ``before``, so a run still writing is left alone."""
+    pattern = f".{glob.escape(target.stem)}.{'[0-9a-f]' * 8}{glob.escape(suffix)}"
+    for stale in target.parent.glob(pattern):
+        with contextlib.suppress(OSError):
+            if stale.stat().st_mtime >= before:
+                continue
+            if stale.is_dir():
+                shutil.rmtree(stale)
+            else:
+                stale.unlink()
+
+
 def _format_for(target: Path) -> str:
     """The FFmpeg muxer for ``target``'s suffix; an unknown suffix is a usage error."""
     fmt = _MUXERS.get(target.suffix.lower())
@@ -683,9 +732,10 @@ def _pick_encoder(codec: str, container: Any, notes: list[str]) -> str:
     if codec == "auto":
         for name in (*CODECS["h264"], container.default_video_codec, "mpeg4"):
             if _encoder_exists(name) and _stream_codec(name) in supported:
-                if not name.startswith(("libx264", "libopenh264")):
+                name = av.codec.Codec(name, "w").name  # "vp9" -> "libvpx-vp9"
+                if _stream_codec(name) != "h264":
                     why = "this FFmpeg build has no H.264 encoder" if "h264" in supported else f"{fmt} cannot hold H.264"
-                    notes.append(f"wrote {_stream_codec(name)} with {name}: {why} (choose with --codec)")
+                    notes.append(f"wrote {_stream_codec(name)} ({name}), not H.264: {why}; choose with --codec")
                 return name
         raise UsageError(f"no video encoder available for {fmt} output; try an .mp4 or .mkv output")
     candidates = CODECS.get(codec.lower(), (codec,))
@@ -695,7 +745,7 @@ def _pick_encoder(codec: str, container: Any, notes: list[str]) -> str:
         raise UsageError(f"--codec {codec}: no such encoder in this FFmpeg build (available: {known}, or an FFmpeg encoder name)")
     for name in found:
         if _stream_codec(name) in supported or not supported:
-            return name
+            return av.codec.Codec(name, "w").name
     raise UsageError(f"--codec {codec}: {fmt} cannot hold {_stream_codec(found[0])}; use an .mkv output or another codec")
 
 
@@ -751,6 +801,15 @@ def _quality_options(encoder: str, crf: int | None, stream: Any, rate: Fraction)
     if not av.codec.Codec(encoder, "w").lossless:
         stream.codec_context.bit_rate = int(0.25 * stream.width * stream.height * float(rate))  # ≈ 0.25 bit/pixel
     return {}
+
+
+def _audio_rate(encoder: str, rate: int) -> int:
+    """``rate`` if the encoder takes it, else the nearest rate above it that it does (Opus: 48 kHz)."""
+    rates = av.codec.Codec(encoder, "w").audio_rates
+    if not rates or rate in rates:
+        return rate
+    higher = [r for r in rates if r >= rate]
+    return min(higher) if higher else max(rates)
 
 
 def _reason(exc: BaseException) -> str:

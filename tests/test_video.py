@@ -292,6 +292,15 @@ def test_subtitles_copied_to_mkv_and_dropped_with_a_note_for_mp4(tmp_path: Path)
     assert mp4.audio_streams_copied == 1
 
 
+def test_audio_the_container_cannot_hold_is_reencoded(tmp_path: Path, clip: Path) -> None:
+    result = upscale_video(NearestUpscaler(), clip, tmp_path / "out.webm")  # WebM takes Opus/Vorbis, not AAC
+    got = probe(tmp_path / "out.webm")
+    assert result.codec == "libvpx-vp9" and got["frames"] == FPS * SECONDS
+    assert result.audio_streams_reencoded == 1 and got["audio"][0][0] == "opus"
+    assert got["audio"][0][1] == pytest.approx(SECONDS, abs=0.05)
+    assert any("not H.264" in n for n in result.notes) and any("re-encoded to opus" in n for n in result.notes)
+
+
 # --- errors ---------------------------------------------------------------------------------
 
 
