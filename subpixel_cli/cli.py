@@ -442,4 +442,79 @@ def _print_eval_tables(result: Any) -> None:
 
 # --- video (issue: video) ----------------------------------------------------------------------
 
+
+@main.command(epilog=EXIT_CODES_HELP)
+@click.argument("source", type=click.Path(path_type=Path), metavar="INPUT")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output video (default: INPUT_x<r>.mp4 beside the input).")
+@model_options
+@click.option("--codec", default="auto", show_default=True,
+              help="auto (H.264 yuv420p, or the container's own codec), h264, hevc, vp9, av1, mpeg4, ffv1, or an FFmpeg encoder.")
+@click.option("--crf", type=click.IntRange(0, 63), help="Constant quality, lower is better (default 18 for H.264).")
+@click.option("--start", metavar="T", help="Start at T: seconds (12.5) or [HH:]MM:SS[.ms].")
+@click.option("--end", metavar="T", help="Stop at T, counted from the start of the input.")
+@click.option("--fps", metavar="RATE", help="Frame rate of a folder of frames given as INPUT (25, 29.97, 30000/1001).")
+@click.option("--frames-dir", type=click.Path(path_type=Path), metavar="DIR", help="Write numbered PNG frames into DIR instead of a video.")
+@click.option("--force", is_flag=True, help="Overwrite an existing output.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress or summary on stderr.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object describing the result on stdout.")
+@handle_errors
+def video(source: Path, output: Path | None, scale: int | None, model: str | None, device: str, precision: str,
+          batch_size: int, codec: str, crf: int | None, start: str | None, end: str | None, fps: str | None,
+          frames_dir: Path | None, force: bool, quiet: bool, as_json: bool) -> None:
+    """Upscale a video, keeping its frame timing, audio and subtitles.
+
+    INPUT is a video file, or a folder of numbered frames with --fps. Frames stream through the
+    model (decoding, inference and encoding overlap), so memory stays flat for any length. The
+    output is written under a temporary name and renamed when complete.
+
+    \b
+    Examples:
+      subpixel video clip.mp4 -x2
+      subpixel video clip.mkv -x3 -o big.mkv --start 1:00 --end 1:30
+      subpixel video clip.mp4 -x4 --frames-dir frames/
+      subpixel video frames/ --fps 25 -x2 -o movie.mp4
+    """
+    import time
+
+    from subpixel_cli.errors import InputError, UsageError
+    from subpixel_cli.video import VideoOptions, default_output, parse_rate, parse_time, upscale_video
+
+    if output is not None and frames_dir is not None:
+        raise UsageError("give either -o (a video) or --frames-dir (PNG frames), not both")
+    if not source.exists():
+        raise InputError(f"{source}: no such file or folder")
+    options = VideoOptions(codec=codec, crf=crf, start=parse_time(start), end=parse_time(end), fps=parse_rate(fps))
+    upscaler = _load_upscaler(model, scale, device, precision, None, batch_size, None)
+    target = frames_dir or output or default_output(source, upscaler.scale)
+    show = not quiet
+    with _video_progress(show) as progress:
+        task = progress.add_task("frames", total=None, rate="")
+        started = time.perf_counter()
+
+        def on_progress(done: int, total: int | None) -> None:
+            fps = done / max(time.perf_counter() - started, 1e-9)
+            progress.update(task, completed=done, total=total, rate=f"{fps:.1f} fps" if done else "")
+
+        result = upscale_video(upscaler, source, target, options, frames_dir=frames_dir is not None, force=force,
+                               batch_size=batch_size, progress=on_progress)
+    if as_json:
+        emit_json(result.as_dict())
+    if show:
+        for note in result.notes:
+            err_console.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
+        extra = f", {result.audio_streams_copied} audio stream(s) copied" if result.audio_streams_copied else ""
+        err_console.print(f"[green]wrote[/] {escape(result.output)}: {result.frames} frames, {result.size[0]}×{result.size[1]}, "
+                          f"{result.frame_rate:.3g} fps, {result.codec}{extra} in {result.seconds:.1f} s "
+                          f"({result.speed:.1f} frames/s)", soft_wrap=True)
+    if not result.complete:
+        sys.exit(EXIT_FAILED)  # the input was truncated: what it held was upscaled, the rest is missing
+
+
+def _video_progress(enabled: bool) -> "Progress":
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description:>6}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                    console=err_console, disable=not enabled, transient=True)
+
 # --- bench (issue: speed) ----------------------------------------------------------------------
