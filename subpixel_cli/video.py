@@ -366,8 +366,8 @@ class _FileReader(_Reader):
             c.seek(int(self.offset * av.time_base), backward=True)
         shift = {s.index: round(self.offset / s.time_base) for s in (video, *self.passthrough) if s.time_base}
         copy_ids = {s.index for s in self.passthrough}
-        video_done, last_pts, corrupt, reached = False, None, 0, None
-        step = max(1, round(1 / (self.rate * self.time_base)))  # one frame, in time-base units
+        video_done, corrupt, reached = False, 0, None
+        clock = _Clock(self.time_base, self.rate, round(self.offset / self.time_base), shift[video.index])
         for packet in c.demux(video, *self.passthrough):
             if stop.is_set():
                 return
@@ -390,18 +390,13 @@ class _FileReader(_Reader):
                 corrupt += 1
                 continue
             for frame in frames:
-                pts = frame.pts if frame.pts is not None else (last_pts + step if last_pts is not None else 0)
-                t = float(pts * self.time_base)
-                if t < self.offset - 0.5 * step * float(self.time_base):
+                t = clock.time(frame.pts)
+                if t < self.offset - 0.5 * clock.step * float(self.time_base):
                     continue
                 if self.end is not None and t >= self.end:
                     video_done = True
                     break
-                pts = max(0, pts - shift[video.index])
-                if last_pts is not None and pts <= last_pts:
-                    pts = last_pts + 1  # the encoder needs strictly increasing timestamps
-                last_pts = pts
-                yield _Frame(self._to_rgb(frame), pts)
+                yield _Frame(self._to_rgb(frame), clock.output_pts())
             if video_done and not copy_ids:
                 return
         if corrupt:
@@ -451,6 +446,32 @@ class _FileReader(_Reader):
 
     def __exit__(self, *exc: object) -> None:
         self.container.close()
+
+
+class _Clock:
+    """Output timestamps for decoded frames: synthesised where a raw stream has none, shifted so
+    the part taken starts at 0, and strictly increasing (encoders refuse anything else)."""
+
+    def __init__(self, time_base: Fraction, rate: Fraction, first_pts: int, shift: int) -> None:
+        self.time_base, self.first_pts, self.shift = time_base, first_pts, shift
+        self.step = max(1, round(1 / (rate * time_base)))  # one nominal frame, in time-base units
+        self.src_pts: int | None = None
+        self.last_pts: int | None = None
+
+    def time(self, pts: int | None) -> float:
+        """Take the next frame's pts (None: one nominal frame after the last); its time in seconds."""
+        if pts is None:
+            pts = self.src_pts + self.step if self.src_pts is not None else self.first_pts
+        self.src_pts = pts
+        return float(pts * self.time_base)
+
+    def output_pts(self) -> int:
+        """The output pts of the frame last given to :meth:`time`."""
+        pts = max(0, self.src_pts - self.shift)
+        if self.last_pts is not None and pts <= self.last_pts:
+            pts = self.last_pts + 1
+        self.last_pts = pts
+        return pts
 
 
 def _input_colour(colorspace: int, color_range: int, pix_fmt: str, height: int) -> tuple[int, bool]:
@@ -858,6 +879,7 @@ class _Pipeline:
 
     def run(self) -> None:
         """Run to the end; on any error or Ctrl-C stop the threads, then re-raise."""
+        self._report()  # 0 of the total, before the first batch
         for w in self.workers:
             w.start()
         try:

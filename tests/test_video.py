@@ -214,6 +214,14 @@ def test_variable_frame_rate_timestamps_are_kept(tmp_path: Path) -> None:
     assert probe(tmp_path / "out.mp4")["times"] == pytest.approx([p / 1000 for p in pts], abs=1e-3)
 
 
+def test_raw_stream_without_timestamps_gets_nominal_ones(tmp_path: Path) -> None:
+    src = make_video(tmp_path / "raw.h264", n_frames=20, audio_seconds=None)  # an elementary stream: no pts
+    result = upscale_video(NearestUpscaler(), src, tmp_path / "out.mp4")
+    got = probe(tmp_path / "out.mp4")
+    assert result.frames == got["frames"] == 20
+    assert got["times"] == pytest.approx([i / 25 for i in range(20)], abs=1e-3)  # FFmpeg's raw H.264 rate
+
+
 def test_start_and_end_trim_video_and_audio(tmp_path: Path, clip: Path) -> None:
     out = tmp_path / "cut.mp4"
     result = upscale_video(NearestUpscaler(), clip, out, VideoOptions(start=0.5, end=1.5))
