@@ -285,6 +285,7 @@ class _Reader:
     notes: list[str]
     container: Any = None  # the input container, for copying streams (None for folders)
     sample_aspect_ratio: Fraction | None = None
+    rotation: int = 0  # display rotation, counter-clockwise degrees (phone videos), kept as a tag
     truncated: bool = False  # the data ended before the length the container announced
 
     def items(self, stop: threading.Event) -> Iterator[_Frame | Any]:
@@ -336,6 +337,7 @@ class _FileReader(_Reader):
         self.time_base = self.stream.time_base or Fraction(1, 90000)
         self.rate = self.stream.average_rate or self.stream.guessed_rate or self.stream.base_rate or Fraction(25)
         self.sample_aspect_ratio = ctx.sample_aspect_ratio
+        self.rotation = _first_rotation(self.source)
         self.colour = _Colour(ctx.colorspace, ctx.color_range, ctx.color_primaries, ctx.color_trc)
         self.offset = (c.start_time or 0) / av.time_base + (self.options.start or 0.0)
         self.end = None if self.options.end is None else (c.start_time or 0) / av.time_base + self.options.end
@@ -446,6 +448,16 @@ class _FileReader(_Reader):
 
     def __exit__(self, *exc: object) -> None:
         self.container.close()
+
+
+def _first_rotation(source: Path) -> int:
+    """The display rotation of the first frame (0 if none or unreadable); a separate open, so
+    the main reader starts untouched."""
+    try:
+        with av.open(str(source), metadata_errors="ignore") as c:
+            return round(next(c.decode(video=0)).rotation or 0) % 360
+    except (av.error.FFmpegError, StopIteration, OSError, ValueError):
+        return 0
 
 
 class _Clock:
@@ -590,6 +602,8 @@ class _VideoWriter(_Writer):
         stream.time_base = reader.time_base
         if reader.sample_aspect_ratio:
             stream.codec_context.sample_aspect_ratio = reader.sample_aspect_ratio
+        if reader.rotation:
+            stream.set_display_rotation(reader.rotation)  # shown upright, as the input is
         self.matrix, self.full_range = _output_colour(reader, size[1])
         ctx = stream.codec_context
         ctx.colorspace, ctx.color_range = self.matrix, _RANGE_JPEG if self.full_range else _RANGE_MPEG

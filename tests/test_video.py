@@ -48,6 +48,7 @@ def make_video(
     matrix: str | None = None,
     full_range: bool | None = None,
     subtitles: bool = False,
+    rotation: int = 0,
 ) -> Path:
     """A test video: moving gradient frames (or one flat ``colour``), optional sine audio.
 
@@ -63,6 +64,8 @@ def make_video(
             v.codec_context.colorspace = {"ITU709": 1, "ITU601": 6}[matrix]
         if full_range is not None:
             v.codec_context.color_range = 2 if full_range else 1
+        if rotation:
+            v.set_display_rotation(rotation)
         a = None
         if audio_seconds:
             a = out.add_stream("aac", rate=RATE)
@@ -220,6 +223,14 @@ def test_raw_stream_without_timestamps_gets_nominal_ones(tmp_path: Path) -> None
     got = probe(tmp_path / "out.mp4")
     assert result.frames == got["frames"] == 20
     assert got["times"] == pytest.approx([i / 25 for i in range(20)], abs=1e-3)  # FFmpeg's raw H.264 rate
+
+
+def test_display_rotation_is_kept(tmp_path: Path) -> None:
+    src = make_video(tmp_path / "phone.mp4", n_frames=5, audio_seconds=None, rotation=90)
+    upscale_video(NearestUpscaler(), src, tmp_path / "out.mp4")
+    with av.open(str(tmp_path / "out.mp4")) as c:
+        frame = next(c.decode(video=0))
+    assert frame.rotation == 90 and (frame.width, frame.height) == (2 * W, 2 * H)
 
 
 def test_start_and_end_trim_video_and_audio(tmp_path: Path, clip: Path) -> None:
@@ -431,7 +442,7 @@ def test_errors_in_any_thread_leave_no_output(tmp_path: Path, clip: Path, frames
 
 
 def test_sigint_to_the_process_leaves_no_output(tmp_path: Path, model_dir: str) -> None:
-    src = make_video(tmp_path / "long.mp4", n_frames=600, size=(160, 120), audio_seconds=None)
+    src = make_video(tmp_path / "long.mp4", n_frames=150, size=(320, 240), codec="mpeg4")  # mpeg4: quick to make
     out = tmp_path / "out.mp4"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "subpixel_cli", "video", str(src), "-o", str(out),
@@ -440,7 +451,7 @@ def test_sigint_to_the_process_leaves_no_output(tmp_path: Path, model_dir: str) 
     deadline = time.monotonic() + 60
     while not leftovers(tmp_path) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)  # wait until the temporary output exists: work has begun
-    time.sleep(0.3)
+    time.sleep(0.2)  # into the stream
     assert proc.poll() is None, "finished before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
