@@ -673,7 +673,7 @@ class _VideoWriter(_Writer):
             self.container.close()
         except av.error.FFmpegError as exc:
             raise OutputError(f"{self.target}: cannot finish writing ({_reason(exc)})") from None
-        os.replace(self.tmp, self.target)
+        _move_into_place(self.tmp, self.target)
 
     def describe(self, result: VideoResult) -> None:
         result.codec, result.pix_fmt = self.stream.codec_context.name, self.stream.pix_fmt
@@ -712,10 +712,10 @@ class _FolderWriter(_Writer):
 
     def finish(self) -> None:
         if not self.target.exists():
-            os.replace(self.tmp, self.target)
+            _move_into_place(self.tmp, self.target)
             return
         for path in sorted(self.tmp.iterdir()):  # --force into an existing folder: same names are replaced
-            os.replace(path, self.target / path.name)
+            _move_into_place(path, self.target / path.name)
         self.tmp.rmdir()
 
     def describe(self, result: VideoResult) -> None:
@@ -731,6 +731,15 @@ def _temporary_name(target: Path, suffix: str) -> Path:
 
     Not ``tempfile.mkstemp``: its 0600 mode would stick to the renamed output."""
     return target.with_name(f".{target.stem}.{secrets.token_hex(4)}{suffix}")
+
+
+def _move_into_place(tmp: Path, target: Path) -> None:
+    """The final, atomic rename; its failure (the temporary file removed meanwhile, a target
+    that became a folder) is an :class:`OutputError`, not a traceback."""
+    try:
+        os.replace(tmp, target)
+    except OSError as exc:
+        raise OutputError(f"{target}: cannot move the finished output into place ({exc.strerror or exc})") from None
 
 
 def _remove_stale_temporaries(target: Path, suffix: str, before: float) -> None:
