@@ -518,3 +518,45 @@ def _video_progress(enabled: bool) -> "Progress":
                     console=err_console, disable=not enabled, transient=True)
 
 # --- bench (issue: speed) ----------------------------------------------------------------------
+
+
+def _parse_size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    parts = text.lower().replace("×", "x").split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise click.BadParameter(f"{text!r} is not WIDTHxHEIGHT (e.g. 640x360)", param_hint="--size")
+    return int(parts[0]), int(parts[1])
+
+
+@main.command(epilog=EXIT_CODES_HELP)
+@model_options
+@click.option("--size", metavar="WxH", help="Input frame size (default: whatever makes 1920×1080 at this scale).")
+@click.option("--seconds", type=click.FloatRange(min=0), default=5.0, show_default=True, help="How long to time (after one warm-up batch).")
+@click.option("--json", "as_json", is_flag=True, help="The result as one JSON object on stdout.")
+@handle_errors
+def bench(scale: int | None, model: str | None, device: str, precision: str, batch_size: int, size: str | None,
+          seconds: float, as_json: bool) -> None:
+    """Measure upscaling speed on this machine: frames/s on same-size RGB frames.
+
+    \b
+    Examples:
+      subpixel bench -x3                      # 640×360 -> 1080p
+      subpixel bench -x2 --device cuda --precision fp16 --batch-size 16
+      subpixel bench --model my-model/ --size 1280x720 --json
+    """
+    from subpixel_cli.upscale import measure_throughput
+
+    frame = _parse_size(size)
+    upscaler = _load_upscaler(model, scale, device, precision, None, batch_size, None)
+    width, height = frame or (1920 // upscaler.scale, 1080 // upscaler.scale)
+    if not as_json:
+        err_console.print(f"{upscaler.info.name}: ×{upscaler.scale} on {upscaler.device.type} "
+                          f"({str(upscaler.dtype).removeprefix('torch.')}), {width}×{height} frames, batches of {batch_size}…")
+    result = measure_throughput(upscaler, width, height, seconds)
+    if as_json:
+        emit_json({"model": upscaler.info.name, **result.as_dict()})
+        return
+    threads = f", {result.threads} threads" if result.threads else ""
+    click.echo(f"{result.fps:.2f} frames/s ({1000 / result.fps:.1f} ms/frame) for {width}×{height} -> "
+               f"{width * result.scale}×{height * result.scale}, {result.gflops:.1f} GFLOP/s{threads}")

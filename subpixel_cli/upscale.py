@@ -13,16 +13,21 @@ tiled result equals the untiled one, and image borders never see the convolution
 from __future__ import annotations
 
 import copy
+import ctypes
 import math
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from subpixel_cli.color import rgb_to_ycbcr, ycbcr_to_rgb
+from subpixel_cli.color import rgb_to_y, rgb_to_ycbcr
 from subpixel_cli.errors import UsageError
 from subpixel_cli.hub import LoadedModel
+from subpixel_cli.model import ESPCN, phase_shift
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -55,6 +60,184 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
     return PRECISIONS[name]
 
 
+# --- the fused 8-bit path ---------------------------------------------------------------------
+#
+# For uint8 pictures everything but the network's convolutions is folded into them or done at
+# low resolution. The 0…255 scale, RGB→Y and its offset go into the weights; the last layer
+# writes, per output phase (i, j), the final value (Y' − 16/255)·255/219 + ½ that every colour
+# shares. The chroma's RGB contribution M[:, 1:]·(CbCr − ½) is linear in the low-resolution RGB,
+# and ×r bicubic resampling is r² fixed 5×5 filters there, so it is one more 5×5 convolution at
+# low resolution. At high resolution there are only an add, a clamp and one strided copy to uint8
+# N×rH×rW×C, where truncation rounds. The convolutions are unpadded: what zero padding would
+# change lies in the reflect padding that is cut off anyway.
+
+
+def _fused_conv_op() -> Any:
+    """oneDNN's convolution with a fused activation (the op torch.compile's CPU freezing emits),
+    or ``None`` where this torch build lacks it."""
+    if not torch.backends.mkldnn.is_available():
+        return None
+    try:
+        return torch.ops.mkldnn._convolution_pointwise
+    except (AttributeError, RuntimeError):
+        return None
+
+
+def _native_bf16() -> bool:
+    """Whether oneDNN has bf16 kernels on this CPU (AVX-512 BF16 or AMX); elsewhere bf16 is
+    emulated, ~10× slower than fp32 (benchmarks/README.md)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+_MKLDNN_CONV = _fused_conv_op()
+
+
+def _keep_freed_memory() -> None:
+    """Have glibc serve large blocks from its heap and keep them when freed.
+
+    By default every block over 32 MB is a fresh ``mmap`` whose pages fault in on first touch and
+    go back to the system on ``free``, so each frame's activations paid page faults again: that
+    cost more than conv1 on a 2-core VM (benchmarks/README.md). A process-wide setting, made only
+    by CPU upscalers; a no-op where the C library has no ``mallopt``.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError, TypeError):
+        return
+    m_trim_threshold, m_mmap_max = -1, -4
+    mallopt(m_mmap_max, 0)
+    mallopt(m_trim_threshold, 1 << 30)  # still hand back free memory beyond 1 GiB
+
+
+def _colour_matrices() -> tuple[torch.Tensor, torch.Tensor]:
+    """BT.601 RGB→YCbCr matrix ``A`` (on [0, 1] values) and its inverse, read off :mod:`color`."""
+    zero = rgb_to_ycbcr(np.zeros(3))
+    a = torch.from_numpy((rgb_to_ycbcr(np.eye(3)) - zero).T)
+    return a, torch.linalg.inv(a)
+
+
+def _chroma_filter(r: int) -> torch.Tensor:
+    """``3r² × 3 × 5 × 5``: from RGB, the chroma's RGB contribution ``M[:, 1:]·(CbCr − ½)``
+    upscaled ×r bicubically, as phases in :func:`~subpixel_cli.model.phase_shift` order
+    (channel (i·r + j)·3 + c). Scale-free: 0…1 or 0…255 in gives the same scale out."""
+    a, a_inv = _colour_matrices()
+    p, w = a_inv[:, 1:] @ a[1:], _bicubic_phases(r)
+    return torch.einsum("cd,iy,jx->ijcdyx", p, w, w).reshape(r * r * 3, 3, 5, 5)
+
+
+def _bicubic_phases(r: int) -> torch.Tensor:
+    """``w[i, o]``: the weight of low-resolution pixel ``y + o`` (o = −2…2) in output pixel
+    ``y·r + i`` of ``F.interpolate(mode="bicubic", align_corners=False)``, read off its impulse
+    response so that the two agree by construction."""
+    impulse = torch.zeros(1, 1, 1, 9, dtype=torch.float64)
+    impulse[..., 4] = 1
+    h = F.interpolate(impulse, scale_factor=r, mode="bicubic", align_corners=False)[0, 0, 0]
+    return torch.stack([torch.stack([h[(4 - o) * r + i] for o in range(-2, 3)]) for i in range(r)])
+
+
+# An activation as a oneDNN post-op: act(z) = α·op(γ·z) + β, with γ folded into this layer and
+# α, β into the next. tanh is 2·sigmoid(2z) − 1, because oneDNN's sigmoid costs much less than its
+# tanh on AVX2 (measured; see benchmarks/README.md).
+_POST_OPS = {"tanh": ("sigmoid", 2.0, 2.0, -1.0), "relu": ("relu", 1.0, 1.0, 0.0)}
+
+
+class _FusedPath:
+    """The network folded for uint8 ``C``-channel pictures (C = 3, or 1 for Y models).
+
+    :meth:`__call__` maps padded ``N×C×H×W`` floats in 0…255 to the phases of the result: the
+    last layer's ``r²·C'`` channels (``C'`` = 1 for Y models, whose RGB phases add the chroma
+    term broadcast over colours), in 0…255 with the rounding ½ included. The convolutions are
+    unpadded ("valid"): what they would see of zero padding lies in the reflect padding that is
+    cut off anyway, so each layer computes only what the next one needs.
+    """
+
+    def __init__(self, model: ESPCN, in_channels: int, device: torch.device, dtype: torch.dtype) -> None:
+        cfg, r = model.config, model.config.scale
+        layers = [(c.weight.detach().to("cpu", torch.float64), c.bias.detach().to("cpu", torch.float64))
+                  for c in (model.conv1, model.conv2, model.conv3)]
+        (w1, b1), (w3, b3) = layers[0], layers[2]
+        to_y = chroma = None
+        if cfg.channels == 1:
+            if in_channels == 3:
+                # Y by a 1×1 convolution: oneDNN runs conv1 on one channel ~2× faster than on three.
+                to_y = ((_colour_matrices()[0][0] / 255).view(1, 3, 1, 1), torch.tensor([_Y_OFFSET], dtype=torch.float64))
+                chroma = _chroma_filter(r)
+            else:  # grey g is Y = 16/255 + g·219/255
+                layers[0] = (w1 * _Y_RANGE / 255, b1 + _Y_OFFSET * w1.sum(dim=(1, 2, 3)))
+            # Y' -> RGB: every colour gets (Y' − 16/255)/(219/255) plus a chroma term.
+            gain = 255 / _Y_RANGE
+            layers[2] = (gain * w3, gain * (b3 - _Y_OFFSET) + 0.5)
+        else:  # an RGB model on RGB; its channels are already in (i, j, c) order
+            layers[0], layers[2] = (w1 / 255, b1), (255 * w3, 255 * b3 + 0.5)
+        post_op, gamma, alpha, beta = _POST_OPS[cfg.activation]
+        for k in (1, 2):  # the next layer reads α·s + β instead of the activation
+            w, b = layers[k]
+            layers[k] = (alpha * w, b + beta * w.sum(dim=(1, 2, 3)))
+        for k in (0, 1):
+            layers[k] = (gamma * layers[k][0], gamma * layers[k][1])
+
+        self.scale, self.post_op, self.dtype = r, post_op, dtype
+        # bf16 keeps 8 bits of mantissa: too coarse for 0…255 outputs, so the last layer stays fp32.
+        self.head_dtype = torch.float32 if dtype == torch.bfloat16 else dtype
+        self.mkldnn = _MKLDNN_CONV is not None and device.type == "cpu" and (
+            dtype == torch.float32 or (dtype == torch.bfloat16 and _native_bf16()))
+        dtypes = (dtype, dtype, self.head_dtype)
+        self.layers = [self._weights(w, b, dt, device) for (w, b), dt in zip(layers, dtypes)]
+        self.to_y = None if to_y is None else self._weights(*to_y, dtype, device)
+        self.chroma = None if chroma is None else self._weights(chroma, None, self.head_dtype, device)[0]
+
+    def _weights(self, w: torch.Tensor, b: torch.Tensor | None, dtype: torch.dtype,
+                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+        w = w.to(device, dtype)
+        if self.mkldnn:  # oneDNN's blocked layout, once, instead of a reorder per call
+            w = torch.ops.mkldnn._reorder_convolution_weight(w, [0, 0], [1, 1], [1, 1], 1)
+        return w, None if b is None else b.to(device, dtype)
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``x``: ``N×C×H×W`` (channels last) floats in 0…255. Returns the phases
+        (``H − 2·radius`` rows) and the chroma term (``H − 4`` rows, or ``None``), unclamped."""
+        (w1, b1), (w2, b2), (w3, b3) = self.layers
+        xh, x = x.to(self.head_dtype), x.to(self.dtype)
+        if self.mkldnn:
+            conv, zero, one = _MKLDNN_CONV, [0, 0], [1, 1]
+            if self.to_y is not None:
+                x = conv(x, *self.to_y, zero, one, one, 1, "none", [], "")
+            f = conv(x, w1, b1, zero, one, one, 1, self.post_op, [], "")
+            f = conv(f, w2, b2, zero, one, one, 1, self.post_op, [], "").to(self.head_dtype)
+            t = conv(f, w3, b3, zero, one, one, 1, "none", [], "")
+            d = None if self.chroma is None else conv(xh, self.chroma, None, zero, one, one, 1, "none", [], "")
+            return t, d
+        act = torch.sigmoid_ if self.post_op == "sigmoid" else torch.relu_
+        if self.to_y is not None:
+            x = F.conv2d(x, *self.to_y)
+        f = act(F.conv2d(x, w1, b1))
+        f = act(F.conv2d(f, w2, b2)).to(self.head_dtype)
+        t = F.conv2d(f, w3, b3)
+        return t, None if self.chroma is None else F.conv2d(xh, self.chroma)
+
+
+def _phase_view(t: torch.Tensor, r: int, crop: int, h: int, w: int) -> torch.Tensor:
+    """Phases ``N×(r²·C)×H×W`` (channel (i·r + j)·C + c) as an ``N×h×w×r×r×C`` view, less ``crop``
+    low-resolution pixels at the top and left."""
+    return t.permute(0, 2, 3, 1)[:, crop : crop + h, crop : crop + w].unflatten(-1, (r, r, -1))
+
+
+def _phases_to_pixels(t: torch.Tensor, d: torch.Tensor | None, out: torch.Tensor, r: int,
+                      crop_t: int, crop_d: int) -> None:
+    """Add the chroma term, clamp, and write ``out`` (``N×rh×rw×C`` uint8) in one strided copy:
+    truncation rounds, as the phases carry the ½."""
+    n, hr, wr, c = out.shape
+    h, w = hr // r, wr // r
+    phases = _phase_view(t, r, crop_t, h, w)
+    if d is not None:
+        phases = torch.add(_phase_view(d, r, crop_d, h, w), phases)
+    phases.clamp_(0.0, 255.0)
+    out.view(n, h, r, w, r, c).copy_(phases.permute(0, 1, 3, 2, 4, 5))
+
+
 class Upscaler:
     """Runs one model on pictures of any size, within a memory budget.
 
@@ -84,9 +267,15 @@ class Upscaler:
         self.pad = loaded.info.config.receptive_radius + 2  # + the bicubic kernel's reach
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
+        if self.device.type == "cpu":
+            _keep_freed_memory()
         self._model = self._prepare(loaded.model, self.dtype)
         self._fp32_model = self._model if self.dtype == torch.float32 else None
         self._source_model = loaded.model
+        self._fused = self._build_fused(self.dtype)
+        self._fused_fp32 = self._fused if self.dtype == torch.float32 else None
+        self._copy_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+        self._chroma = _chroma_filter(self.scale).to(self.device, torch.float32)
         budget = memory_budget or self._default_budget()
         self.max_pixels = max(64 * 64, budget // self._bytes_per_pixel())
         self.tile = tile or max(64, math.isqrt(self.max_pixels) - 2 * self.pad)
@@ -95,6 +284,12 @@ class Upscaler:
     def _prepare(self, model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
         model = copy.deepcopy(model).eval().to(self.device, dtype)
         return model.to(memory_format=torch.channels_last)
+
+    def _build_fused(self, dtype: torch.dtype) -> dict[int, _FusedPath]:
+        """Fused 8-bit paths by input channels: RGB, and grey for Y models (an RGB model's grey
+        output is the mean of clamped colours, which does not fold into its convolutions)."""
+        channels = (1, 3) if self.info.config.channels == 1 else (3,)
+        return {c: _FusedPath(self._source_model, c, self.device, dtype) for c in channels}
 
     def _default_budget(self) -> int:
         if self.device.type == "cuda":
@@ -128,22 +323,71 @@ class Upscaler:
             if grey:
                 y = self._network(x * _Y_RANGE + _Y_OFFSET)
                 return ((y - _Y_OFFSET) / _Y_RANGE).clamp_(0, 1)
-            ycc = rgb_to_ycbcr(x, dim=1)
-            y = self._network(ycc[:, :1])
-            cbcr = F.interpolate(ycc[:, 1:], scale_factor=r, mode="bicubic", align_corners=False)
-            return ycbcr_to_rgb(torch.cat([y, cbcr], dim=1), dim=1).clamp_(0, 1)
+            y = self._network(rgb_to_y(x, dim=1))
+            # RGB = (Y' − 16/255)·255/219 + bicubic(M[:, 1:]·(CbCr − ½)): the chroma term is
+            # linear in RGB, so it is filtered at low resolution (replicate padding is bicubic's
+            # edge clamping) instead of converting colours at high resolution.
+            chroma = F.conv2d(F.pad(x, (2, 2, 2, 2), mode="replicate"), self._chroma.to(x.dtype))
+            return phase_shift(chroma, r).add_((y - _Y_OFFSET) / _Y_RANGE).clamp_(0, 1)
         if grey:
             return self._network(x.expand(-1, 3, -1, -1)).clamp_(0, 1).mean(dim=1, keepdim=True)
         return self._network(x).clamp_(0, 1)
+
+    def _fused_pass(self, padded: np.ndarray, out: np.ndarray) -> _Pending:
+        """Upscale padded uint8 ``N×H×W×C`` into ``out`` through the fused path. On CUDA with a
+        pinned ``out`` the copy back is left in flight on a side stream, so the caller can queue
+        the next batch before it :meth:`_finish` es this one."""
+        t, d = self._fused[padded.shape[-1]](_to_tensor(padded, self.device))
+        # Checked on the device and read in _finish, so that CUDA work is not serialised here.
+        bad = None if self.dtype == torch.float32 else ~torch.isfinite(t).all()
+        dst = torch.from_numpy(out)
+        if self._copy_stream is None or not dst.is_pinned():
+            self._write_pixels(t, d, out)
+            return _Pending(None, bad, padded, out)
+        pixels = torch.empty(out.shape, dtype=torch.uint8, device=self.device)
+        self._write_pixels(t, d, pixels)
+        self._copy_stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(self._copy_stream):
+            dst.copy_(pixels, non_blocking=True)
+            pixels.record_stream(self._copy_stream)
+            done = torch.cuda.Event()
+            done.record()
+        return _Pending(done, bad, padded, out)
+
+    def _write_pixels(self, t: torch.Tensor, d: torch.Tensor | None, out: np.ndarray | torch.Tensor) -> None:
+        """Fused phases -> ``out``: straight into it on the CPU or for a device tensor, else via
+        the device."""
+        crops = self.pad - self.info.config.receptive_radius, self.pad - 2
+        if isinstance(out, torch.Tensor) or self.device.type == "cpu":
+            _phases_to_pixels(t, d, torch.as_tensor(out), self.scale, *crops)
+            return
+        pixels = torch.empty(out.shape, dtype=torch.uint8, device=self.device)
+        _phases_to_pixels(t, d, pixels, self.scale, *crops)
+        torch.from_numpy(out).copy_(pixels)
+
+    def _finish(self, pending: _Pending) -> None:
+        """Wait for a batch's copy back; redo the batch in fp32 if reduced precision overflowed."""
+        if pending.done is not None:
+            pending.done.synchronize()
+        if pending.bad is not None and bool(pending.bad):
+            if self._fused_fp32 is None:
+                self._fused_fp32 = self._build_fused(torch.float32)
+            fused = self._fused_fp32[pending.padded.shape[-1]]
+            self._write_pixels(*fused(_to_tensor(pending.padded, self.device)), pending.out)
 
     def _run_padded(self, colour: np.ndarray, alpha: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
         """Upscale padded ``N×H×W×C`` arrays and cut the padding off the result."""
         peak = float(np.iinfo(colour.dtype).max)
         crop = self.pad * self.scale
         with torch.inference_mode():
-            x = _to_tensor(colour, self.device) / peak
-            out = self.sr_tensor(x)[..., crop:-crop, crop:-crop]
-            colour_out = _to_array(out, colour.dtype)
+            if colour.dtype == np.uint8 and colour.shape[-1] in self._fused:
+                n, h, w, c = colour.shape
+                shape = (n, (h - 2 * self.pad) * self.scale, (w - 2 * self.pad) * self.scale, c)
+                colour_out = np.empty(shape, np.uint8)
+                self._finish(self._fused_pass(colour, colour_out))
+            else:
+                x = _to_tensor(colour, self.device) / peak
+                colour_out = _to_array(self.sr_tensor(x)[..., crop:-crop, crop:-crop], colour.dtype)
             alpha_out = None
             if alpha is not None:
                 a = _to_tensor(alpha[..., None], self.device) / peak
@@ -202,15 +446,90 @@ class Upscaler:
 
     def upscale_batch(self, frames: np.ndarray) -> np.ndarray:
         """Upscale ``N×H×W×C`` same-size frames (uint8/uint16, C = 1 or 3), ``batch_size`` at a time."""
-        n, h, w = frames.shape[:3]
+        n, h, w, c = frames.shape
         if self.tiles_for(h, w) > 1:
             return np.stack([self.upscale(f)[0] for f in frames])
         per_pass = max(1, min(self.batch_size, self.max_pixels // ((h + 2 * self.pad) * (w + 2 * self.pad))))
-        out = np.empty((n, h * self.scale, w * self.scale, frames.shape[3]), frames.dtype)
-        for i in range(0, n, per_pass):
-            padded = _reflect_pad(frames[i : i + per_pass], self.pad, batch=True)
-            out[i : i + per_pass] = self._run_padded(padded, None)[0]
+        out = self._empty_output((n, h * self.scale, w * self.scale, c), frames.dtype)
+        pending: list[_Pending] = []
+        with torch.inference_mode():
+            for i in range(0, n, per_pass):
+                padded = _reflect_pad(frames[i : i + per_pass], self.pad, batch=True)
+                if frames.dtype == np.uint8 and c in self._fused:
+                    pending.append(self._fused_pass(padded, out[i : i + per_pass]))
+                else:
+                    out[i : i + per_pass] = self._run_padded(padded, None)[0]
+            for p in pending:
+                self._finish(p)
         return out
+
+    def _empty_output(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        """Page-locked on CUDA, so that results can be copied back asynchronously."""
+        if self._copy_stream is not None and dtype == np.uint8:
+            return torch.empty(shape, dtype=torch.uint8, pin_memory=True).numpy()
+        return np.empty(shape, dtype)
+
+
+@dataclass
+class _Pending:
+    """A fused batch whose copy back may still be in flight (``done``), with what a redo needs."""
+
+    done: Any  # torch.cuda.Event | None
+    bad: torch.Tensor | None  # a device bool: the reduced-precision output was not finite
+    padded: np.ndarray
+    out: np.ndarray
+
+
+@dataclass
+class Throughput:
+    """What :func:`measure_throughput` found: ``frames`` of ``size`` (input W×H) in ``seconds``."""
+
+    frames: int
+    seconds: float
+    size: tuple[int, int]
+    scale: int
+    device: str
+    precision: str
+    batch: int
+    threads: int
+    macs_per_frame: int
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds
+
+    @property
+    def gflops(self) -> float:
+        """Achieved GFLOP/s, counting the network's multiply-accumulates as two operations."""
+        return 2 * self.macs_per_frame * self.fps / 1e9
+
+    def as_dict(self) -> dict[str, Any]:
+        w, h = self.size
+        return {"frames": self.frames, "seconds": round(self.seconds, 4), "fps": round(self.fps, 3),
+                "ms_per_frame": round(1000 / self.fps, 2), "gflops": round(self.gflops, 2),
+                "input_size": [w, h], "output_size": [w * self.scale, h * self.scale], "scale": self.scale,
+                "device": self.device, "precision": self.precision, "batch": self.batch, "threads": self.threads}
+
+
+def measure_throughput(upscaler: Upscaler, width: int, height: int, seconds: float = 5.0) -> Throughput:
+    """Time :meth:`Upscaler.upscale_batch` on synthetic ``height×width`` uint8 RGB frames, one
+    batch of ``batch_size`` after another, for about ``seconds`` (at least two batches) after
+    one untimed warm-up batch."""
+    if width < 1 or height < 1:
+        raise UsageError(f"frame size {width}×{height}: both sides must be at least 1 pixel")
+    yy, xx = np.mgrid[0:height, 0:width]
+    frame = ((np.sin(xx / 9.0) + np.cos(yy / 7.0) + 2) * 60).astype(np.uint8)
+    frames = np.repeat(frame[None, ..., None], upscaler.batch_size, axis=0).repeat(3, axis=3)
+    upscaler.upscale_batch(frames)
+    done, started = 0, time.perf_counter()
+    while done < 2 * len(frames) or time.perf_counter() - started < seconds:
+        upscaler.upscale_batch(frames)
+        done += len(frames)
+    elapsed = time.perf_counter() - started
+    threads = torch.get_num_threads() if upscaler.device.type == "cpu" else 0
+    precision = next(name for name, dtype in PRECISIONS.items() if dtype == upscaler.dtype)
+    return Throughput(done, elapsed, (width, height), upscaler.scale, upscaler.device.type, precision, len(frames), threads,
+                      upscaler.info.config.macs_per_pixel() * width * height)
 
 
 def _as_hwc(pixels: np.ndarray) -> np.ndarray:
@@ -227,10 +546,10 @@ def _reflect_pad(arr: np.ndarray, p: int, batch: bool = False) -> np.ndarray:
 
 def _to_tensor(arr: np.ndarray, device: torch.device) -> torch.Tensor:
     """``N×H×W×C`` uint8/uint16 -> float32 ``N×C×H×W`` on ``device`` (a channels-last view)."""
-    if arr.dtype == np.uint8:
-        t = torch.from_numpy(np.ascontiguousarray(arr)).to(device, non_blocking=True).float()
-    else:
-        t = torch.from_numpy(arr.astype(np.float32)).to(device, non_blocking=True)
+    t = torch.from_numpy(np.ascontiguousarray(arr) if arr.dtype == np.uint8 else arr.astype(np.float32))
+    if device.type == "cuda":
+        t = t.pin_memory()  # so that the upload is asynchronous
+    t = t.to(device, non_blocking=True).float()
     return t.permute(0, 3, 1, 2)
 
 
