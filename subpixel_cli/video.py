@@ -59,6 +59,10 @@ CODECS: dict[str, tuple[str, ...]] = {
 # Encoders with a constant-quality knob, and the default quality when --crf is not given
 # (a little better than each encoder's own default: upscaled detail is what the user is after).
 CRF_DEFAULTS = {"libx264": 18, "libx265": 22, "libvpx-vp9": 30, "libsvtav1": 30, "libaom-av1": 30}
+# x264/x265 speed presets. At "medium" the encoder took a quarter to a half of the CPU time of a
+# ×2-×4 run on 2 cores (and is the bottleneck behind a GPU); "veryfast" is 2-3× quicker and keeps
+# the CRF's quality, at the cost of somewhat larger files.
+PRESETS = {"libx264": "veryfast", "libx265": "veryfast"}
 
 # AVColorSpace (stream/frame tag) -> swscale's name for the YUV<->RGB matrix.
 _MATRIX = {1: "ITU709", 4: "FCC", 5: "ITU601", 6: "ITU601", 7: "SMPTE240M", 9: "BT2020", 10: "BT2020"}
@@ -839,6 +843,8 @@ def _quality_options(encoder: str, crf: int | None, stream: Any, rate: Fraction)
         options = {"crf": str(crf if crf is not None else CRF_DEFAULTS[encoder])}
         if encoder == "libvpx-vp9":
             options["b"] = "0"  # constant-quality mode
+        if encoder in PRESETS:
+            options["preset"] = PRESETS[encoder]
         return options
     if crf is not None:
         raise UsageError(f"--crf does not apply to {encoder}; it works with {', '.join(CRF_DEFAULTS)}")
