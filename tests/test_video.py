@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -249,7 +250,7 @@ def test_colour_range_and_matrix_round_trip(tmp_path: Path, matrix: str | None, 
                      audio_seconds=None)
     reader = _FileReader(src, VideoOptions())
     with reader:
-        first = next(iter(reader.items(__import__("threading").Event()))).rgb
+        first = next(iter(reader.items(threading.Event()))).rgb
     assert np.abs(first.reshape(-1, 3).mean(0) - colour).max() < 3  # decoded with the file's own tags
 
     out = tmp_path / "out.mp4"
