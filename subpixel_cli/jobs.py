@@ -178,7 +178,8 @@ class Runner:
                 if len(batch) >= self.upscaler.batch_size or not self._batchable(loaded.picture, loaded.picture):
                     pending += self._flush(batch, writer)
                     batch = []
-                pending = self._collect(pending, keep=2)
+                # A batch's writes may run while the next batch is upscaled, not before it starts.
+                pending = self._collect(pending, keep=max(2, self.upscaler.batch_size))
             pending += self._flush(batch, writer)
             self._collect(pending, keep=0)
         return self.report

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -63,13 +64,13 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
 # --- the fused 8-bit path ---------------------------------------------------------------------
 #
 # For uint8 pictures everything but the network's convolutions is folded into them or done at
-# low resolution. The 0…255 scale, RGB→Y and its offset go into the weights; the last layer
-# writes, per output phase (i, j), the final value (Y' − 16/255)·255/219 + ½ that every colour
-# shares. The chroma's RGB contribution M[:, 1:]·(CbCr − ½) is linear in the low-resolution RGB,
-# and ×r bicubic resampling is r² fixed 5×5 filters there, so it is one more 5×5 convolution at
-# low resolution. At high resolution there are only an add, a clamp and one strided copy to uint8
-# N×rH×rW×C, where truncation rounds. The convolutions are unpadded: what zero padding would
-# change lies in the reflect padding that is cut off anyway.
+# low resolution. The 0…255 scale and RGB→Y go into the weights; the last layer writes, per
+# output phase (i, j), the value (Y' − 16/255)·255/219 that every colour shares. The chroma's
+# RGB contribution M[:, 1:]·(CbCr − ½) is linear in RGB, so it is computed at low resolution and
+# only resized: by OpenCV's float bicubic on the CPU (then saturating adds of the shuffled Y), or
+# as r² fixed 5×5 phase filters on GPUs (then an add, a clamp and one strided copy to uint8).
+# The convolutions are unpadded: what zero padding would change lies in the reflect padding
+# that is cut off anyway.
 
 
 def _fused_conv_op() -> Any:
@@ -147,31 +148,40 @@ _POST_OPS = {"tanh": ("sigmoid", 2.0, 2.0, -1.0), "relu": ("relu", 1.0, 1.0, 0.0
 class _FusedPath:
     """The network folded for uint8 ``C``-channel pictures (C = 3, or 1 for Y models).
 
-    :meth:`__call__` maps padded ``N×C×H×W`` floats in 0…255 to the phases of the result: the
-    last layer's ``r²·C'`` channels (``C'`` = 1 for Y models, whose RGB phases add the chroma
-    term broadcast over colours), in 0…255 with the rounding ½ included. The convolutions are
-    unpadded ("valid"): what they would see of zero padding lies in the reflect padding that is
-    cut off anyway, so each layer computes only what the next one needs.
+    :meth:`__call__` maps padded ``N×C×H×W`` floats in 0…255 to the phases of the result, the
+    last layer's ``r²·C'`` channels in 0…255 (``C'`` = 1 for Y models: the value every colour
+    shares), and a Y model's chroma term; :meth:`write` turns them into uint8 pixels. The
+    convolutions are unpadded ("valid"): what zero padding would change lies in the reflect
+    padding that is cut off anyway, so each layer computes only what the next one needs.
+
+    The chroma term is finished by OpenCV on the CPU: the low-resolution planes P·rgb, its float
+    bicubic resize (the same filter as ``F.interpolate``) and saturating adds of the Y plane take
+    half the time of the phase-filter convolution and three torch passes at high resolution.
+    Elsewhere it is the 5×5 phase filter at low resolution, added, clamped and copied by torch.
     """
 
-    def __init__(self, model: ESPCN, in_channels: int, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(self, model: ESPCN, in_channels: int, device: torch.device, dtype: torch.dtype,
+                 opencv: bool | None = None) -> None:
         cfg, r = model.config, model.config.scale
         layers = [(c.weight.detach().to("cpu", torch.float64), c.bias.detach().to("cpu", torch.float64))
                   for c in (model.conv1, model.conv2, model.conv3)]
         (w1, b1), (w3, b3) = layers[0], layers[2]
-        to_y = chroma = None
+        colour = cfg.channels == 1 and in_channels == 3
+        self.opencv = colour and (device.type == "cpu" if opencv is None else opencv)
+        half = 0.0 if self.opencv else 0.5  # OpenCV's saturating casts round; torch's truncate
+        to_y = None
         if cfg.channels == 1:
-            if in_channels == 3:
+            a, a_inv = _colour_matrices()
+            if colour:
                 # Y by a 1×1 convolution: oneDNN runs conv1 on one channel ~2× faster than on three.
-                to_y = ((_colour_matrices()[0][0] / 255).view(1, 3, 1, 1), torch.tensor([_Y_OFFSET], dtype=torch.float64))
-                chroma = _chroma_filter(r)
+                to_y = ((a[0] / 255).view(1, 3, 1, 1), torch.tensor([_Y_OFFSET], dtype=torch.float64))
             else:  # grey g is Y = 16/255 + g·219/255
                 layers[0] = (w1 * _Y_RANGE / 255, b1 + _Y_OFFSET * w1.sum(dim=(1, 2, 3)))
-            # Y' -> RGB: every colour gets (Y' − 16/255)/(219/255) plus a chroma term.
+            # Y' -> RGB: every colour gets (Y' − 16/255)/(219/255) plus the chroma term.
             gain = 255 / _Y_RANGE
-            layers[2] = (gain * w3, gain * (b3 - _Y_OFFSET) + 0.5)
+            layers[2] = (gain * w3, gain * (b3 - _Y_OFFSET) + half)
         else:  # an RGB model on RGB; its channels are already in (i, j, c) order
-            layers[0], layers[2] = (w1 / 255, b1), (255 * w3, 255 * b3 + 0.5)
+            layers[0], layers[2] = (w1 / 255, b1), (255 * w3, 255 * b3 + half)
         post_op, gamma, alpha, beta = _POST_OPS[cfg.activation]
         for k in (1, 2):  # the next layer reads α·s + β instead of the activation
             w, b = layers[k]
@@ -187,55 +197,72 @@ class _FusedPath:
         dtypes = (dtype, dtype, self.head_dtype)
         self.layers = [self._weights(w, b, dt, device) for (w, b), dt in zip(layers, dtypes)]
         self.to_y = None if to_y is None else self._weights(*to_y, dtype, device)
-        self.chroma = None if chroma is None else self._weights(chroma, None, self.head_dtype, device)[0]
+        self.chroma = None
+        if colour:  # the chroma's RGB contribution: a 3×3 matrix on RGB, or with the filter
+            p = a_inv[:, 1:] @ a[1:]
+            self.chroma = p.to(device, torch.float32) if self.opencv else self._weights(_chroma_filter(r), None, self.head_dtype, device)[0]
 
     def _weights(self, w: torch.Tensor, b: torch.Tensor | None, dtype: torch.dtype,
                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
         w = w.to(device, dtype)
         if self.mkldnn:  # oneDNN's blocked layout, once, instead of a reorder per call
             w = torch.ops.mkldnn._reorder_convolution_weight(w, [0, 0], [1, 1], [1, 1], 1)
+        else:  # cuDNN's NHWC kernels want NHWC weights too
+            w = w.contiguous(memory_format=torch.channels_last)
         return w, None if b is None else b.to(device, dtype)
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``x``: ``N×C×H×W`` (channels last) floats in 0…255. Returns the phases
-        (``H − 2·radius`` rows) and the chroma term (``H − 4`` rows, or ``None``), unclamped."""
+        """``x``: padded ``N×C×H×W`` (channels last) floats in 0…255. Returns the phases
+        (``H − 2·radius`` rows) and the chroma term: ``N×3×H×W`` planes for OpenCV, phases
+        (``H − 4`` rows) otherwise, or ``None``. Neither is clamped yet."""
         (w1, b1), (w2, b2), (w3, b3) = self.layers
         xh, x = x.to(self.head_dtype), x.to(self.dtype)
-        if self.mkldnn:
-            conv, zero, one = _MKLDNN_CONV, [0, 0], [1, 1]
-            if self.to_y is not None:
-                x = conv(x, *self.to_y, zero, one, one, 1, "none", [], "")
-            f = conv(x, w1, b1, zero, one, one, 1, self.post_op, [], "")
-            f = conv(f, w2, b2, zero, one, one, 1, self.post_op, [], "").to(self.head_dtype)
-            t = conv(f, w3, b3, zero, one, one, 1, "none", [], "")
-            d = None if self.chroma is None else conv(xh, self.chroma, None, zero, one, one, 1, "none", [], "")
-            return t, d
-        act = torch.sigmoid_ if self.post_op == "sigmoid" else torch.relu_
         if self.to_y is not None:
-            x = F.conv2d(x, *self.to_y)
-        f = act(F.conv2d(x, w1, b1))
-        f = act(F.conv2d(f, w2, b2)).to(self.head_dtype)
-        t = F.conv2d(f, w3, b3)
-        return t, None if self.chroma is None else F.conv2d(xh, self.chroma)
+            x = self._conv(x, *self.to_y)
+        f = self._conv(x, w1, b1, self.post_op)
+        f = self._conv(f, w2, b2, self.post_op).to(self.head_dtype)
+        t = self._conv(f, w3, b3)
+        if self.chroma is None:
+            return t, None
+        if self.opencv:
+            return t, torch.einsum("cd,ndhw->nchw", self.chroma, xh.float()).contiguous()
+        return t, self._conv(xh, self.chroma, None)
+
+    def _conv(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, post_op: str = "none") -> torch.Tensor:
+        """An unpadded convolution and its activation: one oneDNN call, or two torch ops."""
+        if self.mkldnn:
+            return _MKLDNN_CONV(x, w, b, [0, 0], [1, 1], [1, 1], 1, post_op, [], "")
+        y = F.conv2d(x, w, b)
+        return torch.sigmoid_(y) if post_op == "sigmoid" else torch.relu_(y) if post_op == "relu" else y
+
+    def write(self, t: torch.Tensor, d: torch.Tensor | None, out: torch.Tensor, crop_t: int, crop_d: int) -> None:
+        """Pixels ``out`` (``N×rh×rw×C`` uint8) from :meth:`__call__`'s results, less ``crop_t``
+        and ``crop_d`` low-resolution pixels (of ``t`` and of ``d``) at the top and left."""
+        n, hr, wr, c = out.shape
+        r = self.scale
+        h, w = hr // r, wr // r
+        phases = _phase_view(t, r, crop_t, h, w)
+        if self.opencv:
+            y = phases[..., 0].permute(0, 1, 3, 2, 4).reshape(n, hr, wr).float().numpy()
+            planes, pixels = d.numpy(), out.numpy()
+            for k in range(n):
+                colours = []
+                for plane in planes[k]:  # bicubic reaches 2 pixels: resize a 2-pixel margin too
+                    lr = plane[crop_d : crop_d + h + 4, crop_d : crop_d + w + 4]
+                    hr_plane = cv2.resize(lr, (wr + 4 * r, hr + 4 * r), interpolation=cv2.INTER_CUBIC)
+                    colours.append(cv2.add(y[k], hr_plane[2 * r : 2 * r + hr, 2 * r : 2 * r + wr], dtype=cv2.CV_8U))
+                cv2.merge(colours, dst=pixels[k])
+            return
+        if d is not None:
+            phases = torch.add(_phase_view(d, r, crop_d, h, w), phases)
+        phases.clamp_(0.0, 255.0)
+        out.view(n, h, r, w, r, c).copy_(phases.permute(0, 1, 3, 2, 4, 5))
 
 
 def _phase_view(t: torch.Tensor, r: int, crop: int, h: int, w: int) -> torch.Tensor:
     """Phases ``N×(r²·C)×H×W`` (channel (i·r + j)·C + c) as an ``N×h×w×r×r×C`` view, less ``crop``
     low-resolution pixels at the top and left."""
     return t.permute(0, 2, 3, 1)[:, crop : crop + h, crop : crop + w].unflatten(-1, (r, r, -1))
-
-
-def _phases_to_pixels(t: torch.Tensor, d: torch.Tensor | None, out: torch.Tensor, r: int,
-                      crop_t: int, crop_d: int) -> None:
-    """Add the chroma term, clamp, and write ``out`` (``N×rh×rw×C`` uint8) in one strided copy:
-    truncation rounds, as the phases carry the ½."""
-    n, hr, wr, c = out.shape
-    h, w = hr // r, wr // r
-    phases = _phase_view(t, r, crop_t, h, w)
-    if d is not None:
-        phases = torch.add(_phase_view(d, r, crop_d, h, w), phases)
-    phases.clamp_(0.0, 255.0)
-    out.view(n, h, r, w, r, c).copy_(phases.permute(0, 1, 3, 2, 4, 5))
 
 
 class Upscaler:
@@ -337,15 +364,16 @@ class Upscaler:
         """Upscale padded uint8 ``N×H×W×C`` into ``out`` through the fused path. On CUDA with a
         pinned ``out`` the copy back is left in flight on a side stream, so the caller can queue
         the next batch before it :meth:`_finish` es this one."""
-        t, d = self._fused[padded.shape[-1]](_to_tensor(padded, self.device))
+        fused = self._fused[padded.shape[-1]]
+        t, d = fused(_to_tensor(padded, self.device))
         # Checked on the device and read in _finish, so that CUDA work is not serialised here.
         bad = None if self.dtype == torch.float32 else ~torch.isfinite(t).all()
         dst = torch.from_numpy(out)
         if self._copy_stream is None or not dst.is_pinned():
-            self._write_pixels(t, d, out)
+            self._write_pixels(fused, t, d, out)
             return _Pending(None, bad, padded, out)
         pixels = torch.empty(out.shape, dtype=torch.uint8, device=self.device)
-        self._write_pixels(t, d, pixels)
+        self._write_pixels(fused, t, d, pixels)
         self._copy_stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(self._copy_stream):
             dst.copy_(pixels, non_blocking=True)
@@ -354,15 +382,16 @@ class Upscaler:
             done.record()
         return _Pending(done, bad, padded, out)
 
-    def _write_pixels(self, t: torch.Tensor, d: torch.Tensor | None, out: np.ndarray | torch.Tensor) -> None:
-        """Fused phases -> ``out``: straight into it on the CPU or for a device tensor, else via
+    def _write_pixels(self, fused: _FusedPath, t: torch.Tensor, d: torch.Tensor | None,
+                      out: np.ndarray | torch.Tensor) -> None:
+        """Fused results -> ``out``: straight into it on the CPU or for a device tensor, else via
         the device."""
         crops = self.pad - self.info.config.receptive_radius, self.pad - 2
         if isinstance(out, torch.Tensor) or self.device.type == "cpu":
-            _phases_to_pixels(t, d, torch.as_tensor(out), self.scale, *crops)
+            fused.write(t, d, torch.as_tensor(out), *crops)
             return
         pixels = torch.empty(out.shape, dtype=torch.uint8, device=self.device)
-        _phases_to_pixels(t, d, pixels, self.scale, *crops)
+        fused.write(t, d, pixels, *crops)
         torch.from_numpy(out).copy_(pixels)
 
     def _finish(self, pending: _Pending) -> None:
@@ -373,7 +402,7 @@ class Upscaler:
             if self._fused_fp32 is None:
                 self._fused_fp32 = self._build_fused(torch.float32)
             fused = self._fused_fp32[pending.padded.shape[-1]]
-            self._write_pixels(*fused(_to_tensor(pending.padded, self.device)), pending.out)
+            self._write_pixels(fused, *fused(_to_tensor(pending.padded, self.device)), pending.out)
 
     def _run_padded(self, colour: np.ndarray, alpha: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
         """Upscale padded ``N×H×W×C`` arrays and cut the padding off the result."""

@@ -19,7 +19,7 @@ from subpixel_cli.cli import main
 from subpixel_cli.color import rgb_to_ycbcr, ycbcr_to_rgb
 from subpixel_cli.hub import LoadedModel, ModelInfo
 from subpixel_cli.model import ESPCN, ESPCNConfig
-from subpixel_cli.upscale import Upscaler, measure_throughput
+from subpixel_cli.upscale import Upscaler, _FusedPath, measure_throughput
 
 from conftest import random_image
 
@@ -67,6 +67,15 @@ def test_fused_8bit_path_equals_the_plain_math(scale, model_channels, image_chan
     model = model_for(scale, model_channels, activation)
     up = upscaler_for(model)
     image = random_image(37, 29, image_channels)
+    assert_same_pixels(up.upscale(image)[0], plain_upscale(model, image, up.pad))
+
+
+def test_torch_colour_finish_equals_the_plain_math():
+    """GPUs finish colour with the chroma phase filter and torch instead of OpenCV."""
+    model = model_for(3)
+    up = upscaler_for(model)
+    up._fused[3] = _FusedPath(model, 3, up.device, up.dtype, opencv=False)
+    image = random_image(37, 29, 3)
     assert_same_pixels(up.upscale(image)[0], plain_upscale(model, image, up.pad))
 
 
