@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -18,9 +19,10 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from subpixel_cli import __version__
-from subpixel_cli.errors import EXIT_INTERRUPTED, SubpixelError
+from subpixel_cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, SubpixelError
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -35,33 +37,61 @@ err_console = Console(stderr=True, highlight=False)
 
 
 def emit_json(record: dict[str, Any]) -> None:
-    """One JSON object per line on stdout."""
-    click.echo(json.dumps(record, ensure_ascii=False, default=str))
+    """One JSON object per line on stdout. File names that are not valid UTF-8 (surrogate escapes)
+    are written as ``\\udcXX`` escapes, which ``json.loads`` turns back into the same name."""
+    text = json.dumps(record, ensure_ascii=False, default=str)
+    click.echo(text.encode("utf-8", "backslashreplace").decode("utf-8"))
 
 
 def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the project's errors into one line on stderr and the documented exit code."""
+    """The one place where errors become a message and an exit code: the project's errors print
+    their one line and exit with their code; anything else is reported as an internal error
+    (exit 1); ``--debug`` adds the traceback. Ctrl-C exits 130; a closed stdout (``| head``) ends
+    the command quietly."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         debug = click.get_current_context().find_root().params.get("debug", False)
         try:
             return func(*args, **kwargs)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise  # click's own usage errors, already one line with exit code 2
         except SubpixelError as exc:
+            _exit_with(str(exc), exc.exit_code, debug)
+        except KeyboardInterrupt:
             if debug:
                 traceback.print_exc()
-            err_console.print(f"[bold red]error:[/] {exc}", markup=True, soft_wrap=True)
-            sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]")
             sys.exit(EXIT_INTERRUPTED)
+        except BrokenPipeError:
+            _stdout_closed()
         except MemoryError:
-            if debug:
-                traceback.print_exc()
-            err_console.print("[bold red]error:[/] out of memory; try a smaller --tile or --batch-size")
-            sys.exit(1)
+            _exit_with("out of memory; try smaller tiles (--tile) or a lower --max-memory or --batch-size", EXIT_FAILED, debug)
+        except Exception as exc:
+            lines = str(exc).strip().splitlines()
+            detail = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+            hint = "" if debug else " (run with --debug for the traceback)"
+            _exit_with(f"internal error: {detail}{hint}", EXIT_FAILED, debug)
 
     return wrapper
+
+
+def _exit_with(message: str, code: int, debug: bool) -> None:
+    if debug:
+        traceback.print_exc()
+    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    sys.exit(code)
+
+
+def _stdout_closed() -> None:
+    """The reader of stdout went away: stop without a traceback, and keep Python's exit-time
+    flush from raising again on the dead pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    sys.exit(EXIT_FAILED)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES_HELP)
@@ -69,6 +99,8 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
 def main(debug: bool) -> None:
     """subpixel: fast super-resolution with ESPCN sub-pixel convolution networks."""
+    if not debug:  # our one-line errors say what failed; OpenCV's own log lines would only add noise
+        os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
 
 
 # --- models / upscale (issue: upscale) --------------------------------------------------------
@@ -132,6 +164,7 @@ def upscale(inputs: tuple[str, ...], output: Path | None, scale: int | None, mod
       subpixel upscale '*.png' --model hf://owner/espcn-x3
     """
     from subpixel_cli.jobs import OutputPlan, Runner, plan_jobs
+    from subpixel_cli.errors import OutputError
 
     if max_pixels is not None:
         from PIL import Image
@@ -140,11 +173,16 @@ def upscale(inputs: tuple[str, ...], output: Path | None, scale: int | None, mod
     upscaler = _load_upscaler(model, scale, device, precision, tile, batch_size, max_memory)
     plan = OutputPlan(output=output, suffix=suffix if suffix is not None else f"_x{upscaler.scale}", fmt=fmt)
     jobs = plan_jobs(list(inputs), plan, recursive)
+    folders = {job.target.parent for job in jobs}
     if output is not None and not (len(jobs) == 1 and jobs[0].target == output):
-        output.mkdir(parents=True, exist_ok=True)
-    for job in jobs:
-        job.target.parent.mkdir(parents=True, exist_ok=True)
+        folders.add(output)
+    for folder in sorted(folders):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"{folder}: cannot create the output folder ({exc.strerror or exc})") from None
     show = not quiet
+    debug = click.get_current_context().find_root().params.get("debug", False)  # read here: results arrive on other threads
     if show:
         err_console.print(f"{upscaler.info.name}: ×{upscaler.scale} {upscaler.info.color_space.upper()} model on "
                           f"{upscaler.device.type} ({str(upscaler.dtype).removeprefix('torch.')}), {len(jobs)} file(s)")
@@ -158,7 +196,11 @@ def upscale(inputs: tuple[str, ...], output: Path | None, scale: int | None, mod
             if as_json:
                 emit_json(result.as_dict())
             if result.status == "failed" and show:
-                progress.console.print(f"[red]failed:[/] {result.message}", soft_wrap=True)
+                progress.console.print(f"[red]failed:[/] {escape(result.message)}", soft_wrap=True)
+            elif result.status == "ok" and result.message and show:
+                progress.console.print(f"[yellow]note:[/] {escape(str(result.source))}: {escape(result.message)}", soft_wrap=True)
+            if result.traceback and debug:
+                progress.console.print(result.traceback, markup=False, highlight=False, soft_wrap=True)
 
         def on_tiles(done: int, total: int) -> None:
             if total > 1:
@@ -189,6 +231,11 @@ def _print_summary(report: "Report") -> None:
     err_console.print(", ".join(parts) + rate)
 
 
+def _short_licence(text: str) -> str:
+    short = text.split(";")[0].split("(")[0].strip()
+    return short if short == text.strip() else f"{short} *"
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per model on stdout.")
 @handle_errors
@@ -205,13 +252,16 @@ def models(as_json: bool) -> None:
                        "color_space": info.color_space, "metrics": info.metrics, "license": info.license})
         return
     table = Table(title="packaged models (use with --model NAME, or -x N for espcn-xN)")
-    for column in ("name", "scale", "channels", "Set5 PSNR", "Set14 PSNR", "trained on", "licence"):
-        table.add_column(column, justify="right" if "PSNR" in column or column == "scale" else "left")
+    table.add_column("name", no_wrap=True, min_width=15)
+    for column in ("scale", "channels", "Set5 PSNR", "Set14 PSNR"):
+        table.add_column(column, justify="right", no_wrap=True, min_width=len(column))
+    table.add_column("licence", no_wrap=True)
+    table.caption = "* more terms in the model card: subpixel models --json"
     for name, info in found.items():
         psnr5, psnr14 = info.psnr("Set5"), info.psnr("Set14")
         table.add_row(name, f"×{info.scale}", f"{info.config.channels} ({info.color_space.upper()})",
                       "–" if psnr5 is None else f"{psnr5:.2f} dB", "–" if psnr14 is None else f"{psnr14:.2f} dB",
-                      str(info.training.get("data", "–")), info.license)
+                      _short_licence(info.license))
     Console().print(table)
 
 

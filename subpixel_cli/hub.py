@@ -30,6 +30,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
 HF_PREFIX = "hf://"
+PICKLE_SUFFIXES = {".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle"}  # refused: unpickling can run code
 COLOR_SPACES = {1: "y", 3: "rgb"}  # Y of BT.601 YCbCr (studio swing), or RGB; values in [0, 1]
 
 
@@ -73,6 +74,8 @@ class ModelInfo:
 
     @classmethod
     def from_json(cls, data: dict[str, Any], source: str) -> "ModelInfo":
+        if not isinstance(data, dict):
+            raise ModelError(f"{source}: bad config.json: a JSON object is expected, not {type(data).__name__}")
         if data.get("architecture", "espcn") != "espcn":
             raise ModelError(f"{source}: architecture {data.get('architecture')!r} is not supported (only 'espcn')")
         try:
@@ -82,13 +85,16 @@ class ModelInfo:
         space = data.get("color_space", COLOR_SPACES[config.channels])
         if space != COLOR_SPACES[config.channels]:
             raise ModelError(f"{source}: color_space {space!r} does not match channels={config.channels}")
+        for key in ("training", "metrics"):
+            if not isinstance(data.get(key) or {}, dict):
+                raise ModelError(f"{source}: bad config.json: {key!r} must be a JSON object")
         return cls(
             name=str(data.get("name") or Path(source).name),
             config=config,
             source=source,
             description=str(data.get("description", "")),
-            training=dict(data.get("training", {})),
-            metrics=dict(data.get("metrics", {})),
+            training=dict(data.get("training") or {}),
+            metrics=dict(data.get("metrics") or {}),
             license=str(data.get("license", "unknown")),
         )
 
@@ -138,17 +144,22 @@ def _infer_config(tensors: dict[str, torch.Tensor], source: str) -> ESPCNConfig:
         w1, w2, w3 = tensors["conv1.weight"], tensors["conv2.weight"], tensors["conv3.weight"]
     except KeyError as exc:
         raise ModelError(f"{source}: not an ESPCN checkpoint (no tensor {exc.args[0]!r})") from None
+    if any(w.ndim != 4 for w in (w1, w2, w3)):
+        raise ModelError(f"{source}: not an ESPCN checkpoint (convolution weights must have 4 dimensions)")
     channels = w1.shape[1]
-    r2, rem = divmod(w3.shape[0], channels)
+    r2, rem = divmod(w3.shape[0], max(channels, 1))
     scale = round(r2**0.5)
     if rem or scale * scale != r2:
         raise ModelError(f"{source}: conv3 has {w3.shape[0]} outputs, not channels·r² for any integer r")
-    return ESPCNConfig(
-        scale=scale,
-        channels=channels,
-        features=(w1.shape[0], w2.shape[0]),
-        kernel_sizes=(w1.shape[-1], w2.shape[-1], w3.shape[-1]),
-    )
+    try:
+        return ESPCNConfig(
+            scale=scale,
+            channels=channels,
+            features=(w1.shape[0], w2.shape[0]),
+            kernel_sizes=(w1.shape[-1], w2.shape[-1], w3.shape[-1]),
+        )
+    except ValueError as exc:
+        raise ModelError(f"{source}: not an ESPCN checkpoint ({exc})") from None
 
 
 def _read_tensors(path: Path, source: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -165,7 +176,7 @@ def _read_tensors(path: Path, source: str) -> tuple[dict[str, torch.Tensor], dic
 
 def load_from_files(weights: Path, config_path: Path | None, source: str) -> LoadedModel:
     """Build a model from a safetensors file and, when there is one, its ``config.json``."""
-    if weights.suffix in {".pt", ".pth", ".bin", ".ckpt", ".pkl"}:
+    if weights.suffix in PICKLE_SUFFIXES:
         raise ModelError(f"{source}: refusing to load {weights.name}: pickled checkpoints can run code; convert it to .safetensors")
     tensors, metadata = _read_tensors(weights, source)
     if config_path is not None and config_path.is_file():
@@ -175,12 +186,15 @@ def load_from_files(weights: Path, config_path: Path | None, source: str) -> Loa
             raise ModelError(f"{source}: cannot read {config_path.name}: {exc}") from None
         info = ModelInfo.from_json(data, source)
     elif "subpixel_config" in metadata:
-        info = ModelInfo.from_json(json.loads(metadata["subpixel_config"]), source)
+        try:
+            data = json.loads(metadata["subpixel_config"])
+        except json.JSONDecodeError as exc:
+            raise ModelError(f"{source}: the config in the file's metadata is not JSON ({exc})") from None
+        info = ModelInfo.from_json(data, source)
     else:
         info = ModelInfo(name=weights.stem, config=_infer_config(tensors, source), source=source, license="unknown")
     info.source = source
-    model = ESPCN(info.config)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    expected = _expected_shapes(info.config, source)
     got = {k: tuple(v.shape) for k, v in tensors.items()}
     missing, extra = sorted(expected.keys() - got.keys()), sorted(got.keys() - expected.keys())
     if missing or extra:
@@ -188,8 +202,20 @@ def load_from_files(weights: Path, config_path: Path | None, source: str) -> Loa
     wrong = [f"{k} {got[k]} != {expected[k]}" for k in expected if got[k] != expected[k]]
     if wrong:
         raise ModelError(f"{source}: tensor shapes do not match the config ({'; '.join(wrong)})")
+    model = ESPCN(info.config)  # only now: a config is not trusted to say how much memory to take
     model.load_state_dict({k: v.float() for k, v in tensors.items()})
     return LoadedModel(model.eval(), info)
+
+
+def _expected_shapes(config: ESPCNConfig, source: str) -> dict[str, tuple[int, ...]]:
+    """The tensor shapes ``config`` builds, found on the meta device (no memory is allocated,
+    however large the config says the layers are)."""
+    try:
+        with torch.device("meta"):
+            model = ESPCN(config)
+    except (ValueError, TypeError, RuntimeError, IndexError) as exc:
+        raise ModelError(f"{source}: bad config: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
 def load_folder(folder: Path, source: str | None = None) -> LoadedModel:
@@ -197,7 +223,7 @@ def load_folder(folder: Path, source: str | None = None) -> LoadedModel:
     source = source or str(folder)
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
-        pickles = [p.name for p in folder.glob("*") if p.suffix in {".pt", ".pth", ".bin", ".ckpt"}]
+        pickles = [p.name for p in folder.glob("*") if p.suffix in PICKLE_SUFFIXES]
         hint = f" (found {', '.join(pickles)}: pickled checkpoints are not loaded)" if pickles else ""
         raise ModelError(f"{source}: no {WEIGHTS_NAME} in this folder{hint}")
     return load_from_files(weights, folder / CONFIG_NAME, source)

@@ -75,6 +75,7 @@ def read_image(path: str | Path) -> Picture:
         raise InputError(f"{path}: is a directory, not an image")
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # Pillow's notes on damaged metadata: not for users' stderr
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 frames = getattr(img, "n_frames", 1)
@@ -83,7 +84,7 @@ def read_image(path: str | Path) -> Picture:
                 picture = _from_pil(img)
                 picture.frames = frames
                 picture.source_format = img.format or ""
-                if picture.source_format in SIXTEEN_BIT_FORMATS and picture.bit_depth == 8:
+                if picture.bit_depth == 8 and _stored_as_16bit(path, img):
                     picture = _maybe_16bit(path, img, picture)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         found = re.search(r"\((\d+) pixels\)", str(exc))
@@ -96,7 +97,9 @@ def read_image(path: str | Path) -> Picture:
         raise InputError(f"{path}: permission denied") from None
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
-    except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, IndexError, TypeError) as exc:
+        # IndexError and TypeError too: Pillow's decoders raise them for damaged files (e.g. a TIFF
+        # without its dimensions), and Pillow's own open() treats them as "not this format"
         raise InputError(f"{path}: corrupt or truncated image ({_one_line(exc)})") from None
     return picture
 
@@ -133,6 +136,21 @@ def _from_pil(img: Image.Image) -> Picture:
     arr = np.asarray(img)
     pixels = arr[..., None].copy() if arr.ndim == 2 else arr.copy()
     return Picture(pixels, alpha, icc, exif_bytes)
+
+
+def _stored_as_16bit(path: Path, img: Image.Image) -> bool:
+    """Whether a PNG/TIFF holds 16-bit samples (so that OpenCV decodes only those, not every
+    8-bit file a second time, nor damaged ones Pillow could read but libpng complains about)."""
+    if img.format not in SIXTEEN_BIT_FORMATS:
+        return False
+    if img.format == "PNG":
+        with open(path, "rb") as f:
+            head = f.read(26)
+        return len(head) == 26 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[24] == 16
+    if img.format == "TIFF":
+        bits = getattr(img, "tag_v2", {}).get(258, ())
+        return 16 in (bits if isinstance(bits, tuple) else (bits,))
+    return False
 
 
 def _maybe_16bit(path: Path, img: Image.Image, picture: Picture) -> Picture:

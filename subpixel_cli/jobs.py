@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import glob
 import time
+import traceback
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
+import torch
 
 from subpixel_cli.errors import EXIT_FAILED, EXIT_OK, OutputError, SubpixelError, UsageError
 from subpixel_cli.images import (
@@ -27,11 +30,13 @@ from subpixel_cli.images import (
     output_format,
     png_level,
     read_image,
+    remove_stale_partials,
     write_image,
 )
 from subpixel_cli.upscale import Progress, Upscaler
 
 _GLOB_CHARS = set("*?[")
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -52,6 +57,8 @@ class Result:
     out_size: tuple[int, int] | None = None
     mode: str = ""
     seconds: float = 0.0
+    frames: int = 1  # frames in the input; only the first is upscaled
+    traceback: str | None = None  # of an unexpected failure, for --debug; not in --json
 
     def as_dict(self) -> dict:
         return {
@@ -62,6 +69,7 @@ class Result:
             "size": self.size,
             "output_size": self.out_size,
             "mode": self.mode or None,
+            "frames": self.frames,
             "seconds": round(self.seconds, 4),
         }
 
@@ -145,6 +153,28 @@ class _Loaded:
     started: float
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Python's MemoryError, CUDA's OutOfMemoryError, or the CPU allocator's RuntimeError."""
+    if isinstance(exc, MemoryError):
+        return True
+    oom_type = getattr(torch, "OutOfMemoryError", None)
+    if oom_type is not None and isinstance(exc, oom_type):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def describe_failure(exc: BaseException, source: Path, tile: int) -> str:
+    """One line for a file's failure: the project's own message, an out-of-memory hint, or
+    ``internal error: Type: message`` for a bug (the traceback is kept for ``--debug``)."""
+    if isinstance(exc, SubpixelError):
+        return str(exc)
+    if is_out_of_memory(exc):
+        return f"{source}: out of memory; try smaller tiles (--tile {max(8, tile // 2)}) or a lower --max-memory"
+    lines = str(exc).strip().splitlines()
+    return f"{source}: internal error: {type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+
+
 class Runner:
     """Runs jobs through an upscaler, reporting each file through ``on_result``."""
 
@@ -162,8 +192,10 @@ class Runner:
         self.on_tiles = on_tiles
         self.report = Report()
         self._claimed: set[Path] = set()
+        self._run_started = time.time()
 
     def run(self, jobs: list[Job]) -> Report:
+        self._run_started = time.time()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="subpixel-write") as writer:
             pending: list[Future] = []
             batch: list[_Loaded] = []
@@ -192,20 +224,21 @@ class Runner:
         started = time.perf_counter()
         resolved = job.target.resolve()
         if resolved in self._claimed:
-            self._record(Result(job.source, job.target, "failed", f"another input also writes {job.target}"))
+            self._record(Result(job.source, job.target, "failed", f"{job.source}: another input also writes {job.target}"))
             return None
         self._claimed.add(resolved)
+        remove_stale_partials(job.target, self._run_started)  # left by a run that was killed
         if job.target.exists() and not self.force:
             self._record(Result(job.source, job.target, "skipped", "output exists (use --force to overwrite)"))
             return None
         if job.target.resolve() == job.source.resolve():
-            self._record(Result(job.source, job.target, "failed", "output would overwrite the input"))
+            self._record(Result(job.source, job.target, "failed", f"{job.source}: the output would overwrite the input"))
             return None
         try:
             output_format(job.target, self.fmt)
             picture = read_image(job.source)
-        except SubpixelError as exc:
-            self._record(Result(job.source, job.target, "failed", str(exc), seconds=time.perf_counter() - started))
+        except Exception as exc:  # any failure is this file's, never the batch's
+            self._fail(job, started, exc)
             return None
         return _Loaded(job, picture, started)
 
@@ -224,24 +257,45 @@ class Runner:
             return []
         if len(batch) == 1:
             return self._single(batch[0], writer)
-        outputs = self.upscaler.upscale_batch(np.stack([b.picture.pixels for b in batch]))
+        try:
+            frames = np.stack([b.picture.pixels for b in batch])
+            outputs = self._retrying(lambda: self.upscaler.upscale_batch(frames))
+        except Exception as exc:
+            for item in batch:
+                self._fail(item.job, item.started, exc)
+            return []
         return [writer.submit(self._write, b, Picture(out, None, b.picture.icc_profile, b.picture.exif)) for b, out in zip(batch, outputs)]
 
     def _single(self, item: _Loaded, writer: ThreadPoolExecutor) -> list[Future]:
         """One image, possibly tiled; PNG outputs are streamed strip by strip."""
-        picture, fmt = item.picture, output_format(item.job.target, self.fmt)
+        picture = item.picture
         try:
-            if fmt == "PNG" and self.upscaler.tiles_for(picture.height, picture.width) > 1:
-                self._stream_png(item)
-                return []
-            pixels, alpha = self.upscaler.upscale(picture.pixels, picture.alpha, self.on_tiles)
-        except SubpixelError as exc:
-            self._fail(item, exc)
+            fmt = output_format(item.job.target, self.fmt)
+            streamed = fmt == "PNG" and self.upscaler.tiles_for(picture.height, picture.width) > 1
+            if streamed:
+                out_size = self._retrying(lambda: self._stream_png(item))
+            else:
+                pixels, alpha = self._retrying(lambda: self.upscaler.upscale(picture.pixels, picture.alpha, self.on_tiles))
+        except Exception as exc:
+            self._fail(item.job, item.started, exc)
+            return []
+        if streamed:
+            self._done(item, out_size)
             return []
         out = Picture(pixels, alpha, picture.icc_profile, picture.exif)
         return [writer.submit(self._write, item, out)]
 
-    def _stream_png(self, item: _Loaded) -> None:
+    def _retrying(self, call: Callable[[], _T]) -> _T:
+        """``call()``, again with smaller tiles after each out-of-memory error while the upscaler
+        can still shrink them (a GPU that is shared, or a budget that was too generous)."""
+        while True:
+            try:
+                return call()
+            except Exception as exc:
+                if not (is_out_of_memory(exc) and self.upscaler.shrink_tiles()):
+                    raise
+
+    def _stream_png(self, item: _Loaded) -> tuple[int, int]:
         picture, r = item.picture, self.upscaler.scale
         like = Picture(picture.pixels[:1, :1], None if picture.alpha is None else picture.alpha[:1, :1], picture.icc_profile, picture.exif)
         with atomic_output(item.job.target, self.force) as f:
@@ -249,22 +303,28 @@ class Runner:
             for rows, alpha_rows in self.upscaler.iter_rows(picture.pixels, picture.alpha, self.on_tiles):
                 png.write_rows(rows, alpha_rows)
             png.close()
-        self._done(item, (picture.width * r, picture.height * r))
+        return picture.width * r, picture.height * r
 
     def _write(self, item: _Loaded, out: Picture) -> None:
         try:
             write_image(item.job.target, out, self.fmt, self.quality, force=self.force)
-        except SubpixelError as exc:
-            self._fail(item, exc)
+        except Exception as exc:
+            self._fail(item.job, item.started, exc)
             return
         self._done(item, (out.width, out.height))
 
     def _done(self, item: _Loaded, out_size: tuple[int, int]) -> None:
         p = item.picture
-        self._record(Result(item.job.source, item.job.target, "ok", "", (p.width, p.height), out_size, p.mode, time.perf_counter() - item.started))
+        note = f"animated image: only the first of its {p.frames} frames was upscaled" if p.frames > 1 else ""
+        self._record(Result(item.job.source, item.job.target, "ok", note, (p.width, p.height), out_size, p.mode,
+                            time.perf_counter() - item.started, frames=p.frames))
 
-    def _fail(self, item: _Loaded, exc: SubpixelError) -> None:
-        self._record(Result(item.job.source, item.job.target, "failed", str(exc), seconds=time.perf_counter() - item.started))
+    def _fail(self, job: Job, started: float, exc: BaseException) -> None:
+        """Record ``exc`` as this file's failure; the batch goes on."""
+        trace = None if isinstance(exc, SubpixelError) else "".join(traceback.format_exception(exc))
+        message = describe_failure(exc, job.source, self.upscaler.tile)
+        self._record(Result(job.source, job.target, "failed", message, seconds=time.perf_counter() - started,
+                            traceback=trace))
 
     @staticmethod
     def _collect(pending: list[Future], keep: int) -> list[Future]:

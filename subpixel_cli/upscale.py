@@ -33,6 +33,7 @@ from subpixel_cli.model import ESPCN, phase_shift
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of activations per forward pass on the CPU
+_MIN_RETRY_TILE = 32  # out-of-memory retries halve tiles down to this side
 _Y_OFFSET, _Y_RANGE = 16 / 255, 219 / 255  # studio-swing Y of a grey value g is 16/255 + g·219/255
 
 Progress = Callable[[int, int], None]
@@ -432,6 +433,18 @@ class Upscaler:
         if fits and not (self._tile_forced and max(height, width) > self.tile):
             return 1
         return math.ceil(height / self.tile) * math.ceil(width / self.tile)
+
+    def shrink_tiles(self) -> bool:
+        """Halve the tile side after an out-of-memory error (callers retry); ``False`` when tiles
+        are already at the 32-pixel floor and retrying cannot help."""
+        if self.tile <= _MIN_RETRY_TILE:
+            return False
+        self.tile = max(_MIN_RETRY_TILE, self.tile // 2)
+        self.max_pixels = min(self.max_pixels, (self.tile + 2 * self.pad) ** 2)
+        self._tile_forced = True
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        return True
 
     def iter_rows(
         self, pixels: np.ndarray, alpha: np.ndarray | None = None, progress: Progress | None = None
