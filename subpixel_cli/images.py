@@ -200,6 +200,22 @@ def output_format(path: Path, requested: str | None) -> str:
     return FORMATS[key]
 
 
+# The largest side each format's encoder takes (PNG's is 2³¹ − 1), and classic TIFF's 4 GiB.
+_MAX_SIDE = {"JPEG": 65_500, "WEBP": 16_383, "PNG": 2**31 - 1, "TIFF": 2**32 - 1}
+_MAX_TIFF_BYTES = 2**32 - 2**20  # headroom for tags and strip offsets
+
+
+def check_output_size(path: Path, fmt: str, width: int, height: int, channels: int, bytes_per_sample: int) -> None:
+    """Raise :class:`OutputError` before any work when ``fmt`` cannot hold a ``width×height``
+    picture: better a one-line hint up front than an encoder error after the upscaling."""
+    side = _MAX_SIDE[fmt]
+    if width > side or height > side:
+        raise OutputError(f"{path}: a {width}×{height} output is too large for {fmt} "
+                          f"(at most {side:,} pixels a side); write png or tiff instead")
+    if fmt == "TIFF" and width * height * channels * bytes_per_sample > _MAX_TIFF_BYTES:
+        raise OutputError(f"{path}: a {width}×{height} output is over TIFF's 4 GiB limit; write png instead")
+
+
 PARTIAL_SUFFIX = ".partial"
 
 

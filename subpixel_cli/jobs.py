@@ -27,6 +27,7 @@ from subpixel_cli.images import (
     Picture,
     PngWriter,
     atomic_output,
+    check_output_size,
     output_format,
     png_level,
     read_image,
@@ -235,8 +236,11 @@ class Runner:
             self._record(Result(job.source, job.target, "failed", f"{job.source}: the output would overwrite the input"))
             return None
         try:
-            output_format(job.target, self.fmt)
+            fmt = output_format(job.target, self.fmt)
             picture = read_image(job.source)
+            r = self.upscaler.scale
+            channels = picture.pixels.shape[2] + (picture.alpha is not None)
+            check_output_size(job.target, fmt, picture.width * r, picture.height * r, channels, picture.bit_depth // 8)
         except Exception as exc:  # any failure is this file's, never the batch's
             self._fail(job, started, exc)
             return None

@@ -152,6 +152,22 @@ def test_tiny_and_thin_images(tmp_path, model_folder, height, width, scale, chan
         check_picture_file(tmp_path / f"thin_x{scale}.png", (width * scale, height * scale))
 
 
+@pytest.mark.parametrize("fmt,side", [("webp", 16_383), ("jpg", 65_500)])
+def test_an_output_too_wide_for_its_format_fails_before_the_work(tmp_path, model_folder, fmt, side):
+    """Found by the long fuzz: WebP and JPEG encoders refuse sides over their limits."""
+    width = side // 2 + 1  # ×2 is one pixel past the limit
+    Image.fromarray(random_image(1, width)).save(tmp_path / "strip.png")
+    result = cli("upscale", tmp_path / "strip.png", "--model", model_folder(2, 1), "--format", fmt, "--json")
+    assert result.exit_code == 1
+    (record,) = records(result.stdout)
+    assert record["status"] == "failed" and f"{side:,} pixels a side" in record["message"] and "png" in record["message"]
+    assert_clean_failure(result.stderr)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["strip.png"]  # nothing written, nothing partial
+    result = cli("upscale", tmp_path / "strip.png", "--model", model_folder(2, 1), "--format", "png")
+    assert result.exit_code == 0
+    check_picture_file(tmp_path / "strip_x2.png", (2 * width, 2))
+
+
 @pytest.mark.parametrize("fmt", ["JPEG", "TIFF"])
 def test_cmyk_becomes_rgb(tmp_path, model_folder, fmt):
     source = save(tmp_path / f"print.{fmt.lower()}", 12, 10, mode="CMYK", format=fmt)
