@@ -48,20 +48,22 @@ PEER_VENV = HERE / ".venv-opencv"
 PEER_REQUIREMENT = "opencv-contrib-python>=4.8,<5"  # 5.x cannot load the ESPCN graphs (DepthToSpace)
 SIZES = [(4, 480, 270), (3, 640, 360), (2, 960, 540)]  # scale, LR width, LR height: 1080p out
 BATCH = 4  # frames per timed call (the Upscaler's default batch size)
-ONE_FRAME = {"subpixel-bf16"}  # ~10× slower (emulated bf16): timed a frame at a time
-GEMMS = {"gemm-fp32": ("float32", 2048), "gemm-bf16": ("bfloat16", 512)}  # emulated bf16: ~0.1 GFLOP/s
+ONE_FRAME: set[str] = set()  # contenders timed a frame at a time (none at present)
+GEMMS = {"gemm-fp32": ("float32", 2048), "gemm-bf16": ("bfloat16", 2048)}  # 512² where bf16 is emulated
 MARK_BEGIN, MARK_END = "<!-- BEGIN RESULTS -->", "<!-- END RESULTS -->"
 
 # Rows of the throughput table, in order. PEER_KINDS run in the OpenCV environment.
+# "{auto}" is filled in with what --precision auto chose on this machine.
 CONTENDERS = {
-    "subpixel": "subpixel Upscaler, uint8 RGB→RGB (colour included)",
-    "subpixel-y": "subpixel Upscaler, Y only (grey uint8 in and out)",
-    "subpixel-unfused": "subpixel Upscaler, unfused path (RGB→RGB)",
+    "subpixel": "subpixel Upscaler, uint8 RGB→RGB (colour included), default precision ({auto})",
+    "subpixel-y": "subpixel Upscaler, Y only (grey uint8 in and out), default precision ({auto})",
+    "subpixel-fp32": "subpixel Upscaler, uint8 RGB→RGB, fp32",
+    "subpixel-y-fp32": "subpixel Upscaler, Y only, fp32",
+    "subpixel-unfused": "subpixel Upscaler, unfused path (RGB→RGB, fp32)",
     "eager": "eager PyTorch ESPCN, Y only (NCHW fp32, model only)",
     "opencv": "OpenCV dnn_superres ESPCN `upsample` (BGR→BGR)",
     "opencv-y": "OpenCV dnn ESPCN network, Y only (model only)",
     "resize": "`cv2.resize` bicubic (BGR, the floor)",
-    "subpixel-bf16": "subpixel Upscaler bf16, RGB→RGB",
 }
 PEER_KINDS = {"opencv", "opencv-y", "resize"}
 RATIOS = [  # numerator, denominator, label, the target
@@ -69,7 +71,9 @@ RATIOS = [  # numerator, denominator, label, the issue's target
     ("subpixel-y", "opencv-y", "Y only: subpixel / OpenCV network", ""),
     ("subpixel-y", "eager", "Y only: subpixel / eager PyTorch", "≥ 3×"),
     ("subpixel", "eager", "subpixel RGB→RGB / eager PyTorch Y only", ""),
-    ("subpixel", "subpixel-unfused", "subpixel fused / unfused (RGB→RGB)", ""),
+    ("subpixel-fp32", "opencv", "fp32 RGB→RGB: subpixel / OpenCV `upsample`", ""),
+    ("subpixel-y-fp32", "eager", "fp32 Y only: subpixel / eager PyTorch", ""),
+    ("subpixel-fp32", "subpixel-unfused", "subpixel fp32 fused / unfused (RGB→RGB)", ""),
 ]
 
 
@@ -94,6 +98,10 @@ def _torch_worker(kind: str, scale: int, width: int, height: int, batch: int) ->
     if kind.startswith("gemm"):
         name, n = GEMMS[kind]
         dtype = getattr(torch, name)
+        from subpixel_cli.upscale import _fast_bf16
+
+        if dtype == torch.bfloat16 and not _fast_bf16():
+            n = 512  # emulated bf16 runs at ~0.5 GFLOP/s: a 2048² product would take half a minute
         a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
         return (lambda: torch.mm(a, b)), {"n": n, "threads": torch.get_num_threads()}
     name = f"espcn-x{scale}"
@@ -116,11 +124,12 @@ def _torch_worker(kind: str, scale: int, width: int, height: int, batch: int) ->
                 model(x)
 
         return eager, info
-    precision = "bf16" if kind == "subpixel-bf16" else "fp32"
+    precision = "auto" if kind in ("subpixel", "subpixel-y") else "fp32"
     up = Upscaler(loaded, device="cpu", precision=precision, batch_size=batch)
+    info["precision"] = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[up.dtype]
     if kind == "subpixel-unfused":
         up._fused = {}  # what every uint8 picture went through before the fused path
-    frames = _frames(batch, height, width, 1 if kind == "subpixel-y" else 3)
+    frames = _frames(batch, height, width, 1 if kind.startswith("subpixel-y") else 3)
     return (lambda: up.upscale_batch(frames)), info
 
 
@@ -244,7 +253,7 @@ def macs_per_frame(scale: int, width: int, height: int) -> int:
 
 
 def throughput(args: argparse.Namespace, peers: bool) -> dict:
-    kinds = ["subpixel", "subpixel-y", "eager", "subpixel-unfused", "subpixel-bf16"]
+    kinds = ["subpixel", "subpixel-y", "eager", "subpixel-fp32", "subpixel-y-fp32", "subpixel-unfused"]
     if peers:
         kinds[2:2] = ["opencv", "opencv-y", "resize"]
     results = {}
@@ -415,14 +424,17 @@ def render(results: dict) -> str:
     gemm = tp.get("gemm", {})
     if gemm:
         peak = gemm["gemm-fp32"]["gflops"]
-        lines += ["**(c) Matmul peak** (`torch.mm` of 2048² fp32 / 512² bf16 matrices, fastest round): "
-                  f"fp32 {peak:.1f} GFLOP/s, bf16 {gemm['gemm-bf16']['gflops']:.1f} GFLOP/s "
-                  "(no native bf16 on this CPU: emulated).", ""]
+        native = {"avx512_bf16", "amx_tile"} & set(m["isa"])
+        note = f"native bf16: {', '.join(sorted(native))}" if native else "no native bf16 on this CPU: emulated"
+        lines += [f"**(c) Matmul peak** (`torch.mm` of {gemm['gemm-fp32']['info']['n']}² fp32 / {gemm['gemm-bf16']['info']['n']}² bf16 matrices, fastest round): "
+                  f"fp32 {peak:.1f} GFLOP/s, bf16 {gemm['gemm-bf16']['gflops']:.1f} GFLOP/s ({note}).", ""]
         lines += ["**(a) Throughput**, frames/s (median of rounds, batches of "
                   f"{tp['x4']['batch']} frames; GFLOP/s counted from the ESPCN's conv MACs, % of the fp32 matmul peak):", ""]
         head = "| path | " + " | ".join(f"×{tp[k]['scale']} {tp[k]['size'][0]}×{tp[k]['size'][1]}" for k in ("x4", "x3", "x2")) + " |"
         lines += [head, "|---|" + "---:|" * 3]
+        auto = tp["x4"]["rows"].get("subpixel", {}).get("info", {}).get("precision", "?")
         for kind, label in CONTENDERS.items():
+            label = label.format(auto=auto)
             cells = []
             for key in ("x4", "x3", "x2"):
                 row = tp[key]["rows"].get(kind)

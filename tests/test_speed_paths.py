@@ -30,6 +30,8 @@ def model_for(scale: int, channels: int = 1, activation: str = "tanh") -> ESPCN:
 
 
 def upscaler_for(model: ESPCN, **kwargs) -> Upscaler:
+    """fp32 unless asked: ``auto`` is bf16 on CPUs with native bf16, which rounds differently."""
+    kwargs.setdefault("precision", "fp32")
     return Upscaler(LoadedModel(model, ModelInfo("t", model.config)), device="cpu", **kwargs)
 
 
@@ -111,6 +113,32 @@ def test_fused_reduced_precision_overflow_is_redone_in_fp32():
     image = random_image(12, 14, 3)
     fp32 = upscaler_for(model).upscale(image)[0]
     assert np.array_equal(upscaler_for(model, precision="fp16").upscale(image)[0], fp32)
+
+
+@pytest.mark.parametrize("scale,model_channels,image_channels", [(2, 1, 3), (4, 1, 1), (3, 3, 3)])
+def test_bf16_fused_path_stays_close_to_fp32(scale, model_channels, image_channels):
+    """bf16 features keep tanh's form (centred on 0) and fp32 biases and last layer: the result
+    is within a few levels of fp32 anywhere and equal almost everywhere (on CPUs without bf16
+    arithmetic oneDNN emulates it: slower, same numbers)."""
+    model = model_for(scale, model_channels)
+    image = random_image(41, 33, image_channels)
+    fp32 = upscaler_for(model).upscale(image)[0].astype(int)
+    bf16 = upscaler_for(model, precision="bf16").upscale(image)[0].astype(int)
+    diff = np.abs(bf16 - fp32)
+    assert diff.max() <= 4
+    assert (diff > 1).mean() < 0.01
+    mse = (diff.astype(float) ** 2).mean()
+    assert 10 * np.log10(255**2 / mse) > 45
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_auto_precision_on_the_cpu_is_bf16_only_with_native_bf16(monkeypatch, fast):
+    monkeypatch.setattr("subpixel_cli.upscale._fast_bf16", lambda: fast)
+    up = upscaler_for(model_for(2), precision="auto")
+    assert up.dtype == (torch.bfloat16 if fast else torch.float32)
+    assert up._model_dtype == torch.float32  # 16-bit pictures need more than bf16's mantissa
+    grey16 = (random_image(20, 18, 1).astype(np.uint16) * 257)
+    assert np.array_equal(up.upscale(grey16)[0], upscaler_for(model_for(2)).upscale(grey16)[0])
 
 
 def test_measure_throughput_times_whole_batches():
