@@ -169,3 +169,21 @@ def test_outputs_get_the_usual_permissions(tmp_path):
     from subpixel_cli import images
 
     assert stat.S_IMODE((tmp_path / "o.png").stat().st_mode) == 0o666 & ~images._UMASK
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_big_png_outputs_compress_fast_and_decode_exactly(tmp_path, monkeypatch, fast):
+    """Outputs over 4 M samples use level 1, through ISA-L when it is installed, else zlib."""
+    import subpixel_cli.images as images
+
+    if fast and images._fast_zlib is None:
+        pytest.skip("isal is not installed here")
+    if not fast:
+        monkeypatch.setattr(images, "_fast_zlib", None)
+    yy, xx = np.mgrid[0:1200, 0:1300]
+    smooth = np.dstack([(xx + yy) % 256, (xx * 2) % 256, (yy * 3) % 256]).astype(np.uint8)
+    noisy = np.clip(smooth.astype(int) + random_image(1200, 1300, 3) // 16, 0, 255).astype(np.uint8)
+    write_image(tmp_path / "big.png", Picture(noisy, None, SRGB, None))
+    with Image.open(tmp_path / "big.png") as img:
+        assert np.array_equal(np.asarray(img), noisy) and img.info.get("icc_profile") == SRGB
+    assert (tmp_path / "big.png").stat().st_size < noisy.nbytes  # compressed, not stored
