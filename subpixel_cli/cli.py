@@ -125,7 +125,7 @@ def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--model", metavar="M", help="Packaged name (see `subpixel models`), model folder, .safetensors file, or hf://owner/repo[@rev]."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True),
         click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto", show_default=True,
-                     help="auto: fp16 on GPUs (fp32 retry if the output is not finite), fp32 on CPU."),
+                     help="auto: fp16 on GPUs (fp32 retry if the output is not finite); on CPUs bf16 for 8-bit pictures where the CPU has native bf16 (AVX-512 BF16/AMX), else fp32."),
         click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True, help="Same-size images per forward pass."),
     ]
     for option in reversed(options):
