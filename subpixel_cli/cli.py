@@ -338,7 +338,7 @@ def _command_line(ctx: click.Context) -> str:
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=500, show_default=True, help="Steps between checkpoints.")
-@click.option("--init-from", metavar="M", help="Start conv1/conv2 from this model (e.g. a ×3 run for ×2/×4).")
+@click.option("--init-from", metavar="M", help="Start from this model: conv1/conv2 from another scale (e.g. a ×3 run for ×2/×4), all layers when scale and channels match (fine-tuning).")
 @click.option("--name", help="Model name in config.json (default: the run folder's name).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 @handle_errors

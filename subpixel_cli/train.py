@@ -89,7 +89,8 @@ class TrainConfig:
     resume: bool = False
     seed: int = 0
     checkpoint_every: int = 500  # steps; also at each epoch's end and at the end
-    init_from: str | None = None  # a model spec whose conv1/conv2 start this run (FSRCNN-style transfer)
+    init_from: str | None = None  # a model spec whose layers start this run: conv1/conv2 (FSRCNN-style
+    # transfer from another scale), all three when scale and channels match (fine-tuning)
     name: str | None = None
     command: str = ""  # how the run was started, for the model card
 
@@ -433,7 +434,10 @@ def build_model(config: TrainConfig) -> ESPCN:
 
         donor = load_model(config.init_from).model.state_dict()
         own = model.state_dict()
-        for key in ("conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias"):
+        keys = ["conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias"]
+        if donor["conv3.weight"].shape == own["conv3.weight"].shape:  # same scale and channels: fine-tune
+            keys += ["conv3.weight", "conv3.bias"]
+        for key in keys:
             if donor[key].shape != own[key].shape:
                 raise UsageError(f"--init-from {config.init_from}: {key} has shape {tuple(donor[key].shape)}, "
                                  f"this model needs {tuple(own[key].shape)}")

@@ -225,3 +225,19 @@ def test_ctrl_c_checkpoints_the_step_it_reached(image_folder, tmp_path):
     train(_config(image_folder, tmp_path / "g", checkpoint_every=100, resume=True))
     a, b = _weights(tmp_path / "f"), _weights(tmp_path / "g")
     assert all(torch.equal(a[k], b[k]) for k in a) and straight.state.step == 8
+
+
+@pytest.mark.parametrize("donor_scale", [2, 3])
+def test_init_from_takes_every_layer_that_fits(tmp_path, model_folder, donor_scale):
+    """Another scale lends conv1/conv2 (FSRCNN-style transfer); the same scale and channels lend
+    conv3 too (fine-tuning a shipped model)."""
+    from subpixel_cli.train import build_model
+
+    donor = load_model(str(model_folder(donor_scale, 1))).model.state_dict()
+    model = build_model(_config(tmp_path, tmp_path / "run", scale=2, init_from=str(model_folder(donor_scale, 1)))).state_dict()
+    for key in ("conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias"):
+        assert torch.equal(model[key], donor[key])
+    if donor_scale == 2:
+        assert torch.equal(model["conv3.weight"], donor["conv3.weight"]) and torch.equal(model["conv3.bias"], donor["conv3.bias"])
+    else:
+        assert model["conv3.weight"].shape != donor["conv3.weight"].shape
