@@ -1,0 +1,64 @@
+#!/usr/bin/env python
+"""Evaluate a training run by the protocol of `subpixel eval` and, if asked, ship it as a packaged model.
+
+    python benchmarks/ship_model.py runs/ft-x3 -x 3                          # print the table only
+    python benchmarks/ship_model.py runs/ft-x3 -x 3 --ship espcn-x3 --notes notes.md
+
+Scores the run folder's weights on Set5, Set14 and BSD100 (``--data``, default ../shared/data
+/benchmarks) and, with ``--ship NAME``, writes ``weights/NAME/`` (config.json with the metrics,
+model.safetensors, and a model card with the eval table, the training record of the run and the
+notes). With ``--only-if-better`` nothing is written unless Set5 and Set14 both beat the model
+now in ``weights/NAME``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "benchmarks"
+DATASETS = ("Set5", "Set14", "BSD100")
+
+
+def main() -> None:
+    from subpixel_cli.evaluate import evaluate_model, format_metrics
+    from subpixel_cli.hub import load_folder, save_model
+    from subpixel_cli.train import model_card
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", type=Path, help="a training run folder (a model folder)")
+    parser.add_argument("-x", "--scale", type=int, required=True)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--ship", metavar="NAME", help="write weights/NAME from this run")
+    parser.add_argument("--notes", type=Path, help="markdown for the model card (how it was trained, what was tried)")
+    parser.add_argument("--only-if-better", action="store_true")
+    args = parser.parse_args()
+
+    loaded = load_folder(args.run)
+    result = evaluate_model(loaded, args.scale, list(DATASETS), data_dir=args.data)
+    metrics = format_metrics(result)
+    for name, m in metrics.items():
+        m["dataset"] = name
+    print(f"| data | ×{args.scale} PSNR | SSIM | bicubic PSNR | bicubic SSIM |\n|---|---:|---:|---:|---:|")
+    for name, m in metrics.items():
+        print(f"| {name} | {m['psnr']:.2f} | {m['ssim']:.4f} | {m['bicubic_psnr']:.2f} | {m['bicubic_ssim']:.4f} |")
+    if not args.ship:
+        return
+    target = ROOT / "weights" / args.ship
+    if args.only_if_better and (target / "config.json").exists():
+        current = load_folder(target).info
+        if not all(metrics[d]["psnr"] > (current.psnr(d) or 0) for d in ("Set5", "Set14")):
+            print(f"not shipped: weights/{args.ship} scores Set5 {current.psnr('Set5')}, Set14 {current.psnr('Set14')}",
+                  file=sys.stderr)
+            sys.exit(1)
+    info = replace(loaded.info, name=args.ship, metrics=metrics)
+    notes = args.notes.read_text(encoding="utf-8") if args.notes else ""
+    save_model(target, loaded.model, info, card=model_card(info, notes))
+    print(f"wrote {target}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
