@@ -15,9 +15,11 @@ from __future__ import annotations
 import copy
 import ctypes
 import math
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -129,6 +131,30 @@ def _keep_freed_memory() -> None:
     m_trim_threshold, m_mmap_max = -1, -4
     mallopt(m_mmap_max, 0)
     mallopt(m_trim_threshold, 1 << 30)  # still hand back free memory beyond 1 GiB
+
+
+def _cpu_quota() -> int:
+    """The CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota (a
+    container limited to 2 CPUs on a 64-core host still reports 64 cores)."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return n
+
+
+def _limit_threads() -> None:
+    """Fewer torch threads when the process may use fewer CPUs than torch assumes (its default is
+    the machine's physical cores): oversubscribed threads stall each other at every layer. An
+    explicit ``OMP_NUM_THREADS`` or ``torch.set_num_threads`` by a library caller is left alone."""
+    if "OMP_NUM_THREADS" in os.environ:
+        return
+    quota = _cpu_quota()
+    if torch.get_num_threads() > quota:
+        torch.set_num_threads(quota)
 
 
 def _colour_matrices() -> tuple[torch.Tensor, torch.Tensor]:
@@ -334,6 +360,7 @@ class Upscaler:
             torch.backends.cudnn.benchmark = True
         if self.device.type == "cpu":
             _keep_freed_memory()
+            _limit_threads()
         # The network as a module, for what the fused path does not take (16-bit pictures,
         # RGB models on grey); its values in [0, 1] need more than bf16's 8 bits of mantissa.
         self._model_dtype = torch.float32 if precision == "auto" and self.device.type == "cpu" else self.dtype
