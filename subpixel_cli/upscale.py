@@ -208,7 +208,7 @@ class _FusedPath:
     """
 
     def __init__(self, model: ESPCN, in_channels: int, device: torch.device, dtype: torch.dtype,
-                 opencv: bool | None = None, layer_dtypes: tuple[torch.dtype, ...] | None = None) -> None:
+                 opencv: bool | None = None) -> None:
         cfg, r = model.config, model.config.scale
         layers = [(c.weight.detach().to("cpu", torch.float64), c.bias.detach().to("cpu", torch.float64))
                   for c in (model.conv1, model.conv2, model.conv3)]
@@ -238,7 +238,7 @@ class _FusedPath:
             layers[k] = (gamma * layers[k][0], gamma * layers[k][1])
 
         self.scale, self.post_op, self.dtype = r, post_op, dtype
-        self.dtypes = _layer_dtypes(dtype) if layer_dtypes is None else layer_dtypes
+        self.dtypes = _layer_dtypes(dtype)
         self.head_dtype = self.dtypes[2]
         self.mkldnn = _MKLDNN_CONV is not None and device.type == "cpu" and (
             dtype == torch.float32 or (dtype == torch.bfloat16 and _native_bf16()))
