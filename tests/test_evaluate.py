@@ -283,3 +283,17 @@ def test_bicubic_reproduces_published_set5_baselines() -> None:
     for scale, published in ((2, 33.66), (3, 30.39), (4, 28.42)):
         measured = evaluate_model(None, scale, [BENCHMARKS / "Set5"]).datasets[0].psnr
         assert measured == pytest.approx(published, abs=0.05), f"×{scale}"
+
+
+@pytest.mark.skipif(not (BENCHMARKS / "Set5").is_dir(), reason="shared benchmark data not present")
+def test_packaged_model_cards_state_what_eval_measures() -> None:
+    """Each packaged Y model's card gives the Set5 PSNR that `subpixel eval` measures for it, and
+    beats bicubic: the weights and their cards were shipped together."""
+    from subpixel_cli.registry import load_model, packaged_models
+
+    for name, info in packaged_models().items():
+        if info.config.channels != 1 or info.psnr("Set5") is None:
+            continue
+        score = evaluate_model(load_model(name), info.scale, [BENCHMARKS / "Set5"]).datasets[0]
+        assert round(score.psnr, 2) == pytest.approx(info.psnr("Set5"), abs=0.011), name
+        assert score.psnr > score.bicubic_psnr + 1.0, name
