@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Speed of subpixel side by side with OpenCV's dnn_superres and plain PyTorch, in one run.
 
-    python benchmarks/run.py             # everything (~20 min on 2 loaded cores)
+    python benchmarks/run.py             # everything (~8 min on 2 idle cores)
     python benchmarks/run.py --quick     # fewer rounds and frames: a smoke test
 
 Writes ``benchmarks/README.md`` (tables between the BEGIN/END markers) and
