@@ -14,27 +14,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from run import _timed as timed  # wall time and peak RSS of one command (wait4); this folder is on sys.path
+
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmarks" / "BSD100"
-
-
-def timed(cmd: list[str]) -> dict:
-    started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    err = proc.stderr.read().decode(errors="replace")
-    return {"command": " ".join(cmd), "seconds": round(time.perf_counter() - started, 2),
-            "peak_rss_mib": round(usage.ru_maxrss / 1024), "exit": os.waitstatus_to_exitcode(status),
-            **({"stderr": err[-1500:]} if status else {})}
 
 
 def picture(i: int, size: tuple[int, int]) -> Image.Image:
@@ -62,6 +51,7 @@ def main() -> None:
         for fmt in ("png", "jpg"):
             run = timed([subpixel, "upscale", str(folder), "-x", "4", "-o", str(Path(tmp) / f"out_{fmt}"), "--format", fmt, "--quiet"])
             run["images_per_s"] = round(50 / run["seconds"], 2)
+            run["seconds"], run["peak_rss_mib"] = round(run["seconds"], 2), round(run["peak_rss_mib"])
             results[f"folder_50x512_{fmt}"] = run
             print(f"50 JPEGs 512×512 ×4 -> {fmt}: {run['seconds']} s, {run['images_per_s']} img/s, "
                   f"peak RSS {run['peak_rss_mib']} MiB", file=sys.stderr)
@@ -78,6 +68,7 @@ def main() -> None:
             with Image.open(Path(tmp) / "huge_x4.png") as out:
                 run["output_size"] = out.size
             run["output_mib"] = round((Path(tmp) / "huge_x4.png").stat().st_size / 2**20)
+            run["seconds"], run["peak_rss_mib"] = round(run["seconds"], 2), round(run["peak_rss_mib"])
             results["huge_8000_x4_png"] = run
             print(f"8000×8000 ×4 -> 32000×32000 png: {run['seconds']} s, peak RSS {run['peak_rss_mib']} MiB", file=sys.stderr)
     print(json.dumps(results, indent=1))

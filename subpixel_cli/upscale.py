@@ -148,8 +148,8 @@ def _cpu_quota() -> int:
 
 def _limit_threads() -> None:
     """Fewer torch threads when the process may use fewer CPUs than torch assumes (its default is
-    the machine's physical cores): oversubscribed threads stall each other at every layer. An
-    explicit ``OMP_NUM_THREADS`` or ``torch.set_num_threads`` by a library caller is left alone."""
+    the machine's physical cores): oversubscribed threads stall each other at every layer. Only
+    ever lowers the count, and never when ``OMP_NUM_THREADS`` is set."""
     if "OMP_NUM_THREADS" in os.environ:
         return
     quota = _cpu_quota()
@@ -190,6 +190,7 @@ _POST_OPS = {"tanh": ("sigmoid", 2.0, 2.0, -1.0), "relu": ("relu", 1.0, 1.0, 0.0
 # In bf16 the features themselves are rounded to 8 bits of mantissa, and tanh's values, centred
 # on 0, keep far more of them than sigmoid's, centred on ½: −0.11 dB on Set5 ×2 becomes −0.01.
 _BF16_POST_OPS = {**_POST_OPS, "tanh": ("tanh", 1.0, 1.0, 0.0)}
+_ACTIVATIONS = {"sigmoid": torch.sigmoid_, "tanh": torch.tanh_, "relu": torch.relu_}  # off oneDNN
 
 
 class _FusedPath:
@@ -238,12 +239,13 @@ class _FusedPath:
             layers[k] = (gamma * layers[k][0], gamma * layers[k][1])
 
         self.scale, self.post_op, self.dtype = r, post_op, dtype
-        self.dtypes = _layer_dtypes(dtype)
-        self.head_dtype = self.dtypes[2]
+        # bf16 keeps 8 bits of mantissa: too coarse for 0…255 outputs, so the last layer stays fp32.
+        self.head_dtype = torch.float32 if dtype == torch.bfloat16 else dtype
         self.mkldnn = _MKLDNN_CONV is not None and device.type == "cpu" and (
             dtype == torch.float32 or (dtype == torch.bfloat16 and _native_bf16()))
-        self.layers = [self._weights(w, b, dt, device) for (w, b), dt in zip(layers, self.dtypes)]
-        self.to_y = None if to_y is None else self._weights(*to_y, self.dtypes[0], device)
+        dtypes = (dtype, dtype, self.head_dtype)
+        self.layers = [self._weights(w, b, dt, device) for (w, b), dt in zip(layers, dtypes)]
+        self.to_y = None if to_y is None else self._weights(*to_y, dtype, device)
         self.chroma = None
         if colour:  # the chroma's RGB contribution: a 3×3 matrix on RGB, or with the filter
             p = a_inv[:, 1:] @ a[1:]
@@ -267,12 +269,11 @@ class _FusedPath:
         (``H − 2·radius`` rows) and the chroma term: ``N×3×H×W`` planes for OpenCV, phases
         (``H − 4`` rows) otherwise, or ``None``. Neither is clamped yet."""
         (w1, b1), (w2, b2), (w3, b3) = self.layers
-        d1, d2, head = self.dtypes
-        xh, x = x.to(head), x.to(d1)
+        xh, x = x.to(self.head_dtype), x.to(self.dtype)
         if self.to_y is not None:
             x = self._conv(x, *self.to_y)
-        f = self._conv(x, w1, b1, self.post_op).to(d2)
-        f = self._conv(f, w2, b2, self.post_op).to(head)
+        f = self._conv(x, w1, b1, self.post_op)
+        f = self._conv(f, w2, b2, self.post_op).to(self.head_dtype)
         t = self._conv(f, w3, b3)
         if self.chroma is None:
             return t, None
@@ -285,8 +286,7 @@ class _FusedPath:
         if self.mkldnn:
             return _MKLDNN_CONV(x, w, b, [0, 0], [1, 1], [1, 1], 1, post_op, [], "")
         y = F.conv2d(x, w, b)
-        activations = {"sigmoid": torch.sigmoid_, "tanh": torch.tanh_, "relu": torch.relu_}
-        return activations[post_op](y) if post_op in activations else y
+        return _ACTIVATIONS[post_op](y) if post_op in _ACTIVATIONS else y
 
     def write(self, t: torch.Tensor, d: torch.Tensor | None, out: torch.Tensor, crop_t: int, crop_d: int) -> None:
         """Pixels ``out`` (``N×rh×rw×C`` uint8) from :meth:`__call__`'s results, less ``crop_t``
@@ -310,14 +310,6 @@ class _FusedPath:
             phases = torch.add(_phase_view(d, r, crop_d, h, w), phases)
         phases.clamp_(0.0, 255.0)
         out.view(n, h, r, w, r, c).copy_(phases.permute(0, 1, 3, 2, 4, 5))
-
-
-def _layer_dtypes(dtype: torch.dtype) -> tuple[torch.dtype, torch.dtype, torch.dtype]:
-    """The dtypes of (colour + conv1, conv2, conv3) for a precision. bf16 keeps 8 bits of
-    mantissa: too coarse for 0…255 outputs, so the last layer stays fp32."""
-    if dtype == torch.bfloat16:
-        return dtype, dtype, torch.float32
-    return dtype, dtype, dtype
 
 
 def _phase_view(t: torch.Tensor, r: int, crop: int, h: int, w: int) -> torch.Tensor:
