@@ -338,6 +338,15 @@ def _command_line(ctx: click.Context) -> str:
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=500, show_default=True, help="Steps between checkpoints.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+              help="auto: bf16 autocast on CPUs with bf16 arithmetic (AVX-512 BF16/AMX), fp16 AMP on CUDA, else fp32.")
+@click.option("--scale-aug", type=click.FloatRange(0.2, 1.0), default=1.0, show_default=True, metavar="MIN",
+              help="Scale augmentation (folder datasets): keep copies of each image shrunk by random factors in [MIN, 1] (JPEGs ≤ 0.9).")
+@click.option("--scale-versions", type=click.IntRange(min=1), default=4, show_default=True, help="Shrunk copies per image with --scale-aug.")
+@click.option("--ema", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None, metavar="DECAY",
+              help="Validate and save an exponential moving average of the weights (e.g. 0.999).")
+@click.option("--val-holdout", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+              help="Hold back N training images (spread evenly over the folders) for validation.")
 @click.option("--init-from", metavar="M", help="Start from this model: conv1/conv2 from another scale (e.g. a ×3 run for ×2/×4), all layers when scale and channels match (fine-tuning).")
 @click.option("--name", help="Model name in config.json (default: the run folder's name).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
@@ -345,7 +354,8 @@ def _command_line(ctx: click.Context) -> str:
 def train(dataset: str, data_dir: str | None, scale: int | None, steps: int | None, epochs: int | None, batch_size: int,
           patch_size: int, patches_per_image: int, lr: float, min_lr: float, schedule: str, loss: str,
           channels: str | None, degradation: str, device: str, workers: int, val: str | None, out: Path | None,
-          resume: bool, seed: int, checkpoint_every: int, init_from: str | None, name: str | None, quiet: bool) -> None:
+          resume: bool, seed: int, checkpoint_every: int, precision: str, scale_aug: float, scale_versions: int,
+          ema: float | None, val_holdout: int, init_from: str | None, name: str | None, quiet: bool) -> None:
     """Train an ESPCN model; the run folder (--out) is a model folder usable as --model.
 
     Checkpoints are written atomically; --resume continues with the same step and optimiser
@@ -368,7 +378,8 @@ def train(dataset: str, data_dir: str | None, scale: int | None, steps: int | No
                          batch_size=batch_size, patch_size=patch_size, patches_per_image=patches_per_image, lr=lr,
                          min_lr=min_lr, schedule=schedule, loss=loss, channels=int(channels) if channels else None,
                          degradation=degradation, device=device, workers=workers, val=val, resume=resume, seed=seed,
-                         checkpoint_every=checkpoint_every, init_from=init_from, name=name,
+                         checkpoint_every=checkpoint_every, precision=precision, scale_aug=scale_aug,
+                         scale_versions=scale_versions, ema=ema, val_holdout=val_holdout, init_from=init_from, name=name,
                          command=_command_line(click.get_current_context()))
     show = not quiet and int(os.environ.get("RANK", "0")) == 0
     if not show:

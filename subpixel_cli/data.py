@@ -22,6 +22,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -108,12 +109,11 @@ def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
 
 
 def augment(lr: np.ndarray, hr: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """The same random flip and 90° rotation of a ``C×h×w`` LR/HR pair."""
+    """The same random flip and 90° rotation of a ``C×h×w`` LR/HR pair (views, not copies)."""
     k, flip = int(rng.integers(4)), bool(rng.integers(2))
     if flip:
         lr, hr = lr[:, :, ::-1], hr[:, :, ::-1]
-    lr, hr = np.rot90(lr, k, axes=(1, 2)), np.rot90(hr, k, axes=(1, 2))
-    return np.ascontiguousarray(lr), np.ascontiguousarray(hr)
+    return np.rot90(lr, k, axes=(1, 2)), np.rot90(hr, k, axes=(1, 2))
 
 
 @dataclass(frozen=True)
@@ -125,11 +125,33 @@ class Pair:
     hr: np.ndarray
 
 
-def make_pair(path: Path, scale: int, channels: int, degradation: str = "bicubic") -> Pair:
-    """Read an image, mod-crop it, degrade it once and convert both to the model's channels."""
-    hr = mod_crop(read_rgb(path), scale)
+def make_pair(path: Path, scale: int, channels: int, degradation: str = "bicubic", shrink: float = 1.0,
+              image: np.ndarray | None = None) -> Pair:
+    """Read an image, shrink it by ``shrink`` (MATLAB bicubic; scale augmentation), mod-crop it,
+    degrade it once and convert both to the model's channels."""
+    hr = read_rgb(path) if image is None else image
+    if shrink != 1.0:
+        hr = imresize(hr, shrink)
+    hr = mod_crop(hr, scale)
     lr = degrade(hr, scale, degradation)
     return Pair(path.name, to_channels(lr, channels), to_channels(hr, channels))
+
+
+LOSSY_SUFFIXES = frozenset({".jpg", ".jpeg", ".webp"})
+
+
+def shrink_factors(path: Path, versions: int, smallest: float, rng: np.random.Generator) -> list[float]:
+    """Scale augmentation: the factors an HR image is shrunk by before its patches are cut.
+
+    A lossless image keeps its own size as one version; a JPEG's are all shrunk (at most 0.9),
+    so that its block artefacts, averaged away by the shrinking, never become targets.
+    """
+    lossy = path.suffix.lower() in LOSSY_SUFFIXES
+    largest = min(0.9, max(smallest, 0.9)) if lossy else 1.0
+    factors = [] if lossy else [1.0]
+    while len(factors) < versions:
+        factors.append(float(rng.uniform(smallest, largest)))
+    return factors
 
 
 # --- datasets -------------------------------------------------------------------------------
@@ -146,37 +168,75 @@ class PatchDataset(Dataset):
     image ``i mod images`` at a position and orientation drawn from ``(seed, epoch, i)``.
     """
 
-    def __init__(self, pairs: Sequence[Pair], scale: int, patch_size: int, patches_per_image: int = 16,
-                 seed: int = 0, augment: bool = True) -> None:
-        usable = [p for p in pairs if min(p.lr.shape[1:]) >= patch_size]
-        if not usable:
+    def __init__(self, pairs: Sequence[Pair] | Sequence[Sequence[Pair]], scale: int, patch_size: int,
+                 patches_per_image: int = 16, seed: int = 0, augment: bool = True) -> None:
+        # Each image is a pool of versions (its scale augmentation): a plain Pair is a pool of one.
+        pools = [[p] if isinstance(p, Pair) else list(p) for p in pairs]
+        pools = [[v for v in pool if min(v.lr.shape[1:]) >= patch_size] for pool in pools]
+        self.images = [pool for pool in pools if pool]
+        if not self.images:
             raise DataError(f"no training image is large enough for {patch_size}-pixel LR patches at ×{scale} "
                             f"(needs {patch_size * scale} HR pixels a side); use a smaller --patch-size")
-        self.pairs, self.scale, self.patch_size = list(usable), scale, patch_size
+        self.scale, self.patch_size = scale, patch_size
         self.patches_per_image, self.seed, self.augment = patches_per_image, seed, augment
+
+    @property
+    def pairs(self) -> list[Pair]:
+        """Each image's first version."""
+        return [pool[0] for pool in self.images]
+
+    @classmethod
+    def from_files(cls, files: Sequence[Path], scale: int, channels: int, patch_size: int,
+                   degradation: str = "bicubic", versions: int = 1, smallest: float = 1.0,
+                   **kwargs: Any) -> "PatchDataset":
+        """Load ``files``, each as ``versions`` shrunk copies (:func:`shrink_factors`; one
+        unshrunk copy when ``versions`` is 1 and ``smallest`` is 1), as a :class:`PatchDataset`."""
+        seed = int(kwargs.get("seed", 0))
+        pools = []
+        for i, path in enumerate(files):
+            image = read_rgb(path)
+            if versions == 1 and smallest >= 1.0:
+                factors = [1.0]
+            else:
+                factors = shrink_factors(path, versions, smallest, np.random.default_rng([seed, i, 7919]))
+            pools.append([make_pair(path, scale, channels, degradation, f, image=image) for f in factors])
+        return cls(pools, scale, patch_size, **kwargs)
 
     @classmethod
     def from_folder(cls, folder: Path, scale: int, channels: int, patch_size: int, degradation: str = "bicubic",
-                    **kwargs: object) -> "PatchDataset":
+                    **kwargs: Any) -> "PatchDataset":
         """Load every image of ``folder`` (and its direct sub-folders) as a :class:`PatchDataset`."""
-        files = find_images(folder)
-        return cls([make_pair(f, scale, channels, degradation) for f in files], scale, patch_size, **kwargs)
+        return cls.from_files(find_images(folder), scale, channels, patch_size, degradation, **kwargs)
 
     def __len__(self) -> int:
-        return len(self.pairs) * self.patches_per_image
+        return len(self.images) * self.patches_per_image
 
-    def __getitem__(self, key: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _cut(self, key: int) -> tuple[np.ndarray, np.ndarray]:
         epoch, index = divmod(int(key), len(self))
-        pair = self.pairs[index % len(self.pairs)]
+        pool = self.images[index % len(self.images)]
         rng = _item_rng(self.seed, epoch, index)
+        pair = pool[int(rng.integers(len(pool)))] if len(pool) > 1 else pool[0]
         p, s = self.patch_size, self.scale
         y = int(rng.integers(pair.lr.shape[1] - p + 1))
         x = int(rng.integers(pair.lr.shape[2] - p + 1))
         lr = pair.lr[:, y : y + p, x : x + p]
         hr = pair.hr[:, y * s : (y + p) * s, x * s : (x + p) * s]
-        if self.augment:
-            lr, hr = augment(lr, hr, rng)
+        return augment(lr, hr, rng) if self.augment else (lr, hr)
+
+    def __getitem__(self, key: int) -> tuple[torch.Tensor, torch.Tensor]:
+        lr, hr = self._cut(key)
         return torch.from_numpy(np.ascontiguousarray(lr)), torch.from_numpy(np.ascontiguousarray(hr))
+
+    def __getitems__(self, keys: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """A whole batch at once: each patch is copied once, straight into the batch (the
+        DataLoader passes this to :func:`collate_batch`)."""
+        cuts = [self._cut(k) for k in keys]
+        return torch.from_numpy(np.stack([c[0] for c in cuts])), torch.from_numpy(np.stack([c[1] for c in cuts]))
+
+
+def collate_batch(batch: Any) -> Any:
+    """The DataLoader's collate for datasets whose ``__getitems__`` already makes the batch."""
+    return batch
 
 
 def celeba_hr(path: Path) -> np.ndarray:
@@ -317,6 +377,17 @@ def fetch_hf_dataset(spec: str) -> Path:
     except (HfHubHTTPError, OSError) as exc:
         raise DataError(f"{spec}: download failed: {str(exc).splitlines()[0]}") from None
     return Path(folder)
+
+
+def split_spread(files: Sequence[Path], count: int) -> tuple[list[Path], list[Path]]:
+    """``count`` files spread evenly over ``files`` (every sub-folder contributes in proportion)
+    held out for validation, and the rest for training."""
+    if count <= 0:
+        return list(files), []
+    if count >= len(files):
+        raise DataError(f"cannot hold back {count} of {len(files)} training images for validation")
+    picked = {i * len(files) // count for i in range(count)}
+    return ([f for i, f in enumerate(files) if i not in picked], [f for i, f in enumerate(files) if i in picked])
 
 
 def split_holdout(files: Sequence[Path], fraction: float) -> tuple[list[Path], list[Path]]:

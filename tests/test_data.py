@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from conftest import SHARED_DATA, random_image
@@ -191,3 +192,41 @@ def test_celeba_from_a_hub_dataset_repo_through_the_real_cache(tmp_path):
     assert folder.name == "img_align_celeba" and sorted(p.name for p in folder.iterdir()) == ["000001.jpg", "000002.jpg"]
     missing = _fetch("hf://datasets/someone/other", tmp_path / "hf")
     assert missing.returncode == 2 and "offline" in missing.stdout and "--data-dir" in missing.stdout
+
+
+def test_scale_augmentation_shrinks_jpegs_always_and_keeps_lossless_originals(tmp_path):
+    rng = np.random.default_rng(0)
+    png = data.shrink_factors(Path("a.png"), 4, 0.6, rng)
+    jpg = data.shrink_factors(Path("b.JPEG"), 4, 0.6, rng)
+    assert png[0] == 1.0 and len(png) == 4 and all(0.6 <= f <= 1.0 for f in png)
+    assert len(jpg) == 4 and all(0.6 <= f <= 0.9 for f in jpg)
+
+
+def test_pools_hold_shrunk_versions_and_batches_equal_single_items(tmp_path):
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"p{i}.png")
+        Image.fromarray(random_image(90, 96, seed=i)).save(paths[-1])
+    ds = data.PatchDataset.from_files(paths, 3, 1, patch_size=12, versions=3, smallest=0.5, patches_per_image=4, seed=2)
+    sizes = {v.hr.shape for pool in ds.images for v in pool}
+    assert len(ds.images) == 3 and all(len(pool) == 3 for pool in ds.images)
+    assert len(sizes) > 3  # the shrunk copies differ in size
+    for pool in ds.images:
+        for v in pool:  # every version is an LR/HR pair of the protocol: HR mod-cropped, LR = HR / 3
+            assert v.hr.shape[1] == 3 * v.lr.shape[1] and v.hr.shape[2] == 3 * v.lr.shape[2]
+    keys = [5, 0, 11, 30]
+    lr, hr = ds.__getitems__(keys)
+    assert lr.shape == (4, 1, 12, 12) and hr.shape == (4, 1, 36, 36)
+    for i, key in enumerate(keys):
+        one_lr, one_hr = ds[key]
+        assert torch.equal(lr[i], one_lr) and torch.equal(hr[i], one_hr)
+
+
+def test_spread_holdout_takes_evenly_spaced_files_and_keeps_the_rest():
+    files = [Path(f"{d}/{i:03d}.png") for d in "abc" for i in range(10)]
+    train, held = data.split_spread(files, 6)
+    assert len(held) == 6 and set(train) | set(held) == set(files) and not set(train) & set(held)
+    assert {p.parent.name for p in held} == {"a", "b", "c"}
+    assert data.split_spread(files, 0) == (files, [])
+    with pytest.raises(DataError):
+        data.split_spread(files, 30)

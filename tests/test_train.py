@@ -241,3 +241,33 @@ def test_init_from_takes_every_layer_that_fits(tmp_path, model_folder, donor_sca
         assert torch.equal(model["conv3.weight"], donor["conv3.weight"]) and torch.equal(model["conv3.bias"], donor["conv3.bias"])
     else:
         assert model["conv3.weight"].shape != donor["conv3.weight"].shape
+
+
+def test_ema_is_what_is_validated_saved_and_resumed(image_folder, tmp_path):
+    out = tmp_path / "ema"
+    train(_config(image_folder, out, ema=0.9, steps=6, val=None, val_holdout=2))
+    tensors = _weights(out)
+    saved = load_model(str(out)).model.state_dict()
+    # The model folder holds the average, the checkpoint both; after 6 steps they differ.
+    assert torch.equal(saved["conv1.weight"], tensors["ema.conv1.weight"])
+    assert not torch.equal(tensors["ema.conv1.weight"], tensors["model.conv1.weight"])
+    state = json.loads((out / STATE_NAME).read_text())
+    assert state["state"]["history"][-1]["val_psnr"] > 0  # validated on the 2 held-back images
+    # A stopped run with an average resumes to what an unbroken one gives.
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    train(_config(image_folder, whole, ema=0.9, steps=6))
+    train(_config(image_folder, parts, ema=0.9, steps=6), stop=lambda s: s == 3)
+    train(_config(image_folder, parts, ema=0.9, steps=6, resume=True))
+    a, b = _weights(whole), _weights(parts)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a if k.startswith(("ema.", "model.")))
+
+
+def test_precision_choice_and_bf16_training_on_cpu(image_folder, tmp_path):
+    from subpixel_cli.train import autocast_dtype
+
+    cpu = torch.device("cpu")
+    assert autocast_dtype(_config(image_folder, tmp_path, precision="fp32"), cpu) is None
+    assert autocast_dtype(_config(image_folder, tmp_path, precision="bf16"), cpu) == torch.bfloat16
+    result = train(_config(image_folder, tmp_path / "bf16", precision="bf16", steps=4))
+    assert result.info.training["precision"] == "bfloat16"
+    assert all(torch.isfinite(v).all() for v in _weights(tmp_path / "bf16").values() if v.is_floating_point())

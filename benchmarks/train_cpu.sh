@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The CPU recipe behind the shipped weights (issue 9): resumable stages in two chains that run
+# side by side, one core each (OMP_NUM_THREADS=1), with run folders outside the work tree.
+#
+#   benchmarks/train_cpu.sh chain1   # ×3 then ×2
+#   benchmarks/train_cpu.sh chain2   # ×4 then the CelebA face model
+#
+# Run it again after any interruption: a finished stage is skipped, a stopped one resumed from
+# its last checkpoint. Each stage's run folder is a model folder (subpixel eval --model DIR).
+# Stage A starts from the weights shipped before this recipe (every layer: fine-tuning) with an
+# L1 loss; stage B continues from A's averaged weights with MSE (PSNR is MSE) at a lower rate.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${SUBPIXEL_RUNS:-$HOME/.cache/subpixel-runs}
+DATA=${SUBPIXEL_SHARED_DATA:-../shared/data}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+mkdir -p "$RUNS"
+
+finished() {  # finished DIR: the run in DIR reached its total steps
+  python - "$1" <<'PY'
+import json, sys
+from pathlib import Path
+p = Path(sys.argv[1]) / "trainer_state.json"
+if not p.is_file():
+    sys.exit(1)
+d = json.loads(p.read_text())
+sys.exit(0 if d["state"]["step"] >= (d["config"]["steps"] or 0) else 1)
+PY
+}
+
+stage() {  # stage NAME ARGS...: train into $RUNS/NAME unless it is done; resume if stopped
+  local name=$1 out=$RUNS/$1; shift
+  if finished "$out"; then echo "$name: done"; return; fi
+  local resume=()
+  [ -f "$out/checkpoint.safetensors" ] && resume=(--resume)
+  echo "$name: $(date -u +%H:%M:%S) start ${resume[*]}"
+  subpixel train "$@" --out "$out" --name "$name" --checkpoint-every 1000 --quiet "${resume[@]}"
+  echo "$name: $(date -u +%H:%M:%S) end"
+}
+
+Y=(--dataset "$DATA/train" --patch-size 48 --batch-size 32 --patches-per-image 64 --scale-aug 0.6
+   --ema 0.999 --val-holdout 20 --seed 0)
+
+case "${1:-}" in
+  chain1)
+    stage x3-a "${Y[@]}" -x 3 --steps 40000 --loss l1 --lr 5e-4 --min-lr 1e-5 --init-from espcn-x3
+    stage x3-b "${Y[@]}" -x 3 --steps 12000 --loss mse --lr 1e-4 --min-lr 1e-6 --init-from "$RUNS/x3-a"
+    stage x2-a "${Y[@]}" -x 2 --steps 20000 --loss l1 --lr 5e-4 --min-lr 1e-5 --init-from espcn-x2
+    stage x2-b "${Y[@]}" -x 2 --steps 6000 --loss mse --lr 1e-4 --min-lr 1e-6 --init-from "$RUNS/x2-a"
+    ;;
+  chain2)
+    stage x4-a "${Y[@]}" -x 4 --steps 40000 --loss l1 --lr 5e-4 --min-lr 1e-5 --init-from espcn-x4
+    stage x4-b "${Y[@]}" -x 4 --steps 12000 --loss mse --lr 1e-4 --min-lr 1e-6 --init-from "$RUNS/x4-a"
+    F=(--dataset celebA --data-dir "$DATA/celeba_sample" -x 4 --batch-size 32 --ema 0.999 --seed 0)
+    stage face-a "${F[@]}" --steps 20000 --loss l1 --lr 5e-4 --min-lr 1e-5 --init-from espcn-celeba-x4
+    stage face-b "${F[@]}" --steps 8000 --loss mse --lr 1e-4 --min-lr 1e-6 --init-from "$RUNS/face-a"
+    ;;
+  *) echo "usage: $0 chain1|chain2" >&2; exit 2 ;;
+esac
