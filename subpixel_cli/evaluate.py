@@ -45,7 +45,8 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from subpixel_cli.color import rgb_to_y, rgb_to_ycbcr, ycbcr_to_rgb
-from subpixel_cli.errors import DataError, InputError, ModelError, OutputError
+from subpixel_cli.errors import DataError, InputError, ModelError
+from subpixel_cli.files import atomic_write, make_folder
 from subpixel_cli.hub import LoadedModel
 from subpixel_cli.metrics import SSIM_WINDOW, y_channel, y_psnr_ssim
 from subpixel_cli.model import ESPCN
@@ -291,7 +292,7 @@ def evaluate_model(
         raise ValueError(f"scale must be an integer ≥ 2, got {scale!r}")
     net, method = _as_net(model, scale)
     folders = [resolve_dataset(d, data_dir) for d in datasets]  # fail on a typo before any work
-    out_root = _prepare_dir(Path(save_dir)) if save_dir is not None else None
+    out_root = make_folder(Path(save_dir)) if save_dir is not None else None
     was_training = net.training if net is not None else False
     if net is not None:
         net.eval()
@@ -315,20 +316,12 @@ def _unique(name: str, used: set[str]) -> str:
     return candidate
 
 
-def _prepare_dir(path: Path) -> Path:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create {path}: {exc.strerror or exc}") from None
-    return path
-
-
 def _evaluate_folder(
     net: ESPCN | None, scale: int, folder: Path, name: str, out_root: Path | None, progress: Progress | None
 ) -> DatasetScore:
     files = list_images(folder)
     score = DatasetScore(name=name, path=str(folder), scale=scale)
-    out_dir = _prepare_dir(out_root / name) if out_root is not None else None
+    out_dir = make_folder(out_root / name) if out_root is not None else None
     crops: list[tuple[str, list[np.ndarray], ImageScore]] = []
     for k, path in enumerate(files):
         try:
@@ -372,10 +365,8 @@ def _evaluate_image(
 
 
 def _save_png(image: np.ndarray, path: Path) -> None:
-    try:
-        Image.fromarray(image).save(path, format="PNG")
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    with atomic_write(path) as f:
+        Image.fromarray(image).save(f, format="PNG")
 
 
 def _centre_crops(images: list[np.ndarray]) -> list[np.ndarray]:

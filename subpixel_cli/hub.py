@@ -13,17 +13,16 @@ Weights are only ever read with safetensors: nothing is unpickled.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from subpixel_cli.errors import ModelError
+from subpixel_cli.files import atomic_path, make_folder, write_text
 from subpixel_cli.model import ESPCN, ESPCNConfig
 
 CONFIG_NAME = "config.json"
@@ -105,36 +104,16 @@ class LoadedModel:
     info: ModelInfo
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_model(folder: str | Path, model: ESPCN, info: ModelInfo, card: str | None = None) -> Path:
     """Write ``model`` as a model folder (each file atomically); returns the folder."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = make_folder(Path(folder))
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
     config_json = json.dumps(info.to_json(), indent=2, ensure_ascii=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{WEIGHTS_NAME}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"format": "pt", "subpixel_config": json.dumps(info.to_json())})
-        os.replace(tmp, folder / WEIGHTS_NAME)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _atomic_write_bytes(folder / CONFIG_NAME, config_json.encode())
+    with atomic_path(folder / WEIGHTS_NAME) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt", "subpixel_config": json.dumps(info.to_json())})
+    write_text(folder / CONFIG_NAME, config_json)
     if card is not None:
-        _atomic_write_bytes(folder / CARD_NAME, card.encode())
+        write_text(folder / CARD_NAME, card)
     return folder
 
 

@@ -7,15 +7,10 @@ stay ``uint16`` end to end.
 
 from __future__ import annotations
 
-import glob
-import os
 import re
 import struct
-import tempfile
 import warnings
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO
@@ -25,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from subpixel_cli.errors import InputError, OutputError
+from subpixel_cli.files import atomic_write
 
 try:  # Intel's ISA-L deflate: a standard zlib stream, ~4× faster than zlib at level 1, and smaller
     from isal import isal_zlib as _fast_zlib
@@ -33,8 +29,6 @@ except ImportError:  # not installed (platforms without its wheels): plain zlib
 
 FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "tiff": "TIFF", "tif": "TIFF"}
 SIXTEEN_BIT_FORMATS = {"PNG", "TIFF"}
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".ppm", ".pgm", ".pbm", ".tga"}
 
 
@@ -221,58 +215,11 @@ def check_output_size(path: Path, fmt: str, width: int, height: int, channels: i
         raise OutputError(f"{path}: a {width}×{height} output is over TIFF's 4 GiB limit; write png instead")
 
 
-PARTIAL_SUFFIX = ".partial"
-
-
-def remove_stale_partials(path: Path, before: float) -> int:
-    """Delete the temporary files :func:`atomic_output` left for ``path`` when a run was killed
-    (``.NAME.*.partial``, last modified before ``before``, a ``time.time()``); returns how many."""
-    removed = 0
-    try:
-        # mkstemp's random part: 8 characters of [a-z0-9_]
-        candidates = list(path.parent.glob(f".{glob.escape(path.name)}.{'[a-z0-9_]' * 8}{PARTIAL_SUFFIX}"))
-    except OSError:
-        return 0
-    for stale in candidates:
-        try:
-            if stale.is_file() and stale.stat().st_mtime < before:
-                stale.unlink()
-                removed += 1
-        except OSError:
-            pass  # gone already, or not ours to remove: never a reason to fail the job
-    return removed
-
-
-@contextmanager
-def atomic_output(path: Path, force: bool = False) -> Iterator[BinaryIO]:
-    """A binary file that becomes ``path`` only when the block ends without error: it is written
-    under a temporary name in the same folder, synced, then renamed over the target."""
-    if path.exists() and not force:
-        raise OutputError(f"{path}: exists (use --force to overwrite)")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=PARTIAL_SUFFIX, dir=path.parent)
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot write ({exc.strerror or _one_line(exc)})") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual permissions
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise OutputError(f"{path}: cannot write ({exc.strerror or _one_line(exc)})") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_image(path: str | Path, picture: Picture, fmt: str | None = None, quality: int = 95, force: bool = False) -> None:
     """Encode ``picture`` to ``path`` atomically; an existing file is replaced only with ``force``."""
     path = Path(path)
     fmt = output_format(path, fmt)
-    with atomic_output(path, force) as f:
+    with atomic_write(path, force) as f:
         _encode(f, picture, fmt, quality)
 
 

@@ -20,20 +20,18 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from subpixel_cli.errors import EXIT_FAILED, EXIT_OK, OutputError, SubpixelError, UsageError
+from subpixel_cli.errors import EXIT_FAILED, EXIT_OK, SubpixelError, UsageError
 from subpixel_cli.images import (
     FORMATS,
     IMAGE_SUFFIXES,
     Picture,
     PngWriter,
-    atomic_output,
     check_output_size,
     output_format,
-    png_level,
     read_image,
-    remove_stale_partials,
     write_image,
 )
+from subpixel_cli.files import atomic_write, remove_stale_temporaries
 from subpixel_cli.upscale import Progress, Upscaler
 
 _GLOB_CHARS = set("*?[")
@@ -228,7 +226,7 @@ class Runner:
             self._record(Result(job.source, job.target, "failed", f"{job.source}: another input also writes {job.target}"))
             return None
         self._claimed.add(resolved)
-        remove_stale_partials(job.target, self._run_started)  # left by a run that was killed
+        remove_stale_temporaries(job.target, self._run_started)  # left by a run that was killed
         if job.target.exists() and not self.force:
             self._record(Result(job.source, job.target, "skipped", "output exists (use --force to overwrite)"))
             return None
@@ -302,7 +300,7 @@ class Runner:
     def _stream_png(self, item: _Loaded) -> tuple[int, int]:
         picture, r = item.picture, self.upscaler.scale
         like = Picture(picture.pixels[:1, :1], None if picture.alpha is None else picture.alpha[:1, :1], picture.icc_profile, picture.exif)
-        with atomic_output(item.job.target, self.force) as f:
+        with atomic_write(item.job.target, self.force) as f:
             png = PngWriter(f, picture.width * r, picture.height * r, like, compress_level=1)
             for rows, alpha_rows in self.upscaler.iter_rows(picture.pixels, picture.alpha, self.on_tiles):
                 png.write_rows(rows, alpha_rows)

@@ -24,7 +24,6 @@ import copy
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -44,6 +43,7 @@ from torch.utils.data import DataLoader, Dataset
 from subpixel_cli import data as datasets
 from subpixel_cli.color import rgb_to_ycbcr, ycbcr_to_rgb
 from subpixel_cli.errors import DataError, UsageError
+from subpixel_cli.files import atomic_path, atomic_write, make_folder, write_text
 from subpixel_cli.hub import ModelInfo, save_model
 from subpixel_cli.metrics import psnr, shave, y_channel
 from subpixel_cli.model import ESPCN, ESPCNConfig
@@ -354,23 +354,10 @@ def save_checkpoint(out: Path, model: ESPCN, optimizer: torch.optim.Optimizer, c
     record = {"config": config.to_json(), "state": asdict(state), "param_groups": groups,
               "model_config": model.config.to_dict()}
     path = out / CHECKPOINT_NAME
-    fd, tmp = tempfile.mkstemp(prefix=f".{CHECKPOINT_NAME}.", suffix=".tmp", dir=out)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"format": "pt", "trainer": json.dumps(record)})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _write_json(out / STATE_NAME, record)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt", "trainer": json.dumps(record)})
+    write_text(out / STATE_NAME, json.dumps(record, indent=2, default=str))
     return path
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, default=str)
-    os.replace(tmp, path)
 
 
 def load_checkpoint(out: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -511,7 +498,7 @@ def train(config: TrainConfig, on_event: EventCallback | None = None,
     if not config.resume and (out / CHECKPOINT_NAME).exists():
         raise UsageError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     if ddp.main:
-        out.mkdir(parents=True, exist_ok=True)
+        make_folder(out)
     run_data = build_data(config)
     model = build_model(config).to(device)
     if device.type == "cpu":
@@ -658,13 +645,10 @@ class _Loop:
         self._event("validate", loss=train_loss, val_psnr=val_psnr, lr=self.optimizer.param_groups[0]["lr"])
 
     def _write_samples(self) -> None:
-        folder = self.out / SAMPLES_DIR
-        folder.mkdir(exist_ok=True)
+        folder = make_folder(self.out / SAMPLES_DIR)
         sheet = sample_sheet(self.shipped, self.data.val[:3], self.device)
-        fd, tmp = tempfile.mkstemp(suffix=".png", dir=folder)
-        with os.fdopen(fd, "wb") as f:
+        with atomic_write(folder / f"step_{self.state.step:07d}.png") as f:
             sheet.save(f, format="PNG")
-        os.replace(tmp, folder / f"step_{self.state.step:07d}.png")
 
     def _checkpoint(self) -> None:
         if self.ddp.main:

@@ -20,12 +20,10 @@ PNG frames for the output (``frames_dir=True``).
 from __future__ import annotations
 
 import contextlib
-import glob
 import math
 import os
 import queue
 import re
-import secrets
 import shutil
 import threading
 import time
@@ -41,6 +39,7 @@ import numpy as np
 from av.video.reformatter import Interpolation
 
 from subpixel_cli.errors import InputError, OutputError, UsageError
+from subpixel_cli.files import make_folder, move_into_place, remove_stale_temporaries, temporary_path
 
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 FRAME_PATTERN = "frame_{:06d}.png"  # names written by frames_dir output, numbered from 1
@@ -228,11 +227,8 @@ def upscale_video(
     options = options or VideoOptions()
     source, target = Path(source), Path(target)
     check_output(source, target, frames_dir, force)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"{target.parent}: cannot create ({exc.strerror})") from None
-    _remove_stale_temporaries(target, ".partial" if frames_dir else f".partial{target.suffix}", time.time())
+    make_folder(target.parent)
+    remove_stale_temporaries(target, time.time())
     started = time.perf_counter()
     with contextlib.ExitStack() as stack:
         reader = stack.enter_context(_open_reader(source, options))
@@ -583,7 +579,7 @@ class _VideoWriter(_Writer):
     def __init__(self, target: Path, options: VideoOptions, reader: _Reader, size: tuple[int, int]) -> None:
         self.target, self.notes, self.frames = target, [], 0
         self.audio_copied = self.audio_reencoded = self.subs_copied = self.dropped = 0
-        self.tmp = _temporary_name(target, f".partial{target.suffix}")
+        self.tmp = temporary_path(target)
         try:
             self.container = av.open(str(self.tmp), "w", format=_format_for(target))
             self.stream = self._add_video(options, reader, size)
@@ -677,7 +673,7 @@ class _VideoWriter(_Writer):
             self.container.close()
         except av.error.FFmpegError as exc:
             raise OutputError(f"{self.target}: cannot finish writing ({_reason(exc)})") from None
-        _move_into_place(self.tmp, self.target)
+        move_into_place(self.tmp, self.target)
 
     def describe(self, result: VideoResult) -> None:
         result.codec, result.pix_fmt = self.stream.codec_context.name, self.stream.pix_fmt
@@ -699,7 +695,7 @@ class _FolderWriter(_Writer):
 
     def __init__(self, target: Path) -> None:
         self.target, self.notes, self.frames = target, [], 0
-        self.tmp = _temporary_name(target, ".partial")
+        self.tmp = temporary_path(target)
         self.tmp.mkdir()
 
     def write(self, frames: np.ndarray, pts: list[int], packets: list[Any]) -> None:
@@ -716,10 +712,10 @@ class _FolderWriter(_Writer):
 
     def finish(self) -> None:
         if not self.target.exists():
-            _move_into_place(self.tmp, self.target)
+            move_into_place(self.tmp, self.target)
             return
         for path in sorted(self.tmp.iterdir()):  # --force into an existing folder: same names are replaced
-            _move_into_place(path, self.target / path.name)
+            move_into_place(path, self.target / path.name)
         self.tmp.rmdir()
 
     def describe(self, result: VideoResult) -> None:
@@ -728,36 +724,6 @@ class _FolderWriter(_Writer):
     def __exit__(self, *exc: object) -> None:
         if self.tmp.exists():
             shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-def _temporary_name(target: Path, suffix: str) -> Path:
-    """A fresh hidden name beside ``target`` (same folder, so the final rename is atomic).
-
-    Not ``tempfile.mkstemp``: its 0600 mode would stick to the renamed output."""
-    return target.with_name(f".{target.stem}.{secrets.token_hex(4)}{suffix}")
-
-
-def _move_into_place(tmp: Path, target: Path) -> None:
-    """The final, atomic rename; its failure (the temporary file removed meanwhile, a target
-    that became a folder) is an :class:`OutputError`, not a traceback."""
-    try:
-        os.replace(tmp, target)
-    except OSError as exc:
-        raise OutputError(f"{target}: cannot move the finished output into place ({exc.strerror or exc})") from None
-
-
-def _remove_stale_temporaries(target: Path, suffix: str, before: float) -> None:
-    """Remove what a killed run (kill -9, power cut) left under :func:`_temporary_name` for this
-    target; only entries last changed before ``before``, so a run still writing is left alone."""
-    pattern = f".{glob.escape(target.stem)}.{'[0-9a-f]' * 8}{glob.escape(suffix)}"
-    for stale in target.parent.glob(pattern):
-        with contextlib.suppress(OSError):
-            if stale.stat().st_mtime >= before:
-                continue
-            if stale.is_dir():
-                shutil.rmtree(stale)
-            else:
-                stale.unlink()
 
 
 def _format_for(target: Path) -> str:

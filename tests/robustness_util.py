@@ -22,7 +22,7 @@ from PIL import Image
 
 from subpixel_cli.cli import main
 
-# What atomic_output names its temporary files: .TARGET.<8 random chars>.partial
+# What subpixel_cli.files names its temporary files: .TARGET.<8 random chars>.partial
 PARTIAL = re.compile(r"^\..+\.[a-z0-9_]{8}\.partial$")
 
 

@@ -157,18 +157,17 @@ def test_a_failed_encode_leaves_no_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_outputs_get_the_usual_permissions(tmp_path):
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_outputs_get_the_permissions_of_the_umask_in_force(tmp_path, umask):
     import os
     import stat
 
-    old = os.umask(0o022)
+    old = os.umask(umask)  # the umask when the file is written counts, not the one at import
     try:
         write_image(tmp_path / "o.png", Picture(random_image(4, 4)))
     finally:
         os.umask(old)
-    from subpixel_cli import images
-
-    assert stat.S_IMODE((tmp_path / "o.png").stat().st_mode) == 0o666 & ~images._UMASK
+    assert stat.S_IMODE((tmp_path / "o.png").stat().st_mode) == 0o666 & ~umask
 
 
 @pytest.mark.parametrize("fast", [True, False])

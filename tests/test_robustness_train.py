@@ -64,7 +64,7 @@ def _check_run_folder(out: Path, steps_per_epoch: int, steps: int) -> int | None
         assert json.loads((out / STATE_NAME).read_text())["state"]["step"] >= step - EVERY
     for path in out.iterdir():
         if path.name.startswith("."):
-            ours = path.name.startswith(TEMPORARY_PREFIXES) and path.name.endswith(".tmp")
+            ours = path.name.startswith(TEMPORARY_PREFIXES) and path.name.endswith(".partial")
             assert ours or re.fullmatch(r"\.tmp[A-Za-z0-9]{6}", path.name), path.name  # safetensors' own temporary
     return step
 
