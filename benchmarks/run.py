@@ -98,9 +98,9 @@ def _torch_worker(kind: str, scale: int, width: int, height: int, batch: int) ->
     if kind.startswith("gemm"):
         name, n = GEMMS[kind]
         dtype = getattr(torch, name)
-        from subpixel_cli.upscale import _fast_bf16
+        from subpixel_cli.runtime import fast_bf16
 
-        if dtype == torch.bfloat16 and not _fast_bf16():
+        if dtype == torch.bfloat16 and not fast_bf16():
             n = 512  # emulated bf16 runs at ~0.5 GFLOP/s: a 2048² product would take half a minute
         a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
         return (lambda: torch.mm(a, b)), {"n": n, "threads": torch.get_num_threads()}

@@ -44,7 +44,8 @@ def decoded_frames(clip: Path, count: int) -> np.ndarray:
 
 def model_fps(frames: np.ndarray, scale: int, batch: int = 4) -> tuple[float, str]:
     from subpixel_cli.registry import load_model
-    from subpixel_cli.upscale import PRECISIONS, Upscaler
+    from subpixel_cli.runtime import PRECISIONS
+    from subpixel_cli.upscale import Upscaler
 
     up = Upscaler(load_model(None, scale), device="cpu", batch_size=batch)
     for _ in range(3):  # warm-up: primitives, weight packing, allocator (bf16 takes a few calls)

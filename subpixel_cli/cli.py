@@ -23,6 +23,7 @@ from rich.markup import escape
 
 from subpixel_cli import __version__
 from subpixel_cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, SubpixelError
+from subpixel_cli.runtime import is_out_of_memory, out_of_memory_message
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -65,9 +66,9 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(EXIT_INTERRUPTED)
         except BrokenPipeError:
             _stdout_closed()
-        except MemoryError:
-            _exit_with("out of memory; try smaller tiles (--tile) or a lower --max-memory or --batch-size", EXIT_FAILED, debug)
         except Exception as exc:
+            if is_out_of_memory(exc):  # MemoryError, or CUDA's, in a command with no retry of its own
+                _exit_with(out_of_memory_message(), EXIT_FAILED, debug)
             lines = str(exc).strip().splitlines()
             detail = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
             hint = "" if debug else " (run with --debug for the traceback)"

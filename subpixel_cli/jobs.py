@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
-import torch
 
 from subpixel_cli.errors import EXIT_FAILED, EXIT_OK, SubpixelError, UsageError
 from subpixel_cli.images import (
@@ -32,6 +31,7 @@ from subpixel_cli.images import (
     write_image,
 )
 from subpixel_cli.files import atomic_write, remove_stale_temporaries
+from subpixel_cli.runtime import is_out_of_memory, out_of_memory_message
 from subpixel_cli.upscale import Progress, Upscaler
 
 _GLOB_CHARS = set("*?[")
@@ -152,24 +152,13 @@ class _Loaded:
     started: float
 
 
-def is_out_of_memory(exc: BaseException) -> bool:
-    """Python's MemoryError, CUDA's OutOfMemoryError, or the CPU allocator's RuntimeError."""
-    if isinstance(exc, MemoryError):
-        return True
-    oom_type = getattr(torch, "OutOfMemoryError", None)
-    if oom_type is not None and isinstance(exc, oom_type):
-        return True
-    text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
-
-
 def describe_failure(exc: BaseException, source: Path, tile: int) -> str:
     """One line for a file's failure: the project's own message, an out-of-memory hint, or
     ``internal error: Type: message`` for a bug (the traceback is kept for ``--debug``)."""
     if isinstance(exc, SubpixelError):
         return str(exc)
     if is_out_of_memory(exc):
-        return f"{source}: out of memory; try smaller tiles (--tile {max(8, tile // 2)}) or a lower --max-memory"
+        return f"{source}: {out_of_memory_message(tile)}"
     lines = str(exc).strip().splitlines()
     return f"{source}: internal error: {type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 

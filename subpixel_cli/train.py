@@ -48,6 +48,7 @@ from subpixel_cli.hub import ModelInfo, save_model
 from subpixel_cli.metrics import psnr, shave, y_channel
 from subpixel_cli.model import ESPCN, ESPCNConfig
 from subpixel_cli.resize import imresize
+from subpixel_cli.runtime import fast_bf16, resolve_device
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 STATE_NAME = "trainer_state.json"
@@ -430,20 +431,6 @@ def _init_distributed(device: torch.device) -> _Dist:
     return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA (this process's local rank under torchrun), else MPS, else CPU."""
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else ("mps" if torch.backends.mps.is_available() else "cpu")
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError("--device cuda: no CUDA GPU is available; use --device cpu")
-        return torch.device("cuda", local % torch.cuda.device_count())
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise UsageError("--device mps: MPS is not available; use --device cpu")
-    return torch.device(name)
-
-
 def build_model(config: TrainConfig) -> ESPCN:
     """A seeded paper-architecture ESPCN, optionally starting from another model's feature layers."""
     torch.manual_seed(config.seed)
@@ -476,11 +463,9 @@ def autocast_dtype(config: TrainConfig, device: torch.device) -> torch.dtype | N
     """The autocast dtype of a run's forward pass (weights, Adam and the loss stay fp32): fp16 with
     loss scaling on CUDA, bf16 on CPUs with bf16 arithmetic of their own (AVX-512 BF16, AMX) where
     it trains about 3× faster, else none (fp32)."""
-    from subpixel_cli.upscale import _fast_bf16
-
     if device.type == "cuda":
         return None if config.precision == "fp32" else (torch.bfloat16 if config.precision == "bf16" else torch.float16)
-    if device.type == "cpu" and (config.precision == "bf16" or (config.precision == "auto" and _fast_bf16())):
+    if device.type == "cpu" and (config.precision == "bf16" or (config.precision == "auto" and fast_bf16())):
         return torch.bfloat16
     return None
 

@@ -13,13 +13,10 @@ tiled result equals the untiled one, and image borders never see the convolution
 from __future__ import annotations
 
 import copy
-import ctypes
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -31,42 +28,13 @@ from subpixel_cli.color import rgb_to_y, rgb_to_ycbcr
 from subpixel_cli.errors import UsageError
 from subpixel_cli.hub import LoadedModel
 from subpixel_cli.model import ESPCN, phase_shift
+from subpixel_cli.runtime import MKLDNN_CONV, PRECISIONS, native_bf16, resolve_device, resolve_precision, tune_for
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of activations per forward pass on the CPU
 _MIN_RETRY_TILE = 32  # out-of-memory retries halve tiles down to this side
 _Y_OFFSET, _Y_RANGE = 16 / 255, 219 / 255  # studio-swing Y of a grey value g is 16/255 + g·219/255
 
 Progress = Callable[[int, int], None]
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA, then Apple's MPS, then the CPU; an unavailable device is an error."""
-    if name not in DEVICES:
-        raise UsageError(f"unknown device {name!r} (use one of {', '.join(DEVICES)})")
-    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
-    if name == "auto":
-        name = "cuda" if cuda else "mps" if mps else "cpu"
-    if name == "cuda" and not cuda:
-        raise UsageError("--device cuda: no CUDA GPU is available to this torch build; use --device cpu")
-    if name == "mps" and not mps:
-        raise UsageError("--device mps: Apple's MPS is not available here; use --device cpu")
-    return torch.device(name)
-
-
-def resolve_precision(name: str, device: torch.device) -> torch.dtype:
-    """``auto`` is fp16 on GPUs (with an fp32 retry on non-finite output); on CPUs it is bf16
-    where they compute it natively (AVX-512 BF16 or AMX: ~1.5–2× faster, within 0.03 dB of
-    fp32 on Set5/Set14, benchmarks/README.md) and fp32 elsewhere. On the CPU, ``auto`` means bf16
-    only for the fused 8-bit path: :class:`Upscaler` keeps 16-bit pictures in fp32."""
-    if name == "auto":
-        if device.type in ("cuda", "mps"):
-            return torch.float16
-        return torch.bfloat16 if device.type == "cpu" and _fast_bf16() else torch.float32
-    if name not in PRECISIONS:
-        raise UsageError(f"unknown precision {name!r} (use auto, {', '.join(PRECISIONS)})")
-    return PRECISIONS[name]
 
 
 # --- the fused 8-bit path ---------------------------------------------------------------------
@@ -79,82 +47,6 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
 # as r² fixed 5×5 phase filters on GPUs (then an add, a clamp and one strided copy to uint8).
 # The convolutions are unpadded: what zero padding would change lies in the reflect padding
 # that is cut off anyway.
-
-
-def _fused_conv_op() -> Any:
-    """oneDNN's convolution with a fused activation (the op torch.compile's CPU freezing emits),
-    or ``None`` where this torch build lacks it."""
-    if not torch.backends.mkldnn.is_available():
-        return None
-    try:
-        return torch.ops.mkldnn._convolution_pointwise
-    except (AttributeError, RuntimeError):
-        return None
-
-
-def _native_bf16() -> bool:
-    """Whether oneDNN has bf16 kernels on this CPU (AVX-512 BF16 or AMX); elsewhere bf16 is
-    emulated, ~10× slower than fp32 (benchmarks/README.md)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def _fast_bf16() -> bool:
-    """Whether this CPU has bf16 arithmetic of its own (AVX-512 BF16 or AMX tiles), so that
-    oneDNN's bf16 convolutions beat its fp32 ones; plain AVX-512 only converts."""
-    cpu = getattr(torch, "cpu", None)
-    checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    try:
-        native = any(check() for check in checks if check is not None)
-    except (AttributeError, RuntimeError):
-        native = False
-    return native and _MKLDNN_CONV is not None and _native_bf16()
-
-
-_MKLDNN_CONV = _fused_conv_op()
-
-
-def _keep_freed_memory() -> None:
-    """Have glibc serve large blocks from its heap and keep them when freed.
-
-    By default every block over 32 MB is a fresh ``mmap`` whose pages fault in on first touch and
-    go back to the system on ``free``, so each frame's activations paid page faults again: that
-    cost more than conv1 on a 2-core VM (benchmarks/README.md). A process-wide setting, made only
-    by CPU upscalers; a no-op where the C library has no ``mallopt``.
-    """
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError, TypeError):
-        return
-    m_trim_threshold, m_mmap_max = -1, -4
-    mallopt(m_mmap_max, 0)
-    mallopt(m_trim_threshold, 1 << 30)  # still hand back free memory beyond 1 GiB
-
-
-def _cpu_quota() -> int:
-    """The CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota (a
-    container limited to 2 CPUs on a 64-core host still reports 64 cores)."""
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            n = min(n, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return n
-
-
-def _limit_threads() -> None:
-    """Fewer torch threads when the process may use fewer CPUs than torch assumes (its default is
-    the machine's physical cores): oversubscribed threads stall each other at every layer. Only
-    ever lowers the count, and never when ``OMP_NUM_THREADS`` is set."""
-    if "OMP_NUM_THREADS" in os.environ:
-        return
-    quota = _cpu_quota()
-    if torch.get_num_threads() > quota:
-        torch.set_num_threads(quota)
 
 
 def _colour_matrices() -> tuple[torch.Tensor, torch.Tensor]:
@@ -241,8 +133,8 @@ class _FusedPath:
         self.scale, self.post_op, self.dtype = r, post_op, dtype
         # bf16 keeps 8 bits of mantissa: too coarse for 0…255 outputs, so the last layer stays fp32.
         self.head_dtype = torch.float32 if dtype == torch.bfloat16 else dtype
-        self.mkldnn = _MKLDNN_CONV is not None and device.type == "cpu" and (
-            dtype == torch.float32 or (dtype == torch.bfloat16 and _native_bf16()))
+        self.mkldnn = MKLDNN_CONV is not None and device.type == "cpu" and (
+            dtype == torch.float32 or (dtype == torch.bfloat16 and native_bf16()))
         dtypes = (dtype, dtype, self.head_dtype)
         self.layers = [self._weights(w, b, dt, device) for (w, b), dt in zip(layers, dtypes)]
         self.to_y = None if to_y is None else self._weights(*to_y, dtype, device)
@@ -284,7 +176,7 @@ class _FusedPath:
     def _conv(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, post_op: str = "none") -> torch.Tensor:
         """An unpadded convolution and its activation: one oneDNN call, or two torch ops."""
         if self.mkldnn:
-            return _MKLDNN_CONV(x, w, b, [0, 0], [1, 1], [1, 1], 1, post_op, [], "")
+            return MKLDNN_CONV(x, w, b, [0, 0], [1, 1], [1, 1], 1, post_op, [], "")
         y = F.conv2d(x, w, b)
         return _ACTIVATIONS[post_op](y) if post_op in _ACTIVATIONS else y
 
@@ -348,11 +240,7 @@ class Upscaler:
         # over the result that costs a seventh of a bf16 batch on the CPU) and redone in fp32.
         self._may_overflow = self.dtype == torch.float16
         self.pad = loaded.info.config.receptive_radius + 2  # + the bicubic kernel's reach
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
-        if self.device.type == "cpu":
-            _keep_freed_memory()
-            _limit_threads()
+        tune_for(self.device)
         # The network as a module, for what the fused path does not take (16-bit pictures,
         # RGB models on grey); its values in [0, 1] need more than bf16's 8 bits of mantissa.
         self._model_dtype = torch.float32 if precision == "auto" and self.device.type == "cpu" else self.dtype

@@ -133,7 +133,7 @@ def test_bf16_fused_path_stays_close_to_fp32(scale, model_channels, image_channe
 
 @pytest.mark.parametrize("fast", [True, False])
 def test_auto_precision_on_the_cpu_is_bf16_only_with_native_bf16(monkeypatch, fast):
-    monkeypatch.setattr("subpixel_cli.upscale._fast_bf16", lambda: fast)
+    monkeypatch.setattr("subpixel_cli.runtime.fast_bf16", lambda: fast)
     up = upscaler_for(model_for(2), precision="auto")
     assert up.dtype == (torch.bfloat16 if fast else torch.float32)
     assert up._model_dtype == torch.float32  # 16-bit pictures need more than bf16's mantissa

@@ -139,13 +139,13 @@ def test_unavailable_device_is_a_usage_error():
 def test_torch_threads_follow_the_cpus_this_process_may_use(monkeypatch):
     """A container's CPU quota (or affinity mask) below torch's default thread count lowers it;
     an explicit OMP_NUM_THREADS is left alone."""
-    import subpixel_cli.upscale as upscale
+    import subpixel_cli.runtime as runtime
 
     before = torch.get_num_threads()
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     try:
         torch.set_num_threads(3)
-        monkeypatch.setattr(upscale, "_cpu_quota", lambda: 1)
+        monkeypatch.setattr(runtime, "cpu_quota", lambda: 1)
         upscaler()
         assert torch.get_num_threads() == 1
         torch.set_num_threads(3)

@@ -1,0 +1,171 @@
+"""Where and how the network runs: the device, the precision, process-wide tuning and
+out-of-memory errors. Shared by inference (:mod:`subpixel_cli.upscale`, video) and training.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from subpixel_cli.errors import UsageError
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+PRECISION_CHOICES = ("auto", *PRECISIONS)
+
+
+# --- device and precision ---------------------------------------------------------------------
+
+
+def local_rank() -> int:
+    """This process's rank on its machine under torchrun (``LOCAL_RANK``), else 0."""
+    try:
+        return int(os.environ.get("LOCAL_RANK", "0"))
+    except ValueError:
+        return 0
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA, then Apple's MPS, then the CPU; an unavailable device is an error.
+    A CUDA device is the GPU of this process's ``LOCAL_RANK`` (one GPU per process under
+    torchrun; ranks beyond the GPUs share them round-robin)."""
+    if name not in DEVICES:
+        raise UsageError(f"unknown device {name!r} (use one of {', '.join(DEVICES)})")
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    if name == "auto":
+        name = "cuda" if cuda else "mps" if mps else "cpu"
+    if name == "cuda" and not cuda:
+        raise UsageError("--device cuda: no CUDA GPU is available to this torch build; use --device cpu")
+    if name == "mps" and not mps:
+        raise UsageError("--device mps: Apple's MPS is not available here; use --device cpu")
+    if name == "cuda":
+        return torch.device("cuda", local_rank() % torch.cuda.device_count())
+    return torch.device(name)
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype:
+    """``auto`` is fp16 on GPUs (with an fp32 retry on non-finite output); on CPUs it is bf16
+    where they compute it natively (AVX-512 BF16 or AMX: ~1.5–2× faster, within 0.03 dB of
+    fp32 on Set5/Set14, benchmarks/README.md) and fp32 elsewhere. On the CPU, ``auto`` means bf16
+    only for the fused 8-bit path: the Upscaler keeps 16-bit pictures in fp32."""
+    if name == "auto":
+        if device.type in ("cuda", "mps"):
+            return torch.float16
+        return torch.bfloat16 if device.type == "cpu" and fast_bf16() else torch.float32
+    if name not in PRECISIONS:
+        raise UsageError(f"unknown precision {name!r} (use {', '.join(PRECISION_CHOICES)})")
+    return PRECISIONS[name]
+
+
+def _fused_conv_op() -> Any:
+    """oneDNN's convolution with a fused activation (the op torch.compile's CPU freezing emits),
+    or ``None`` where this torch build lacks it."""
+    if not torch.backends.mkldnn.is_available():
+        return None
+    try:
+        return torch.ops.mkldnn._convolution_pointwise
+    except (AttributeError, RuntimeError):
+        return None
+
+
+MKLDNN_CONV = _fused_conv_op()
+
+
+def native_bf16() -> bool:
+    """Whether oneDNN has bf16 kernels on this CPU (AVX-512 BF16 or AMX); elsewhere bf16 is
+    emulated, ~10× slower than fp32 (benchmarks/README.md)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def fast_bf16() -> bool:
+    """Whether this CPU has bf16 arithmetic of its own (AVX-512 BF16 or AMX tiles), so that
+    oneDNN's bf16 convolutions beat its fp32 ones; plain AVX-512 only converts."""
+    cpu = getattr(torch, "cpu", None)
+    checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    try:
+        native = any(check() for check in checks if check is not None)
+    except (AttributeError, RuntimeError):
+        native = False
+    return native and MKLDNN_CONV is not None and native_bf16()
+
+
+# --- process-wide tuning ----------------------------------------------------------------------
+
+
+def keep_freed_memory() -> None:
+    """Have glibc serve large blocks from its heap and keep them when freed.
+
+    By default every block over 32 MB is a fresh ``mmap`` whose pages fault in on first touch and
+    go back to the system on ``free``, so each frame's activations paid page faults again: that
+    cost more than conv1 on a 2-core VM (benchmarks/README.md). A process-wide setting, made only
+    by CPU upscalers; a no-op where the C library has no ``mallopt``.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError, TypeError):
+        return
+    m_trim_threshold, m_mmap_max = -1, -4
+    mallopt(m_mmap_max, 0)
+    mallopt(m_trim_threshold, 1 << 30)  # still hand back free memory beyond 1 GiB
+
+
+def cpu_quota() -> int:
+    """The CPUs this process may use: its affinity mask, capped by a cgroup v2 CPU quota (a
+    container limited to 2 CPUs on a 64-core host still reports 64 cores)."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return n
+
+
+def limit_threads() -> None:
+    """Fewer torch threads when the process may use fewer CPUs than torch assumes (its default is
+    the machine's physical cores): oversubscribed threads stall each other at every layer. Only
+    ever lowers the count, and never when ``OMP_NUM_THREADS`` is set."""
+    if "OMP_NUM_THREADS" in os.environ:
+        return
+    quota = cpu_quota()
+    if torch.get_num_threads() > quota:
+        torch.set_num_threads(quota)
+
+
+def tune_for(device: torch.device) -> None:
+    """The process-wide settings an inference device wants: cuDNN's autotuner on CUDA; on the CPU
+    a heap that keeps freed blocks and no more threads than the CPUs this process may use."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    if device.type == "cpu":
+        keep_freed_memory()
+        limit_threads()
+
+
+# --- out of memory ----------------------------------------------------------------------------
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Python's MemoryError, CUDA's OutOfMemoryError, or the CPU allocator's RuntimeError."""
+    if isinstance(exc, MemoryError):
+        return True
+    oom_type = getattr(torch, "OutOfMemoryError", None)
+    if oom_type is not None and isinstance(exc, oom_type):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def out_of_memory_message(tile: int | None = None) -> str:
+    """The one hint for an out-of-memory error: which ``--tile`` to try next."""
+    smaller = f"--tile {max(8, tile // 2)}" if tile else "--tile"
+    return f"out of memory; try smaller tiles ({smaller}) or a lower --max-memory or --batch-size"
