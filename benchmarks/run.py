@@ -363,7 +363,8 @@ def _count_frames(path: Path) -> int:
 
 
 def quality(args: argparse.Namespace) -> dict:
-    from subpixel_cli.evaluate import degrade, list_images, mod_crop, read_hr
+    from subpixel_cli.data import degrade, mod_crop
+    from subpixel_cli.evaluate import dataset_files, read_hr
     from subpixel_cli.metrics import psnr, y_channel, y_psnr_ssim
     from subpixel_cli.registry import load_model, packaged_models
     from subpixel_cli.upscale import Upscaler
@@ -381,7 +382,7 @@ def quality(args: argparse.Namespace) -> dict:
         ups["fp32 unfused"]._fused = {}
         for dataset in ("Set5", "Set14"):
             scores: dict[str, list[tuple[float, float]]] = {k: [] for k in ["fp32", *paths]}
-            for path in list_images(args.data / "benchmarks" / dataset):
+            for path in dataset_files(args.data / "benchmarks" / dataset):
                 hr = mod_crop(read_hr(path), scale)
                 lr = degrade(hr, scale)
                 base = ref.upscale(lr)[0]

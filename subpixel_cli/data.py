@@ -27,14 +27,13 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, Sampler
 
 from subpixel_cli.color import rgb_to_y
-from subpixel_cli.errors import DataError
+from subpixel_cli.errors import DataError, InputError
+from subpixel_cli.images import IMAGE_SUFFIXES, list_images, read_rgb8
 from subpixel_cli.resize import imresize
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 DEGRADATIONS = ("bicubic", "gaussian")
 DATA_ENV = "SUBPIXEL_DATA"
 CELEBA_FOLDER = "img_align_celeba"
@@ -52,21 +51,13 @@ CELEBA_HELP = (
 # --- images and degradations ----------------------------------------------------------------
 
 
-def list_images(folder: Path) -> list[Path]:
-    """The image files directly inside ``folder``, sorted by name."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
 def read_rgb(path: Path) -> np.ndarray:
-    """An image file as ``H×W×3`` ``uint8`` RGB (grey and palette images are expanded)."""
+    """A training image as ``H×W×3`` ``uint8`` RGB (:func:`subpixel_cli.images.read_rgb8`); one
+    that cannot be read is a :class:`DataError` (bad training data stops a run before it starts)."""
     try:
-        with Image.open(path) as img:
-            if img.mode in ("I;16", "I;16B", "I"):
-                arr = np.asarray(img, dtype=np.float64)
-                img = Image.fromarray(np.clip(arr / 257.0 + 0.5, 0, 255).astype(np.uint8))
-            return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read image ({exc})") from None
+        return read_rgb8(path)
+    except InputError as exc:
+        raise DataError(str(exc)) from None
 
 
 def mod_crop(image: np.ndarray, scale: int) -> np.ndarray:

@@ -14,7 +14,9 @@ For every HR image of a dataset folder, at scale ``r``:
 This reproduces the published bicubic baselines (Set5 ×2/×3/×4 = 33.66/30.39/28.42 dB, Set14
 30.24/27.55/26.00, BSD100 29.56/27.21/25.96) within 0.02 dB.
 
-The API, for the CLI and for training (validation, model cards)::
+The one implementation of this protocol: ``subpixel eval``, training's validation and sample
+sheets (:func:`prepare_image`, :func:`validate`, :func:`comparison_sheet`),
+``benchmarks/ship_model.py`` and the model cards all call it. The API::
 
     result = evaluate_model(loaded_or_model_or_None, scale, ["Set5", "path/to/folder"],
                             data_dir=None, save_dir=None, progress=None)
@@ -35,25 +37,25 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageDraw, ImageFont
 
 from subpixel_cli.color import rgb_to_y, rgb_to_ycbcr, ycbcr_to_rgb
 from subpixel_cli.errors import DataError, InputError, ModelError
 from subpixel_cli.files import atomic_write, make_folder
 from subpixel_cli.hub import LoadedModel
-from subpixel_cli.metrics import SSIM_WINDOW, y_channel, y_psnr_ssim
+from subpixel_cli.data import DATA_ENV, degrade, mod_crop
+from subpixel_cli.images import IMAGE_SUFFIXES, list_images, read_rgb8
+from subpixel_cli.metrics import SSIM_WINDOW, psnr, shave, y_channel, y_psnr_ssim
 from subpixel_cli.model import ESPCN
 from subpixel_cli.resize import imresize
 
-DATA_ENV = "SUBPIXEL_DATA"
-IMAGE_SUFFIXES = frozenset({".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".ppm", ".pgm", ".webp"})
 SHEET_ROWS = 10  # images shown on a comparison sheet (the first ones by name)
 SHEET_CROP = 160  # side of the HR-pixel crop shown per image
 
@@ -176,44 +178,18 @@ def resolve_dataset(spec: str | Path, data_dir: str | Path | None = None) -> Pat
     raise DataError(f"dataset {str(spec)!r} not found (looked for a folder at {where}){hint}")
 
 
-def list_images(folder: Path) -> list[Path]:
-    """The image files directly in ``folder``, sorted by name."""
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+def dataset_files(folder: Path) -> list[Path]:
+    """The HR images of a dataset folder, sorted by name; none is a :class:`DataError`."""
+    files = list_images(folder)
     if not files:
         raise DataError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
     return files
 
 
 def read_hr(path: Path) -> np.ndarray:
-    """An HR image as ``uint8``: ``H×W`` for single-channel files, else ``H×W×3`` RGB (alpha
-    dropped, palettes expanded, EXIF orientation applied)."""
-    try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
-            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-                wide = np.asarray(img, dtype=np.float64)
-                return np.clip(np.floor(wide / 257.0 + 0.5), 0, 255).astype(np.uint8)
-            if img.mode in ("L", "LA", "1") or (img.mode == "P" and _grey_palette(img)):
-                return np.asarray(img.convert("L"))
-            return np.asarray(img.convert("RGB"))
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise InputError(f"{path.name}: cannot read ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-
-
-def _grey_palette(img: Image.Image) -> bool:
-    rgb = np.asarray(img.convert("RGB"))
-    return bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
-
-
-def mod_crop(image: np.ndarray, scale: int) -> np.ndarray:
-    """``image`` cropped (bottom and right) to a multiple of ``scale`` in both directions."""
-    h, w = image.shape[:2]
-    return image[: h - h % scale, : w - w % scale]
-
-
-def degrade(hr: np.ndarray, scale: int) -> np.ndarray:
-    """The LR image of the protocol: ``uint8`` MATLAB bicubic ``imresize(hr, 1/scale)``."""
-    return imresize(hr, 1.0 / scale)
+    """An HR image as ``uint8``: ``H×W`` for grey pictures, else ``H×W×3`` RGB (alpha dropped,
+    palettes expanded, EXIF orientation applied, 16-bit rounded)."""
+    return read_rgb8(path, keep_grey=True)
 
 
 def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
@@ -224,6 +200,62 @@ def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
 def _to_uint8(x255: np.ndarray) -> np.ndarray:
     """Round (halves up, as MATLAB's ``uint8`` for non-negative values) and saturate."""
     return np.clip(np.floor(x255 + 0.5), 0, 255).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class ProtocolImage:
+    """One HR image made ready for scoring: mod-cropped HR, its LR, the bicubic baseline and
+    bicubic's scores."""
+
+    name: str
+    hr: np.ndarray
+    lr: np.ndarray
+    bicubic: np.ndarray
+    bicubic_psnr: float
+    bicubic_ssim: float
+
+
+def prepare_image(name: str, hr: np.ndarray, scale: int, ssim: bool = True) -> ProtocolImage:
+    """Steps 1–2 of the protocol for an 8-bit HR image (``H×W`` grey or ``H×W×3``); a
+    :class:`ValueError` if it is too small to score at ``scale``."""
+    hr = mod_crop(hr, scale)
+    h, w = hr.shape[:2]
+    if min(h, w) - 2 * scale < SSIM_WINDOW:
+        need = SSIM_WINDOW + 2 * scale
+        raise ValueError(f"{name}: {w}×{h} is too small for ×{scale} scoring (needs at least {need}×{need})")
+    lr = degrade(hr, scale)
+    bicubic = bicubic_upscale(lr, scale)
+    bic_psnr, bic_ssim = _scores(bicubic, y_channel(hr), scale, ssim)
+    return ProtocolImage(name, hr, lr, bicubic, bic_psnr, bic_ssim)
+
+
+def _scores(output: np.ndarray, y_hr: np.ndarray, scale: int, ssim: bool) -> tuple[float, float]:
+    if ssim:
+        return y_psnr_ssim(output, y_hr, scale)
+    y = output if output.ndim == 2 else y_channel(output)
+    return psnr(shave(y, scale), shave(y_hr, scale), peak=255.0), math.nan
+
+
+def score_image(net: ESPCN | None, image: ProtocolImage, ssim: bool = True) -> tuple[ImageScore, np.ndarray]:
+    """Steps 3–4: the method's (``None``: bicubic's) scores on ``image`` and its 8-bit output."""
+    if net is None:
+        return ImageScore(image.name, image.bicubic_psnr, image.bicubic_ssim, image.bicubic_psnr,
+                          image.bicubic_ssim), image.bicubic
+    sr, y_sr = super_resolve(net, image.lr, image.bicubic)
+    sr_psnr, sr_ssim = _scores(y_sr, y_channel(image.hr), net.config.scale, ssim)
+    return ImageScore(image.name, sr_psnr, sr_ssim, image.bicubic_psnr, image.bicubic_ssim), sr
+
+
+def validate(net: ESPCN, images: Sequence[ProtocolImage]) -> tuple[float, float]:
+    """Mean Y-PSNR (dB) of ``net`` and of bicubic over prepared images: training's validation,
+    by the same protocol as ``subpixel eval`` (SSIM left out for speed)."""
+    was_training = net.training
+    net.eval()
+    try:
+        scores = [score_image(net, image, ssim=False)[0] for image in images]
+    finally:
+        net.train(was_training)
+    return float(np.mean([s.psnr for s in scores])), float(np.mean([s.bicubic_psnr for s in scores]))
 
 
 def _run(net: ESPCN, x: np.ndarray) -> np.ndarray:
@@ -319,7 +351,7 @@ def _unique(name: str, used: set[str]) -> str:
 def _evaluate_folder(
     net: ESPCN | None, scale: int, folder: Path, name: str, out_root: Path | None, progress: Progress | None
 ) -> DatasetScore:
-    files = list_images(folder)
+    files = dataset_files(folder)
     score = DatasetScore(name=name, path=str(folder), scale=scale)
     out_dir = make_folder(out_root / name) if out_root is not None else None
     crops: list[tuple[str, list[np.ndarray], ImageScore]] = []
@@ -334,12 +366,12 @@ def _evaluate_folder(
                 _save_png(sr, out_dir / f"{path.stem}.png")
                 if len(crops) < SHEET_ROWS:
                     tiles = [bicubic, sr, hr] if net is not None else [bicubic, hr]
-                    crops.append((path.stem, _centre_crops(tiles), image))
+                    crops.append((path.stem, centre_crops(tiles), image))
         if progress is not None:
             progress(name, k + 1, len(files))
     if out_root is not None and crops:
         sheet = out_root / f"{name}_comparison.png"
-        _save_png(np.asarray(_comparison_sheet(crops, net is not None)), sheet)
+        _save_png(np.asarray(comparison_sheet(crops, net is not None)), sheet)
         score.sheet = str(sheet)
     return score
 
@@ -348,20 +380,9 @@ def _evaluate_image(
     net: ESPCN | None, scale: int, path: Path
 ) -> tuple[ImageScore, np.ndarray, np.ndarray, np.ndarray]:
     """Score one HR file; returns its score and the bicubic, SR and (cropped) HR images."""
-    hr = mod_crop(read_hr(path), scale)
-    h, w = hr.shape[:2]
-    if min(h, w) - 2 * scale < SSIM_WINDOW:
-        need = SSIM_WINDOW + 2 * scale
-        raise ValueError(f"{path.name}: {w}×{h} is too small for ×{scale} scoring (needs at least {need}×{need})")
-    lr = degrade(hr, scale)
-    bicubic = bicubic_upscale(lr, scale)
-    y_hr = y_channel(hr)
-    bic_psnr, bic_ssim = y_psnr_ssim(bicubic, y_hr, scale)
-    if net is None:
-        return ImageScore(path.stem, bic_psnr, bic_ssim, bic_psnr, bic_ssim), bicubic, bicubic, hr
-    sr, y_sr = super_resolve(net, lr, bicubic)
-    sr_psnr, sr_ssim = y_psnr_ssim(y_sr, y_hr, scale)
-    return ImageScore(path.stem, sr_psnr, sr_ssim, bic_psnr, bic_ssim), bicubic, sr, hr
+    image = prepare_image(path.name, read_hr(path), scale)
+    score, sr = score_image(net, image)
+    return replace(score, name=path.stem), image.bicubic, sr, image.hr
 
 
 def _save_png(image: np.ndarray, path: Path) -> None:
@@ -369,7 +390,7 @@ def _save_png(image: np.ndarray, path: Path) -> None:
         Image.fromarray(image).save(f, format="PNG")
 
 
-def _centre_crops(images: list[np.ndarray]) -> list[np.ndarray]:
+def centre_crops(images: list[np.ndarray]) -> list[np.ndarray]:
     """The same centre crop (at most ``SHEET_CROP`` square) of each image, as RGB."""
     h, w = images[0].shape[:2]
     c = min(SHEET_CROP, h, w)
@@ -378,8 +399,9 @@ def _centre_crops(images: list[np.ndarray]) -> list[np.ndarray]:
     return [np.repeat(a[..., None], 3, axis=2) if a.ndim == 2 else a.copy() for a in crops]
 
 
-def _comparison_sheet(rows: list[tuple[str, list[np.ndarray], ImageScore]], with_model: bool) -> Image.Image:
-    """Rows of bicubic | model | ground truth crops, each captioned with its name and PSNR."""
+def comparison_sheet(rows: list[tuple[str, list[np.ndarray], ImageScore]], with_model: bool) -> Image.Image:
+    """Rows of bicubic | model | ground truth crops (see :func:`centre_crops`), each captioned with
+    its name and PSNR: ``subpixel eval --save-images`` and training's sample sheets."""
     font = ImageFont.load_default()
     pad, caption = 6, 14
     ncols = len(rows[0][1])

@@ -29,7 +29,10 @@ except ImportError:  # not installed (platforms without its wheels): plain zlib
 
 FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "tiff": "TIFF", "tif": "TIFF"}
 SIXTEEN_BIT_FORMATS = {"PNG", "TIFF"}
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".ppm", ".pgm", ".pbm", ".tga"}
+# The one list of picture suffixes: inputs of upscale, evaluation datasets, training folders and
+# folders of video frames.
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".ppm", ".pgm",
+                            ".pbm", ".tga"})
 
 
 @dataclass
@@ -65,6 +68,26 @@ class Picture:
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def is_image_name(path: Path) -> bool:
+    """Whether ``path``'s suffix is one of :data:`IMAGE_SUFFIXES` (case-insensitive)."""
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def list_images(folder: Path) -> list[Path]:
+    """The picture files directly inside ``folder``, sorted by name (hidden files left out)."""
+    return sorted(p for p in folder.iterdir() if is_image_name(p) and not p.name.startswith(".") and p.is_file())
+
+
+def read_rgb8(path: str | Path, keep_grey: bool = False) -> np.ndarray:
+    """:func:`read_image` as 8-bit pixels for training and evaluation: ``H×W×3`` RGB, alpha
+    dropped, 16-bit rounded to 8; with ``keep_grey`` a grey picture is ``H×W``."""
+    picture = to_8bit(read_image(path))
+    pixels = picture.pixels
+    if pixels.shape[2] == 1:
+        return pixels[..., 0] if keep_grey else np.repeat(pixels, 3, axis=2)
+    return pixels
 
 
 def read_image(path: str | Path) -> Picture:
@@ -111,6 +134,8 @@ def _from_pil(img: Image.Image) -> Picture:
     mode = img.mode
     if mode == "P":
         mode = "RGBA" if "transparency" in img.info or img.palette.mode == "RGBA" else "RGB"
+        if mode == "RGB" and _grey_palette(img):
+            mode = "L"  # grey stays grey: a GIF or PNG of a grey picture is often a palette
         img = img.convert(mode)
     elif mode == "PA":
         img, mode = img.convert("RGBA"), "RGBA"
@@ -135,6 +160,12 @@ def _from_pil(img: Image.Image) -> Picture:
     arr = np.asarray(img)
     pixels = arr[..., None].copy() if arr.ndim == 2 else arr.copy()
     return Picture(pixels, alpha, icc, exif_bytes)
+
+
+def _grey_palette(img: Image.Image) -> bool:
+    colours = np.asarray(img.getpalette() or [], dtype=np.uint8).reshape(-1, 3)
+    used = colours[np.unique(np.asarray(img)).clip(0, len(colours) - 1)] if len(colours) else colours
+    return bool(len(used)) and bool((used[:, 0] == used[:, 1]).all() and (used[:, 1] == used[:, 2]).all())
 
 
 def _stored_as_16bit(path: Path, img: Image.Image) -> bool:

@@ -20,6 +20,7 @@ order (gloo on CPU, nccl on CUDA); ``--batch-size`` is per process and only rank
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -41,13 +42,12 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from subpixel_cli import data as datasets
-from subpixel_cli.color import rgb_to_ycbcr, ycbcr_to_rgb
 from subpixel_cli.errors import DataError, UsageError
 from subpixel_cli.files import atomic_path, atomic_write, make_folder, write_text
 from subpixel_cli.hub import ModelInfo, save_model
-from subpixel_cli.metrics import psnr, shave, y_channel
+from subpixel_cli.evaluate import ProtocolImage, centre_crops, comparison_sheet, prepare_image, score_image, validate
+from subpixel_cli.images import list_images
 from subpixel_cli.model import ESPCN, ESPCNConfig
-from subpixel_cli.resize import imresize
 from subpixel_cli.runtime import fast_bf16, resolve_device
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
@@ -182,85 +182,25 @@ EventCallback = Callable[[TrainEvent], None]
 # --- validation -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ValImage:
-    """A validation image by the evaluation protocol: model input, HR Y (0–255) and bicubic."""
-
-    name: str
-    lr_input: np.ndarray  # C×h×w float32 in [0, 1]
-    lr_rgb: np.ndarray  # h×w×3 uint8
-    hr_rgb: np.ndarray  # H×W×3 uint8
-    bicubic_psnr: float
-
-
-def make_val_image(name: str, hr_rgb: np.ndarray, scale: int, channels: int) -> ValImage:
-    """LR by ``uint8`` MATLAB bicubic of the mod-cropped HR, and bicubic's Y-PSNR."""
-    hr = datasets.mod_crop(hr_rgb, scale)
-    lr = imresize(hr, 1.0 / scale)
-    bicubic = imresize(lr, float(scale))
-    score = psnr(shave(y_channel(bicubic), scale), shave(y_channel(hr), scale), peak=255.0)
-    return ValImage(name, datasets.to_channels(lr, channels), lr, hr, score)
-
-
-def load_val_images(files: Sequence[Path], scale: int, channels: int, reader: Callable[[Path], np.ndarray]) -> list[ValImage]:
-    """Validation images from files (``reader`` gives ``uint8`` RGB) big enough for the protocol."""
-    images = [make_val_image(f.name, reader(f), scale, channels) for f in files]
-    images = [v for v in images if min(v.lr_rgb.shape[:2]) > 2]
+def load_val_images(files: Sequence[Path], scale: int, reader: Callable[[Path], np.ndarray]) -> list[ProtocolImage]:
+    """Validation images by the evaluation protocol (``reader`` gives ``uint8`` RGB); files too
+    small to score at ``scale`` are left out."""
+    images = []
+    for f in files:
+        with contextlib.suppress(ValueError):
+            images.append(prepare_image(f.name, reader(f), scale, ssim=False))
     if not images:
         raise DataError(f"no usable validation images at ×{scale}")
     return images
 
 
-def padded_forward(model: ESPCN, x: torch.Tensor) -> torch.Tensor:
-    """The model on ``x`` reflect-padded by its receptive radius, the padding cut off again: what
-    ``subpixel upscale`` and ``subpixel eval`` compute, so no output sees the zero padding."""
-    p, r = model.config.receptive_radius, model.config.scale
-    mode = "reflect" if min(x.shape[-2:]) > p else "replicate"
-    return model(F.pad(x, (p, p, p, p), mode=mode))[..., p * r : -p * r, p * r : -p * r]
-
-
-def _to_uint8(x: torch.Tensor) -> np.ndarray:
-    return (x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-
-
-@torch.inference_mode()
-def super_resolve(model: ESPCN, image: ValImage, device: torch.device) -> np.ndarray:
-    """The model's output for one validation image as ``H×W×3`` ``uint8`` RGB (a Y model's Y over
-    bicubic chroma) and its Y on a 0–255 scale."""
-    out = padded_forward(model, torch.from_numpy(image.lr_input)[None].to(device))[0]
-    if out.shape[0] == 3:
-        return _to_uint8(out).transpose(1, 2, 0)
-    y = _to_uint8(out)[0].astype(np.float64) / 255.0
-    chroma = rgb_to_ycbcr(imresize(image.lr_rgb, float(model.config.scale)).astype(np.float64) / 255.0)
-    chroma[..., 0] = y
-    return np.clip(np.round(ycbcr_to_rgb(chroma) * 255), 0, 255).astype(np.uint8)
-
-
-@torch.inference_mode()
-def validate(model: ESPCN, images: Sequence[ValImage], device: torch.device) -> tuple[float, float]:
-    """Mean Y-PSNR (dB, ``scale`` border shaved, output rounded to 8 bits) of the model and of
-    bicubic over ``images``."""
-    scale, scores = model.config.scale, []
-    for image in images:
-        out = padded_forward(model, torch.from_numpy(image.lr_input)[None].to(device))[0]
-        y = (_to_uint8(out)[0].astype(np.float64) if out.shape[0] == 1
-             else y_channel(_to_uint8(out).transpose(1, 2, 0)))
-        scores.append(psnr(shave(y, scale), shave(y_channel(image.hr_rgb), scale), peak=255.0))
-    return float(np.mean(scores)), float(np.mean([i.bicubic_psnr for i in images]))
-
-
-def sample_sheet(model: ESPCN, images: Sequence[ValImage], device: torch.device, crop: int = 128) -> Image.Image:
-    """Rows of bicubic | SR | HR (centre crops of at most ``crop`` HR pixels)."""
+def sample_sheet(model: ESPCN, images: Sequence[ProtocolImage]) -> Image.Image:
+    """The comparison sheet of ``subpixel eval --save-images`` for a few validation images."""
     rows = []
     for image in images:
-        h, w = image.hr_rgb.shape[:2]
-        ch, cw = min(crop, h), min(crop, w)
-        top, left = (h - ch) // 2, (w - cw) // 2
-        parts = [imresize(image.lr_rgb, float(model.config.scale)), super_resolve(model, image, device), image.hr_rgb]
-        rows.append(np.concatenate([p[top : top + ch, left : left + cw] for p in parts], axis=1))
-    width = max(r.shape[1] for r in rows)
-    rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows]
-    return Image.fromarray(np.concatenate(rows, axis=0))
+        score, sr = score_image(model, image, ssim=False)
+        rows.append((Path(image.name).stem, centre_crops([image.bicubic, sr, image.hr]), score))
+    return comparison_sheet(rows, with_model=True)
 
 
 # --- data -------------------------------------------------------------------------------------
@@ -271,7 +211,7 @@ class RunData:
     """The training set, the validation images and what the model card says about them."""
 
     train: Dataset
-    val: list[ValImage]
+    val: list[ProtocolImage]
     description: dict[str, Any]
 
 
@@ -289,7 +229,7 @@ def build_data(config: TrainConfig) -> RunData:
         val = _folder_val(config)
         val_name = config.val
     elif held_out:
-        val = load_val_images(held_out, config.scale, config.channels, datasets.read_rgb)
+        val = load_val_images(held_out, config.scale, datasets.read_rgb)
         val_name = f"{len(held_out)} held-back training images"
     else:
         val, val_name = [], None
@@ -301,14 +241,14 @@ def build_data(config: TrainConfig) -> RunData:
     return RunData(train, val, description)
 
 
-def _folder_val(config: TrainConfig) -> list[ValImage]:
+def _folder_val(config: TrainConfig) -> list[ProtocolImage]:
     folder = Path(config.val).expanduser()
     if not folder.is_dir():
         raise DataError(f"--val {config.val}: no such folder (give a folder of HR images, e.g. benchmarks/Set5)")
-    files = datasets.list_images(folder)
+    files = list_images(folder)
     if not files:
         raise DataError(f"--val {config.val}: no images in it")
-    return load_val_images(files[: config.val_max_images], config.scale, config.channels, datasets.read_rgb)
+    return load_val_images(files[: config.val_max_images], config.scale, datasets.read_rgb)
 
 
 def _celeba_data(config: TrainConfig) -> RunData:
@@ -323,7 +263,7 @@ def _celeba_data(config: TrainConfig) -> RunData:
     if config.val:
         val = _folder_val(config)
     else:
-        val = load_val_images(held_out[: config.val_max_images], config.scale, config.channels, datasets.celeba_hr)
+        val = load_val_images(held_out[: config.val_max_images], config.scale, datasets.celeba_hr)
     description = {"dataset": "CelebA img_align_celeba", "data_dir": str(folder), "train_images": len(train_files),
                    "held_out_images": len(held_out), "held_out_first": held_out[0].name if held_out else None,
                    "recipe": "centre crop 108, resize to 128 (HR), ×4 MATLAB bicubic to 32 (LR), RGB",
@@ -619,19 +559,17 @@ class _Loop:
                                  "loss": train_loss, "elapsed_s": round(self.state.elapsed, 1)}
         val_psnr = None
         if self.ddp.main and self.data.val:
-            self.model.eval()
-            val_psnr, bicubic = validate(self.shipped, self.data.val, self.device)
+            val_psnr, bicubic = validate(self.shipped, self.data.val)
             entry.update(val_psnr=round(val_psnr, 4), bicubic_psnr=round(bicubic, 4))
             self.state.best_val_psnr = max(val_psnr, self.state.best_val_psnr or -math.inf)
             self._write_samples()
-            self.model.train()
         if self.ddp.main:
             self.state.history.append(entry)
         self._event("validate", loss=train_loss, val_psnr=val_psnr, lr=self.optimizer.param_groups[0]["lr"])
 
     def _write_samples(self) -> None:
         folder = make_folder(self.out / SAMPLES_DIR)
-        sheet = sample_sheet(self.shipped, self.data.val[:3], self.device)
+        sheet = sample_sheet(self.shipped, self.data.val[:3])
         with atomic_write(folder / f"step_{self.state.step:07d}.png") as f:
             sheet.save(f, format="PNG")
 

@@ -16,14 +16,12 @@ from torch import nn
 
 from subpixel_cli.cli import main
 from subpixel_cli.errors import DataError, ModelError
+from subpixel_cli.data import DATA_ENV, degrade, mod_crop
 from subpixel_cli.evaluate import (
-    DATA_ENV,
     EvalResult,
     bicubic_upscale,
-    degrade,
     evaluate_model,
     format_metrics,
-    mod_crop,
     read_hr,
     resolve_dataset,
     super_resolve,

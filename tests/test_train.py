@@ -271,3 +271,15 @@ def test_precision_choice_and_bf16_training_on_cpu(image_folder, tmp_path):
     result = train(_config(image_folder, tmp_path / "bf16", precision="bf16", steps=4))
     assert result.info.training["precision"] == "bfloat16"
     assert all(torch.isfinite(v).all() for v in _weights(tmp_path / "bf16").values() if v.is_floating_point())
+
+
+def test_validation_is_the_evaluation_protocol(image_folder, tmp_path):
+    """Training's validation PSNR is what `subpixel eval` measures for the saved model."""
+    from subpixel_cli.evaluate import evaluate_model
+
+    out = tmp_path / "run"
+    train(_config(image_folder, out, steps=4, precision="fp32"))
+    logged = json.loads((out / STATE_NAME).read_text())["state"]["history"][-1]["val_psnr"]
+    scored = evaluate_model(load_model(str(out)), 2, [image_folder / "val"])
+    assert logged == pytest.approx(scored.datasets[0].psnr, abs=1e-3)
+    assert (out / "samples").is_dir() and len(list((out / "samples").glob("step_*.png"))) >= 1
