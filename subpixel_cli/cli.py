@@ -22,8 +22,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from subpixel_cli import __version__
+from subpixel_cli import choices
 from subpixel_cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, SubpixelError
-from subpixel_cli.runtime import is_out_of_memory, out_of_memory_message
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -67,6 +67,8 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         except BrokenPipeError:
             _stdout_closed()
         except Exception as exc:
+            from subpixel_cli.runtime import is_out_of_memory, out_of_memory_message
+
             if is_out_of_memory(exc):  # MemoryError, or CUDA's, in a command with no retry of its own
                 _exit_with(out_of_memory_message(), EXIT_FAILED, debug)
             lines = str(exc).strip().splitlines()
@@ -104,7 +106,6 @@ def main(debug: bool) -> None:
         os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
 
 
-# --- models / upscale (issue: upscale) --------------------------------------------------------
 
 
 def _load_upscaler(model: str | None, scale: int | None, device: str, precision: str, tile: int | None,
@@ -124,8 +125,8 @@ def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("-x", "--scale", type=click.IntRange(min=2), help="Upscale factor; picks the packaged model for it."),
         click.option("--model", metavar="M", help="Packaged name (see `subpixel models`), model folder, .safetensors file, or hf://owner/repo[@rev]."),
-        click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True),
-        click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto", show_default=True,
+        click.option("--device", type=click.Choice(choices.DEVICES), default="auto", show_default=True),
+        click.option("--precision", type=click.Choice(choices.PRECISIONS), default="auto", show_default=True,
                      help="auto: fp16 on GPUs (fp32 retry if the output is not finite); on CPUs bf16 for 8-bit pictures where the CPU has native bf16 (AVX-512 BF16/AMX), else fp32."),
         click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True, help="Same-size images per forward pass."),
     ]
@@ -140,7 +141,7 @@ def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @model_options
 @click.option("--tile", type=click.IntRange(min=8), help="Tile side in input pixels (default: automatic, from --max-memory).")
 @click.option("--max-memory", type=click.IntRange(min=64), metavar="MIB", help="Memory budget for one forward pass, in MiB (default 1024 on CPU).")
-@click.option("--format", "fmt", type=click.Choice(["png", "jpg", "webp", "tiff"]), help="Output format (default png, or -o FILE's suffix).")
+@click.option("--format", "fmt", type=click.Choice(choices.OUTPUT_FORMATS), help="Output format (default png, or -o FILE's suffix).")
 @click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True, help="JPEG/WebP quality.")
 @click.option("--suffix", help="Appended to output names (default _x<scale>).")
 @click.option("--recursive", "-r", is_flag=True, help="Descend into sub-folders (mirrored under -o).")
@@ -165,7 +166,6 @@ def upscale(inputs: tuple[str, ...], output: Path | None, scale: int | None, mod
       subpixel upscale '*.png' --model hf://owner/espcn-x3
     """
     from subpixel_cli.jobs import OutputPlan, Runner, plan_jobs
-    from subpixel_cli.errors import OutputError
 
     if max_pixels is not None:
         from PIL import Image
@@ -174,14 +174,6 @@ def upscale(inputs: tuple[str, ...], output: Path | None, scale: int | None, mod
     upscaler = _load_upscaler(model, scale, device, precision, tile, batch_size, max_memory)
     plan = OutputPlan(output=output, suffix=suffix if suffix is not None else f"_x{upscaler.scale}", fmt=fmt)
     jobs = plan_jobs(list(inputs), plan, recursive)
-    folders = {job.target.parent for job in jobs}
-    if output is not None and not (len(jobs) == 1 and jobs[0].target == output):
-        folders.add(output)
-    for folder in sorted(folders):
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"{folder}: cannot create the output folder ({exc.strerror or exc})") from None
     show = not quiet
     debug = click.get_current_context().find_root().params.get("debug", False)  # read here: results arrive on other threads
     if show:
@@ -213,11 +205,20 @@ def upscale(inputs: tuple[str, ...], output: Path | None, scale: int | None, mod
     sys.exit(report.return_code)
 
 
-def _progress(enabled: bool) -> "Progress":
+def _progress(enabled: bool, fields: str = "", timing: bool = True, transient: bool = True) -> "Progress":
+    """The one progress display of every command: rich, on stderr, gone when done (``transient``).
+
+    ``fields``: a text column after the count, e.g. ``"{task.fields[rate]}"``; ``timing``: elapsed
+    and remaining time columns.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    return Progress(TextColumn("{task.description:>6}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), console=err_console, disable=not enabled, transient=True)
+    columns: list[Any] = [TextColumn("{task.description:>6}"), BarColumn(), MofNCompleteColumn()]
+    if fields:
+        columns.append(TextColumn(fields))
+    if timing:
+        columns += [TimeElapsedColumn(), TimeRemainingColumn()]
+    return Progress(*columns, console=err_console, disable=not enabled, transient=transient)
 
 
 def _print_summary(report: "Report") -> None:
@@ -266,14 +267,10 @@ def models(as_json: bool) -> None:
     Console().print(table)
 
 
-# --- train / eval (issue: train and eval) ------------------------------------------------------
 
 def _train_progress(total_hint: int) -> tuple["Progress", Callable[[Any], None]]:
     """A rich progress bar on stderr, and the callback that feeds it training events."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    progress = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                        TimeElapsedColumn(), TimeRemainingColumn(), console=err_console, transient=False)
+    progress = _progress(True, "{task.fields[info]}", transient=False)
     task = progress.add_task("train", total=total_hint, info="")
     seen: dict[str, Any] = {"val": None, "t": None, "step": 0, "rate": 0.0}
 
@@ -327,19 +324,19 @@ def _command_line(ctx: click.Context) -> str:
 @click.option("--patches-per-image", type=click.IntRange(min=1), default=16, show_default=True, help="Patches per image per epoch.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True, help="Adam learning rate.")
 @click.option("--min-lr", type=click.FloatRange(min=0), default=1e-5, show_default=True)
-@click.option("--schedule", type=click.Choice(["cosine", "step", "constant"]), default="cosine", show_default=True)
-@click.option("--loss", type=click.Choice(["l1", "mse"]), default="l1", show_default=True)
+@click.option("--schedule", type=click.Choice(choices.SCHEDULES), default="cosine", show_default=True)
+@click.option("--loss", type=click.Choice(choices.LOSSES), default="l1", show_default=True)
 @click.option("--channels", type=click.Choice(["1", "3"]), default=None, help="1 = Y (default), 3 = RGB (default for celebA).")
-@click.option("--degradation", type=click.Choice(["bicubic", "gaussian"]), default="bicubic", show_default=True,
+@click.option("--degradation", type=click.Choice(choices.DEGRADATIONS), default="bicubic", show_default=True,
               help="bicubic: MATLAB imresize (as eval); gaussian: the paper's blur + subsample.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
+@click.option("--device", type=click.Choice(choices.DEVICES), default="auto", show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Data-loading processes.")
 @click.option("--val", metavar="DATASET", help="Folder of HR images for validation PSNR each epoch (celebA: held-out faces).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Run folder (default runs/<dataset>-x<scale>).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=500, show_default=True, help="Steps between checkpoints.")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+@click.option("--precision", type=click.Choice(choices.TRAIN_PRECISIONS), default="auto", show_default=True,
               help="auto: bf16 autocast on CPUs with bf16 arithmetic (AVX-512 BF16/AMX), fp16 AMP on CUDA, else fp32.")
 @click.option("--scale-aug", type=click.FloatRange(0.2, 1.0), default=1.0, show_default=True, metavar="MIN",
               help="Scale augmentation (folder datasets): keep copies of each image shrunk by random factors in [MIN, 1] (JPEGs ≤ 0.9).")
@@ -451,12 +448,9 @@ def _eval_progress() -> Any:
     ``(dataset, done, total)`` callback that :func:`evaluate_model` takes."""
     import contextlib
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
     @contextlib.contextmanager
     def bar() -> Any:
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err_console,
-                      transient=True, disable=not err_console.is_terminal) as progress:
+        with _progress(err_console.is_terminal, timing=False) as progress:
             tasks: dict[str, Any] = {}
 
             def update(dataset: str, done: int, total: int) -> None:
@@ -502,7 +496,6 @@ def _print_eval_tables(result: Any) -> None:
         console.print(summary)
 
 
-# --- video (issue: video) ----------------------------------------------------------------------
 
 
 @main.command(epilog=EXIT_CODES_HELP)
@@ -549,7 +542,7 @@ def video(source: Path, output: Path | None, scale: int | None, model: str | Non
     upscaler = _load_upscaler(model, scale, device, precision, None, batch_size, None)
     target = frames_dir or output or default_output(source, upscaler.scale)
     show = not quiet
-    with _video_progress(show) as progress:
+    with _progress(show, "{task.fields[rate]}") as progress:
         task = progress.add_task("frames", total=None, rate="")
         started = time.perf_counter()
 
@@ -570,16 +563,6 @@ def video(source: Path, output: Path | None, scale: int | None, model: str | Non
                           f"({result.speed:.1f} frames/s)", soft_wrap=True)
     if not result.complete:
         sys.exit(EXIT_FAILED)  # the input was truncated: what it held was upscaled, the rest is missing
-
-
-def _video_progress(enabled: bool) -> "Progress":
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("{task.description:>6}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                    console=err_console, disable=not enabled, transient=True)
-
-# --- bench (issue: speed) ----------------------------------------------------------------------
 
 
 def _parse_size(text: str | None) -> tuple[int, int] | None:

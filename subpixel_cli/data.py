@@ -29,12 +29,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from subpixel_cli.choices import DEGRADATIONS
 from subpixel_cli.color import rgb_to_y
 from subpixel_cli.errors import DataError, InputError
 from subpixel_cli.images import IMAGE_SUFFIXES, list_images, read_rgb8
 from subpixel_cli.resize import imresize
 
-DEGRADATIONS = ("bicubic", "gaussian")
 DATA_ENV = "SUBPIXEL_DATA"
 CELEBA_FOLDER = "img_align_celeba"
 CELEBA_CROP, CELEBA_HR = 108, 128

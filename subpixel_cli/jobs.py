@@ -22,7 +22,7 @@ import numpy as np
 from subpixel_cli.errors import EXIT_FAILED, EXIT_OK, SubpixelError, UsageError
 from subpixel_cli.images import (
     FORMATS,
-    IMAGE_SUFFIXES,
+    is_image_name,
     Picture,
     PngWriter,
     check_output_size,
@@ -30,7 +30,7 @@ from subpixel_cli.images import (
     read_image,
     write_image,
 )
-from subpixel_cli.files import atomic_write, remove_stale_temporaries
+from subpixel_cli.files import atomic_write, make_folder, remove_stale_temporaries
 from subpixel_cli.runtime import is_out_of_memory, out_of_memory_message
 from subpixel_cli.upscale import Progress, Upscaler
 
@@ -94,10 +94,6 @@ class OutputPlan:
     fmt: str | None = None  # png | jpg | webp | tiff; None: from -o FILE's suffix, else png
 
 
-def _is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES
-
-
 def expand_inputs(inputs: Iterable[str], recursive: bool, suffix: str) -> Iterator[tuple[Path, Path | None]]:
     """Yield ``(file, root)`` for every input: files as given, folders' images (``root`` is the
     folder, for mirroring), and glob matches. Files that already carry ``suffix`` inside a folder
@@ -110,7 +106,7 @@ def expand_inputs(inputs: Iterable[str], recursive: bool, suffix: str) -> Iterat
         path = Path(item)
         if path.is_dir():
             pattern = "**/*" if recursive else "*"
-            found = sorted(p for p in path.glob(pattern) if p.is_file() and _is_image(p))
+            found = sorted(p for p in path.glob(pattern) if p.is_file() and is_image_name(p))
             yield from ((p, path) for p in found if not ours(p))
         elif not path.exists() and _GLOB_CHARS & set(item):
             matches = sorted(Path(p) for p in glob.glob(item, recursive=recursive))
@@ -120,8 +116,19 @@ def expand_inputs(inputs: Iterable[str], recursive: bool, suffix: str) -> Iterat
 
 
 def plan_jobs(inputs: list[str], plan: OutputPlan, recursive: bool = False) -> list[Job]:
-    """Pair every input file with its output path. Raises :class:`UsageError` when nothing
-    matches or ``-o FILE`` is given for several inputs."""
+    """Pair every input file with its output path and create the output folders (``-o DIR`` and
+    the sub-folders it mirrors). Raises :class:`UsageError` when nothing matches or ``-o FILE`` is
+    given for several inputs, :class:`OutputError` when a folder cannot be created."""
+    jobs = _pair(inputs, plan, recursive)
+    folders = {job.target.parent for job in jobs}
+    if plan.output is not None and not (len(jobs) == 1 and jobs[0].target == plan.output):
+        folders.add(plan.output)
+    for folder in sorted(folders):
+        make_folder(folder)
+    return jobs
+
+
+def _pair(inputs: list[str], plan: OutputPlan, recursive: bool) -> list[Job]:
     found = list(expand_inputs(inputs, recursive, plan.suffix))
     if not found:
         raise UsageError(f"no images found in {', '.join(inputs)}")

@@ -12,11 +12,11 @@ from typing import Any
 
 import torch
 
+from subpixel_cli.choices import DEVICES
+from subpixel_cli.choices import PRECISIONS as PRECISION_NAMES
 from subpixel_cli.errors import UsageError
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-PRECISION_CHOICES = ("auto", *PRECISIONS)
 
 
 # --- device and precision ---------------------------------------------------------------------
@@ -58,7 +58,7 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
             return torch.float16
         return torch.bfloat16 if device.type == "cpu" and fast_bf16() else torch.float32
     if name not in PRECISIONS:
-        raise UsageError(f"unknown precision {name!r} (use {', '.join(PRECISION_CHOICES)})")
+        raise UsageError(f"unknown precision {name!r} (use {', '.join(PRECISION_NAMES)})")
     return PRECISIONS[name]
 
 

@@ -42,6 +42,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from subpixel_cli import data as datasets
+from subpixel_cli.choices import SCHEDULES, TRAIN_PRECISIONS
 from subpixel_cli.errors import DataError, UsageError
 from subpixel_cli.files import atomic_path, atomic_write, make_folder, write_text
 from subpixel_cli.hub import ModelInfo, save_model
@@ -53,9 +54,7 @@ from subpixel_cli.runtime import fast_bf16, resolve_device
 CHECKPOINT_NAME = "checkpoint.safetensors"
 STATE_NAME = "trainer_state.json"
 SAMPLES_DIR = "samples"
-LOSSES = {"l1": nn.L1Loss, "mse": nn.MSELoss}
-SCHEDULES = ("cosine", "step", "constant")
-TRAIN_PRECISIONS = ("auto", "fp32", "bf16")
+LOSSES = {"l1": nn.L1Loss, "mse": nn.MSELoss}  # by the names in choices.LOSSES
 CELEBA = "celeba"
 CELEBA_LICENSE = "CelebA: non-commercial research and educational use only"
 CELEBA_RUN_NOTE = (

@@ -383,7 +383,7 @@ def test_an_output_folder_that_cannot_be_made(tmp_path, model_folder):
     save(tmp_path / "a.png")
     (tmp_path / "file").write_text("a file, not a folder")
     result = cli("upscale", tmp_path / "a.png", "-o", tmp_path / "file" / "out", "--model", model_folder(2, 1))
-    assert result.exit_code == 1 and "cannot create the output folder" in result.stderr
+    assert result.exit_code == 1 and "cannot create the folder" in result.stderr
     assert_clean_failure(result.stderr)
 
 
