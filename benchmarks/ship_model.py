@@ -26,7 +26,7 @@ DATASETS = ("Set5", "Set14", "BSD100")
 def main() -> None:
     from subpixel_cli.evaluate import evaluate_model, format_metrics
     from subpixel_cli.hub import load_folder, save_model
-    from subpixel_cli.train import model_card
+    from subpixel_cli.hub import model_card
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="a training run folder (a model folder)")

@@ -117,6 +117,38 @@ def save_model(folder: str | Path, model: ESPCN, info: ModelInfo, card: str | No
     return folder
 
 
+def model_card(info: ModelInfo, notes: str = "") -> str:
+    """A Hugging Face model card (YAML front matter + markdown) from a model's metadata."""
+    c = info.config
+    lines = ["---", "library_name: subpixel", "tags:", "- super-resolution", "- espcn",
+             f"license: {'other' if 'CelebA' in info.license else 'mit'}", "---", "",
+             f"# {info.name}", "", info.description, "",
+             f"ESPCN (Shi et al. 2016, arXiv:1609.05158): ×{c.scale}, {c.channels} channel(s) "
+             f"({info.color_space}), features {list(c.features)}, kernels {list(c.kernel_sizes)}, {c.activation}.",
+             "", f"Licence: {info.license}", ""]
+    if notes:
+        lines += [notes.strip(), ""]
+    if info.metrics:
+        lines += ["## Evaluation", "", "Y-PSNR (dB) / SSIM, MATLAB bicubic LR, `scale` border pixels shaved.", "",
+                  "| data | scale | PSNR | SSIM | bicubic PSNR | bicubic SSIM |", "| --- | --- | --- | --- | --- | --- |"]
+        for name, m in info.metrics.items():
+            if isinstance(m, dict):
+                lines.append(f"| {m.get('dataset') or name} | ×{m.get('scale', c.scale)} | {_fmt(m.get('psnr'))} | "
+                             f"{_fmt(m.get('ssim'), 4)} | {_fmt(m.get('bicubic_psnr'))} | {_fmt(m.get('bicubic_ssim'), 4)} |")
+        lines.append("")
+    if info.training:
+        lines += ["## Training", ""]
+        lines += [f"- **{k}**: `{v}`" if k == "command" else f"- **{k}**: {v}" for k, v in info.training.items()
+                  if v not in (None, "")]
+        lines.append("")
+    lines += ["## Use", "", "```", f"subpixel upscale photo.png --model {info.name}", "```", ""]
+    return "\n".join(lines)
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    return "–" if value is None else f"{float(value):.{digits}f}"
+
+
 def _infer_config(tensors: dict[str, torch.Tensor], source: str) -> ESPCNConfig:
     """Rebuild a config from tensor shapes when a bare ``.safetensors`` file has none."""
     try:
