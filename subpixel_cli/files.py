@@ -112,27 +112,12 @@ def atomic_path(target: Path, force: bool = True) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_write(target: Path, force: bool = True) -> Iterator[BinaryIO]:
-    """A binary file that becomes ``target`` when the block ends without error: written under a
-    temporary name, synced, then renamed over the target."""
-    target = Path(target)
-    check_writable(target, force)
-    tmp = temporary_path(target)
-    try:
+    """A binary file that becomes ``target`` when the block ends without error (see
+    :func:`atomic_path`)."""
+    with atomic_path(target, force) as tmp:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    except OSError as exc:
-        raise OutputError(f"{target}: cannot write ({_reason(exc)})") from None
-    try:
         with os.fdopen(fd, "wb") as f:
             yield f
-            f.flush()
-            os.fsync(f.fileno())
-        move_into_place(tmp, target)
-    except OSError as exc:
-        remove(tmp)
-        raise OutputError(f"{target}: cannot write ({_reason(exc)})") from None
-    except BaseException:
-        remove(tmp)
-        raise
 
 
 def write_bytes(target: Path, data: bytes, force: bool = True) -> None:
