@@ -330,7 +330,8 @@ def _command_line(ctx: click.Context) -> str:
 @click.option("--degradation", type=click.Choice(choices.DEGRADATIONS), default="bicubic", show_default=True,
               help="bicubic: MATLAB imresize (as eval); gaussian: the paper's blur + subsample.")
 @click.option("--device", type=click.Choice(choices.DEVICES), default="auto", show_default=True)
-@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Data-loading processes.")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Processes that load the images and cut patches.")
+@click.option("--device-data/--no-device-data", default=None, help="Cut patches on the device from images held there (default: on CUDA).")
 @click.option("--val", metavar="DATASET", help="Folder of HR images for validation PSNR each epoch (celebA: held-out faces).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Run folder (default runs/<dataset>-x<scale>).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
@@ -351,7 +352,8 @@ def _command_line(ctx: click.Context) -> str:
 @handle_errors
 def train(dataset: str, data_dir: str | None, scale: int | None, steps: int | None, epochs: int | None, batch_size: int,
           patch_size: int, patches_per_image: int, lr: float, min_lr: float, schedule: str, loss: str,
-          channels: str | None, degradation: str, device: str, workers: int, val: str | None, out: Path | None,
+          channels: str | None, degradation: str, device: str, workers: int, device_data: bool | None,
+          val: str | None, out: Path | None,
           resume: bool, seed: int, checkpoint_every: int, precision: str, scale_aug: float, scale_versions: int,
           ema: float | None, val_holdout: int, init_from: str | None, name: str | None, quiet: bool) -> None:
     """Train an ESPCN model; the run folder (--out) is a model folder usable as --model.
@@ -375,7 +377,8 @@ def train(dataset: str, data_dir: str | None, scale: int | None, steps: int | No
     config = TrainConfig(dataset=dataset, scale=scale, out=str(out), data_dir=data_dir, steps=steps, epochs=epochs,
                          batch_size=batch_size, patch_size=patch_size, patches_per_image=patches_per_image, lr=lr,
                          min_lr=min_lr, schedule=schedule, loss=loss, channels=int(channels) if channels else None,
-                         degradation=degradation, device=device, workers=workers, val=val, resume=resume, seed=seed,
+                         degradation=degradation, device=device, workers=workers, device_data=device_data, val=val,
+                         resume=resume, seed=seed,
                          checkpoint_every=checkpoint_every, precision=precision, scale_aug=scale_aug,
                          scale_versions=scale_versions, ema=ema, val_holdout=val_holdout, init_from=init_from, name=name,
                          command=_command_line(click.get_current_context()))

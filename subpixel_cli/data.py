@@ -18,6 +18,8 @@ resumed, and workers need no per-epoch state.
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -99,14 +101,6 @@ def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
     return np.ascontiguousarray(out.transpose(2, 0, 1))
 
 
-def augment(lr: np.ndarray, hr: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """The same random flip and 90° rotation of a ``C×h×w`` LR/HR pair (views, not copies)."""
-    k, flip = int(rng.integers(4)), bool(rng.integers(2))
-    if flip:
-        lr, hr = lr[:, :, ::-1], hr[:, :, ::-1]
-    return np.rot90(lr, k, axes=(1, 2)), np.rot90(hr, k, axes=(1, 2))
-
-
 @dataclass(frozen=True)
 class Pair:
     """One training image: its LR and HR as float32 ``C×H×W`` in [0, 1]."""
@@ -152,6 +146,15 @@ def _item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch, index])
 
 
+def _load_versions(job: tuple[Path, int, int, int, int, str, int, float]) -> list[Pair]:
+    """One training image's versions (a top-level function, for worker processes)."""
+    path, i, seed, scale, channels, degradation, versions, smallest = job
+    image = read_rgb(path)
+    factors = [1.0] if versions == 1 and smallest >= 1.0 else shrink_factors(
+        path, versions, smallest, np.random.default_rng([seed, i, 7919]))
+    return [make_pair(path, scale, channels, degradation, f, image=image) for f in factors]
+
+
 class PatchDataset(Dataset):
     """Random aligned patches of a folder of images, held in memory with their LR.
 
@@ -178,19 +181,18 @@ class PatchDataset(Dataset):
 
     @classmethod
     def from_files(cls, files: Sequence[Path], scale: int, channels: int, patch_size: int,
-                   degradation: str = "bicubic", versions: int = 1, smallest: float = 1.0,
+                   degradation: str = "bicubic", versions: int = 1, smallest: float = 1.0, workers: int = 0,
                    **kwargs: Any) -> "PatchDataset":
         """Load ``files``, each as ``versions`` shrunk copies (:func:`shrink_factors`; one
-        unshrunk copy when ``versions`` is 1 and ``smallest`` is 1), as a :class:`PatchDataset`."""
+        unshrunk copy when ``versions`` is 1 and ``smallest`` is 1), as a :class:`PatchDataset`;
+        ``workers`` processes share the loading."""
         seed = int(kwargs.get("seed", 0))
-        pools = []
-        for i, path in enumerate(files):
-            image = read_rgb(path)
-            if versions == 1 and smallest >= 1.0:
-                factors = [1.0]
-            else:
-                factors = shrink_factors(path, versions, smallest, np.random.default_rng([seed, i, 7919]))
-            pools.append([make_pair(path, scale, channels, degradation, f, image=image) for f in factors])
+        jobs = [(path, i, seed, scale, channels, degradation, versions, smallest) for i, path in enumerate(files)]
+        if workers > 0 and len(jobs) > 1:
+            with concurrent.futures.ProcessPoolExecutor(workers) as pool:
+                pools = list(pool.map(_load_versions, jobs, chunksize=4))
+        else:
+            pools = [_load_versions(job) for job in jobs]
         return cls(pools, scale, patch_size, **kwargs)
 
     @classmethod
@@ -202,17 +204,37 @@ class PatchDataset(Dataset):
     def __len__(self) -> int:
         return len(self.images) * self.patches_per_image
 
-    def _cut(self, key: int) -> tuple[np.ndarray, np.ndarray]:
+    def draw(self, key: int) -> tuple[int, int, int, int, bool]:
+        """Where item ``key`` comes from: ``(version, y, x, quarter_turns, flip)``, ``version`` an
+        index into :attr:`versions`, all drawn from ``(seed, epoch, index)``."""
         epoch, index = divmod(int(key), len(self))
-        pool = self.images[index % len(self.images)]
+        image = index % len(self.images)
+        pool = self.images[image]
         rng = _item_rng(self.seed, epoch, index)
-        pair = pool[int(rng.integers(len(pool)))] if len(pool) > 1 else pool[0]
-        p, s = self.patch_size, self.scale
-        y = int(rng.integers(pair.lr.shape[1] - p + 1))
-        x = int(rng.integers(pair.lr.shape[2] - p + 1))
+        version = int(rng.integers(len(pool))) if len(pool) > 1 else 0
+        pair = pool[version]
+        y = int(rng.integers(pair.lr.shape[1] - self.patch_size + 1))
+        x = int(rng.integers(pair.lr.shape[2] - self.patch_size + 1))
+        k, flip = (int(rng.integers(4)), bool(rng.integers(2))) if self.augment else (0, False)
+        return self._first[image] + version, y, x, k, flip
+
+    @functools.cached_property
+    def versions(self) -> list[Pair]:
+        """Every version of every image, in order (what :meth:`draw` indexes)."""
+        return [v for pool in self.images for v in pool]
+
+    @functools.cached_property
+    def _first(self) -> list[int]:
+        return list(np.cumsum([0] + [len(pool) for pool in self.images[:-1]]))
+
+    def _cut(self, key: int) -> tuple[np.ndarray, np.ndarray]:
+        version, y, x, k, flip = self.draw(key)
+        pair, p, s = self.versions[version], self.patch_size, self.scale
         lr = pair.lr[:, y : y + p, x : x + p]
         hr = pair.hr[:, y * s : (y + p) * s, x * s : (x + p) * s]
-        return augment(lr, hr, rng) if self.augment else (lr, hr)
+        if flip:
+            lr, hr = lr[:, :, ::-1], hr[:, :, ::-1]
+        return np.rot90(lr, k, axes=(1, 2)), np.rot90(hr, k, axes=(1, 2))
 
     def __getitem__(self, key: int) -> tuple[torch.Tensor, torch.Tensor]:
         lr, hr = self._cut(key)
@@ -223,6 +245,54 @@ class PatchDataset(Dataset):
         DataLoader passes this to :func:`collate_batch`)."""
         cuts = [self._cut(k) for k in keys]
         return torch.from_numpy(np.stack([c[0] for c in cuts])), torch.from_numpy(np.stack([c[1] for c in cuts]))
+
+
+class DevicePatches:
+    """A :class:`PatchDataset` held on a device (a GPU): every version of every image packed into
+    one flat tensor, and a batch cut with one gather for LR and one for HR. The patches (their
+    positions, rotations and flips, from :meth:`PatchDataset.draw`) are the dataset's own, so a
+    run gives the same batches on the GPU as through the DataLoader, and resumes the same way."""
+
+    def __init__(self, dataset: PatchDataset, device: torch.device) -> None:
+        self.dataset, self.device = dataset, device
+        self.lr, self.lr_index = self._pack([v.lr for v in dataset.versions])
+        self.hr, self.hr_index = self._pack([v.hr for v in dataset.versions])
+
+    def _pack(self, planes: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One flat tensor, and per version: its offset, height and width."""
+        sizes = [a.size for a in planes]
+        offsets = np.cumsum([0] + sizes[:-1])
+        flat = torch.from_numpy(np.concatenate([a.ravel() for a in planes])).to(self.device)
+        index = torch.tensor([[o, a.shape[1], a.shape[2]] for o, a in zip(offsets, planes)], dtype=torch.int64)
+        return flat, index.to(self.device)
+
+    def batch(self, keys: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """LR and HR patches ``N×C×p×p`` and ``N×C×sp×sp`` for ``keys``, on the device."""
+        draws = torch.tensor([self.dataset.draw(k) for k in keys], dtype=torch.int64, device=self.device)
+        p, s = self.dataset.patch_size, self.dataset.scale
+        return (self._gather(self.lr, self.lr_index, draws, p, 1),
+                self._gather(self.hr, self.hr_index, draws, p * s, s))
+
+    def _gather(self, flat: torch.Tensor, index: torch.Tensor, draws: torch.Tensor, side: int,
+                scale: int) -> torch.Tensor:
+        version, y, x, k, flip = draws.unbind(1)
+        offset, height, width = index[version].unbind(1)
+        channels = self.dataset.versions[0].lr.shape[0]
+        i = torch.arange(side, device=flat.device).view(1, side, 1).expand(len(draws), side, side)
+        j = torch.arange(side, device=flat.device).view(1, 1, side).expand(len(draws), side, side)
+        last = side - 1
+        kk, ff = k.view(-1, 1, 1), flip.view(-1, 1, 1).bool()
+        # np.rot90(a, k)[i, j] is a[j, last - i] for k = 1, a[last - i, last - j] for k = 2 and
+        # a[last - j, i] for k = 3; the flip (a[:, ::-1]) comes before the turn.
+        ai = torch.where(kk == 0, i, torch.where(kk == 1, j, torch.where(kk == 2, last - i, last - j)))
+        aj = torch.where(kk == 0, j, torch.where(kk == 1, last - i, torch.where(kk == 2, last - j, i)))
+        aj = torch.where(ff, last - aj, aj)
+        rows = (y * scale).view(-1, 1, 1) + ai
+        cols = (x * scale).view(-1, 1, 1) + aj
+        plane = (height * width).view(-1, 1, 1, 1)
+        c = torch.arange(channels, device=flat.device).view(1, -1, 1, 1)
+        at = offset.view(-1, 1, 1, 1) + c * plane + (rows * width.view(-1, 1, 1)).unsqueeze(1) + cols.unsqueeze(1)
+        return flat[at]
 
 
 def collate_batch(batch: Any) -> Any:

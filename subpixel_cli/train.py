@@ -26,7 +26,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -96,6 +96,7 @@ class TrainConfig:
     scale_versions: int = 4  # shrunk copies of each image kept in memory when scale_aug < 1
     ema: float | None = None  # decay of an exponential moving average of the weights (what is saved)
     val_holdout: int = 0  # folder datasets: training images held back (spread evenly) for validation
+    device_data: bool | None = None  # patches cut on the device (default: on CUDA, for folder datasets)
     init_from: str | None = None  # a model spec whose layers start this run: conv1/conv2 (FSRCNN-style
     # transfer from another scale), all three when scale and channels match (fine-tuning)
     name: str | None = None
@@ -223,7 +224,7 @@ def build_data(config: TrainConfig) -> RunData:
     versions = config.scale_versions if config.scale_aug < 1 else 1
     train = datasets.PatchDataset.from_files(
         files, config.scale, config.channels, config.patch_size, config.degradation, versions=versions,
-        smallest=config.scale_aug, patches_per_image=config.patches_per_image, seed=config.seed)
+        smallest=config.scale_aug, workers=config.workers, patches_per_image=config.patches_per_image, seed=config.seed)
     if config.val:
         val = _folder_val(config)
         val_name = config.val
@@ -470,6 +471,9 @@ class _Loop:
             self.scaler.load_state_dict(state.scaler)
         self.loss_fn = LOSSES[config.loss]()
         self.whole_images = not isinstance(run_data.train, datasets.PatchDataset)
+        on_device = config.device_data if config.device_data is not None else device.type == "cuda"
+        self.on_device = (datasets.DevicePatches(run_data.train, device)
+                          if on_device and not self.whole_images else None)
         radius = model.config.receptive_radius
         if not self.whole_images and config.patch_size <= 2 * radius:
             raise UsageError(f"--patch-size must be more than {2 * radius} (twice the network's receptive radius): "
@@ -495,14 +499,23 @@ class _Loop:
                 self._checkpoint()
             raise
 
+    def _batches(self, loader: DataLoader | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The rest of this epoch's batches: from the DataLoader, or cut on the device."""
+        if self.on_device is None:
+            yield from loader
+            return
+        keys, size = list(self.sampler), self.config.batch_size
+        for start in range(0, len(keys) - size + 1, size):
+            yield self.on_device.batch(keys[start : start + size])
+
     def _run(self, stop: Callable[[int], bool] | None) -> TrainResult:
-        loader = _loader(self.data.train, self.sampler, self.config, self.device)
+        loader = None if self.on_device else _loader(self.data.train, self.sampler, self.config, self.device)
         losses: list[float] = []
         started = time.perf_counter() - self.state.elapsed
         while self.state.step < self.total:
             epoch, offset = divmod(self.state.step, self.steps_per_epoch)
             self.sampler.set_epoch(epoch, skip=offset * self.config.batch_size)
-            for lr_batch, hr_batch in loader:
+            for lr_batch, hr_batch in self._batches(loader):
                 losses.append(self._step(lr_batch, hr_batch))
                 self.state.elapsed = time.perf_counter() - started
                 step = self.state.step

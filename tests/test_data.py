@@ -230,3 +230,29 @@ def test_spread_holdout_takes_evenly_spaced_files_and_keeps_the_rest():
     assert data.split_spread(files, 0) == (files, [])
     with pytest.raises(DataError):
         data.split_spread(files, 30)
+
+
+def test_device_patches_cut_the_same_batches_as_the_dataset(tmp_path):
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"p{i}.png")
+        Image.fromarray(random_image(70 + 6 * i, 64, seed=i)).save(paths[-1])
+    for channels in (1, 3):
+        ds = data.PatchDataset.from_files(paths, 2, channels, patch_size=10, versions=2, smallest=0.6,
+                                          patches_per_image=8, seed=3)
+        on_device = data.DevicePatches(ds, torch.device("cpu"))
+        keys = list(range(0, 150, 2))
+        assert {ds.draw(k)[3:] for k in keys} == {(k, f) for k in range(4) for f in (False, True)}  # all 8 turns
+        lr, hr = on_device.batch(keys)
+        want_lr, want_hr = ds.__getitems__(keys)
+        assert torch.equal(lr, want_lr) and torch.equal(hr, want_hr)
+
+
+def test_loading_in_worker_processes_gives_the_same_pools(tmp_path):
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"w{i}.png")
+        Image.fromarray(random_image(40, 44, seed=i)).save(paths[-1])
+    one = data.PatchDataset.from_files(paths, 2, 1, patch_size=8, versions=2, smallest=0.7, seed=4)
+    two = data.PatchDataset.from_files(paths, 2, 1, patch_size=8, versions=2, smallest=0.7, seed=4, workers=2)
+    assert all(np.array_equal(a.hr, b.hr) and np.array_equal(a.lr, b.lr) for a, b in zip(one.versions, two.versions))

@@ -283,3 +283,12 @@ def test_validation_is_the_evaluation_protocol(image_folder, tmp_path):
     scored = evaluate_model(load_model(str(out)), 2, [image_folder / "val"])
     assert logged == pytest.approx(scored.datasets[0].psnr, abs=1e-3)
     assert (out / "samples").is_dir() and len(list((out / "samples").glob("step_*.png"))) >= 1
+
+
+def test_patches_cut_on_the_device_train_as_the_dataloader_does(image_folder, tmp_path):
+    """--device-data (the GPU recipe's data path, here on the CPU) gives the same run."""
+    a, b = tmp_path / "loader", tmp_path / "device"
+    train(_config(image_folder, a, steps=5, precision="fp32", device_data=False))
+    train(_config(image_folder, b, steps=5, precision="fp32", device_data=True))
+    wa, wb = _weights(a), _weights(b)
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa if k.startswith("model."))
