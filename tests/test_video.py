@@ -28,7 +28,7 @@ from subpixel_cli.cli import main
 from subpixel_cli.errors import InputError, UsageError
 from subpixel_cli.hub import ModelInfo, save_model
 from subpixel_cli.model import ESPCN, ESPCNConfig
-from subpixel_cli.video import VideoOptions, _FileReader, parse_rate, parse_time, upscale_video
+from subpixel_cli.video import FileReader, VideoOptions, parse_rate, parse_time, upscale_video
 
 W, H, FPS, SECONDS, RATE = 64, 48, 30, 2, 44100
 
@@ -248,7 +248,7 @@ def test_colour_range_and_matrix_round_trip(tmp_path: Path, matrix: str | None, 
     colour = (200, 60, 30)
     src = make_video(tmp_path / "flat.mp4", n_frames=3, colour=colour, matrix=matrix, full_range=full_range,
                      audio_seconds=None)
-    reader = _FileReader(src, VideoOptions())
+    reader = FileReader(src, VideoOptions())
     with reader:
         first = next(iter(reader.items(threading.Event()))).rgb
     assert np.abs(first.reshape(-1, 3).mean(0) - colour).max() < 3  # decoded with the file's own tags
