@@ -272,8 +272,10 @@ def test_colour_range_and_matrix_round_trip(tmp_path: Path, matrix: str | None, 
 
 def test_frames_dir_writes_numbered_pngs(tmp_path: Path, clip: Path, model_dir: str) -> None:
     frames = tmp_path / "frames"
-    result = run_cli(str(clip), "--frames-dir", str(frames), "--model", model_dir, "--quiet")
+    result = run_cli(str(clip), "--frames-dir", str(frames), "--model", model_dir, "--quiet", "--json")
     assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert (record["codec"], record["pix_fmt"], record["frames"]) == ("png", "rgb24", FPS * SECONDS)
     names = sorted(p.name for p in frames.iterdir())
     assert len(names) == FPS * SECONDS and names[0] == "frame_000001.png"
     assert cv2.imread(str(frames / names[-1])).shape == (2 * H, 2 * W, 3)

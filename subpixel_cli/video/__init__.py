@@ -37,11 +37,11 @@ from subpixel_cli.video.encoders import CODECS, CRF_DEFAULTS, PRESETS
 from subpixel_cli.video.options import VideoOptions, check_output, default_output, parse_rate, parse_time
 from subpixel_cli.video.pipeline import FrameUpscaler, Pipeline, Progress
 from subpixel_cli.video.reading import FileReader, Frame, open_reader
-from subpixel_cli.video.writing import FolderWriter, VideoWriter, Writer
+from subpixel_cli.video.writing import FolderWriter, VideoWriter, Writer, WriterStats
 
 __all__ = [
     "CODECS", "CRF_DEFAULTS", "PRESETS", "FileReader", "Frame", "FrameUpscaler", "Progress", "VideoOptions",
-    "VideoResult", "check_output", "default_output", "parse_rate", "parse_time", "upscale_video",
+    "VideoResult", "WriterStats", "check_output", "default_output", "parse_rate", "parse_time", "upscale_video",
 ]
 
 
@@ -114,11 +114,12 @@ def upscale_video(
         if writer.frames == 0:
             span = " between --start and --end" if options.start is not None or options.end is not None else ""
             raise InputError(f"{source}: no video frames decoded{span}")
-        writer.finish()
-    result = VideoResult(
-        input=str(source), output=str(target), frames=writer.frames, frame_rate=float(reader.rate),
+        stats = writer.finish()
+    return VideoResult(
+        input=str(source), output=str(target), frames=stats.frames, frame_rate=float(reader.rate),
         size=size, input_size=(reader.width, reader.height), scale=upscaler.scale,
-        seconds=time.perf_counter() - started, notes=reader.notes + writer.notes, complete=not reader.truncated,
+        seconds=time.perf_counter() - started, codec=stats.codec, pix_fmt=stats.pix_fmt,
+        audio_streams_copied=stats.audio_streams_copied, audio_streams_reencoded=stats.audio_streams_reencoded,
+        subtitle_streams_copied=stats.subtitle_streams_copied, streams_dropped=stats.streams_dropped,
+        notes=reader.notes + stats.notes, complete=not reader.truncated,
     )
-    writer.describe(result)
-    return result

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import av
 import cv2
@@ -18,16 +19,27 @@ from subpixel_cli.video.encoders import audio_rate, format_for, pick_encoder, pi
 from subpixel_cli.video.options import VideoOptions
 from subpixel_cli.video.reading import Reader, ffmpeg_reason
 
-if TYPE_CHECKING:
-    from subpixel_cli.video import VideoResult
-
 FRAME_PATTERN = "frame_{:06d}.png"  # names written by frames_dir output, numbered from 1
+
+
+@dataclass(frozen=True)
+class WriterStats:
+    """What a writer put into its finished output."""
+
+    codec: str
+    pix_fmt: str
+    frames: int
+    audio_streams_copied: int = 0
+    audio_streams_reencoded: int = 0
+    subtitle_streams_copied: int = 0
+    streams_dropped: int = 0
+    notes: list[str] = field(default_factory=list)  # choices that differ from what was asked, streams left out
 
 
 class Writer:
     """Takes upscaled frames and passed-through packets on the writer thread."""
 
-    frames: int = 0
+    frames: int = 0  # written so far (read by the main thread for progress)
     notes: list[str]
 
     def write(self, frames: np.ndarray, pts: list[int], packets: list[Any]) -> None:
@@ -36,12 +48,9 @@ class Writer:
     def flush(self) -> None:
         """End of input (writer thread): drain the encoders."""
 
-    def finish(self) -> None:
-        """Close and move the complete output into place (main thread)."""
+    def finish(self) -> WriterStats:
+        """Close and move the complete output into place (main thread); what was written."""
         raise NotImplementedError
-
-    def describe(self, result: VideoResult) -> None:
-        pass
 
     def __enter__(self) -> "Writer":
         return self
@@ -145,17 +154,15 @@ class VideoWriter(Writer):
             if kind == "encode":
                 self.container.mux(out.encode(None))
 
-    def finish(self) -> None:
+    def finish(self) -> WriterStats:
         try:
             self.container.close()
         except av.error.FFmpegError as exc:
             raise OutputError(f"{self.target}: cannot finish writing ({ffmpeg_reason(exc)})") from None
         move_into_place(self.tmp, self.target)
-
-    def describe(self, result: VideoResult) -> None:
-        result.codec, result.pix_fmt = self.stream.codec_context.name, self.stream.pix_fmt
-        result.audio_streams_copied, result.audio_streams_reencoded = self.audio_copied, self.audio_reencoded
-        result.subtitle_streams_copied, result.streams_dropped = self.subs_copied, self.dropped
+        return WriterStats(self.stream.codec_context.name, self.stream.pix_fmt, self.frames,
+                           audio_streams_copied=self.audio_copied, audio_streams_reencoded=self.audio_reencoded,
+                           subtitle_streams_copied=self.subs_copied, streams_dropped=self.dropped, notes=list(self.notes))
 
     def _discard(self) -> None:
         with contextlib.suppress(Exception):
@@ -187,16 +194,14 @@ class FolderWriter(Writer):
             except OSError as exc:
                 raise OutputError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
-    def finish(self) -> None:
+    def finish(self) -> WriterStats:
         if not self.target.exists():
             move_into_place(self.tmp, self.target)
-            return
-        for path in sorted(self.tmp.iterdir()):  # --force into an existing folder: same names are replaced
-            move_into_place(path, self.target / path.name)
-        self.tmp.rmdir()
-
-    def describe(self, result: VideoResult) -> None:
-        result.codec, result.pix_fmt = "png", "rgb24"
+        else:
+            for path in sorted(self.tmp.iterdir()):  # --force into an existing folder: same names are replaced
+                move_into_place(path, self.target / path.name)
+            self.tmp.rmdir()
+        return WriterStats("png", "rgb24", self.frames, notes=list(self.notes))
 
     def __exit__(self, *exc: object) -> None:
         if self.tmp.exists():
