@@ -299,6 +299,28 @@ def test_folder_of_frames_becomes_a_video(tmp_path: Path, model_dir: str) -> Non
     assert greys == sorted(greys)
 
 
+def test_folder_frames_of_any_kind_are_read_as_8bit_rgb(tmp_path: Path) -> None:
+    """Frames are read as images are (subpixel_cli.images): grey, 16-bit, alpha and any suffix
+    ``subpixel upscale`` takes all become 8-bit RGB."""
+    from PIL import Image
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    colour = np.array([200, 60, 30], np.uint8)
+    Image.fromarray(np.full((H, W, 3), colour)).save(folder / "f1.png")
+    Image.fromarray(np.full((H, W), 90, np.uint8)).save(folder / "f2.png")  # grey
+    cv2.imwrite(str(folder / "f3.png"), np.full((H, W, 3), colour[::-1].astype(np.uint16) * 257))  # 16-bit (BGR)
+    Image.fromarray(np.dstack([np.full((H, W, 3), colour), np.zeros((H, W), np.uint8)])).save(folder / "f4.png")  # RGBA
+    Image.fromarray(np.full((H, W, 3), colour)).save(folder / "f5.ppm")
+    frames = tmp_path / "out"
+    result = upscale_video(NearestUpscaler(), folder, frames, VideoOptions(fps=Fraction(25)), frames_dir=True)
+    assert result.frames == 5
+    got = [cv2.cvtColor(cv2.imread(str(frames / f"frame_{i:06d}.png")), cv2.COLOR_BGR2RGB) for i in range(1, 6)]
+    assert all(g.shape == (2 * H, 2 * W, 3) for g in got)
+    expected = [colour, [90, 90, 90], colour, colour, colour]
+    assert [g[0, 0].tolist() for g in got] == [list(map(int, e)) for e in expected]
+
+
 # --- streams the container cannot hold ------------------------------------------------------
 
 

@@ -11,14 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import av
-import cv2
 import numpy as np
 
 from subpixel_cli.errors import InputError, UsageError
+from subpixel_cli.images import IMAGE_SUFFIXES, read_image, to_8bit
 from subpixel_cli.video.colour import MATRIX, PRI_BT709, SWS_FLAGS, TRC_BT709, Colour, input_colour
 from subpixel_cli.video.options import VideoOptions
-
-FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 @dataclass
@@ -251,10 +249,10 @@ class FolderReader(Reader):
         if options.start is not None or options.end is not None:
             raise UsageError("--start/--end apply to video files; pick the frames by moving them into a folder")
         self.folder, self.notes = folder, []
-        self.files = sorted((p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and p.is_file()),
+        self.files = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
                             key=_natural_key)
         if not self.files:
-            raise InputError(f"{folder}: no frames ({', '.join(FRAME_SUFFIXES)}) in this folder")
+            raise InputError(f"{folder}: no frames ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
         first = self._read(self.files[0])
         self.height, self.width = first.shape[:2]
         self.rate = options.fps
@@ -264,15 +262,9 @@ class FolderReader(Reader):
 
     @staticmethod
     def _read(path: Path) -> np.ndarray:
-        # From bytes: cv2.imread crashes the process on file names that are not valid UTF-8.
-        try:
-            data = np.fromfile(path, np.uint8)
-        except OSError as exc:
-            raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
-        pixels = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-        if pixels is None:
-            raise InputError(f"{path}: cannot read as an image")
-        return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
+        """A frame as ``H×W×3`` uint8 RGB: 16-bit rounded to 8 bits, grey repeated, alpha dropped."""
+        pixels = to_8bit(read_image(path)).pixels
+        return np.repeat(pixels, 3, axis=2) if pixels.shape[2] == 1 else pixels
 
     def items(self, stop: threading.Event) -> Iterator[Frame]:
         for i, path in enumerate(self.files):
