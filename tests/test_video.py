@@ -427,6 +427,53 @@ def test_parse_time_and_rate() -> None:
         parse_rate("0")
 
 
+def test_tile_and_max_memory_give_the_same_frames(tmp_path: Path, model_dir: str) -> None:
+    """``--tile``/``--max-memory`` mean what they mean for ``subpixel upscale``; tiling is exact."""
+    src = make_video(tmp_path / "short.mp4", n_frames=6, audio_seconds=None)
+    runs = {"whole": [], "tiled": ["--tile", "16"], "budget": ["--max-memory", "64"], "both": ["--tile", "24", "--max-memory", "64"]}
+    for name, extra in runs.items():
+        result = run_cli(str(src), "--frames-dir", str(tmp_path / name), "--model", model_dir, "--quiet", *extra)
+        assert result.exit_code == 0, result.output
+    whole = [cv2.imread(str(p)) for p in sorted((tmp_path / "whole").iterdir())]
+    assert len(whole) == 6 and whole[0].shape == (2 * H, 2 * W, 3)
+    for name in ("tiled", "budget", "both"):
+        other = [cv2.imread(str(p)) for p in sorted((tmp_path / name).iterdir())]
+        assert len(other) == 6 and all(np.array_equal(a, b) for a, b in zip(whole, other)), name
+    assert run_cli(str(src), "--tile", "4", "--model", model_dir).exit_code == 2  # as for upscale: at least 8
+
+
+def _out_of_memory(kind: str) -> BaseException:
+    if kind == "cuda":
+        return getattr(torch, "OutOfMemoryError", RuntimeError)("CUDA out of memory. Tried to allocate 2.00 GiB")
+    return RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 1 GB: out of memory")
+
+
+@pytest.mark.parametrize("kind", ["cuda", "cpu"])
+@pytest.mark.parametrize("frames_dir", [False, True])
+def test_out_of_memory_says_which_tile_to_try(tmp_path: Path, clip: Path, model_dir: str,
+                                              monkeypatch: pytest.MonkeyPatch, kind: str, frames_dir: bool) -> None:
+    from subpixel_cli.runtime import out_of_memory_message
+    from subpixel_cli.upscale import Upscaler
+
+    calls = {"n": 0}
+    real = Upscaler.upscale_batch
+
+    def short_of_memory(self: Upscaler, frames: np.ndarray) -> np.ndarray:
+        calls["n"] += 1
+        if calls["n"] == 3:  # mid-stream: frames have been written already
+            raise _out_of_memory(kind)
+        return real(self, frames)
+
+    monkeypatch.setattr(Upscaler, "upscale_batch", short_of_memory)
+    out = tmp_path / ("frames" if frames_dir else "out.mp4")
+    where = ["--frames-dir", str(out)] if frames_dir else ["-o", str(out)]
+    result = run_cli(str(clip), *where, "--model", model_dir, "--tile", "32", "--quiet")
+    assert result.exit_code == 1 and calls["n"] == 3
+    assert result.stderr.strip() == f"error: {out_of_memory_message(32)}"  # one line, the same as `upscale`'s
+    assert "--tile 16" in result.stderr
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
 # --- interruption ---------------------------------------------------------------------------
 
 
