@@ -53,6 +53,7 @@ class Reader:
 
 
 def open_reader(source: Path, options: VideoOptions) -> Reader:
+    """A :class:`FolderReader` for a folder of frames, else a :class:`FileReader`."""
     if source.is_dir():
         return FolderReader(source, options)
     if options.fps is not None:
