@@ -505,6 +505,8 @@ def _print_eval_tables(result: Any) -> None:
 @click.argument("source", type=click.Path(path_type=Path), metavar="INPUT")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Output video (default: INPUT_x<r>.mp4 beside the input).")
 @model_options
+@click.option("--tile", type=click.IntRange(min=8), help="Tile side in input pixels (default: automatic, from --max-memory).")
+@click.option("--max-memory", type=click.IntRange(min=64), metavar="MIB", help="Memory budget for one forward pass, in MiB (default 1024 on CPU).")
 @click.option("--codec", default="auto", show_default=True,
               help="auto (H.264 yuv420p, or the container's own codec), h264, hevc, vp9, av1, mpeg4, ffv1, or an FFmpeg encoder.")
 @click.option("--crf", type=click.IntRange(0, 63), help="Constant quality, lower is better (default 18 for H.264).")
@@ -517,8 +519,8 @@ def _print_eval_tables(result: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object describing the result on stdout.")
 @handle_errors
 def video(source: Path, output: Path | None, scale: int | None, model: str | None, device: str, precision: str,
-          batch_size: int, codec: str, crf: int | None, start: str | None, end: str | None, fps: str | None,
-          frames_dir: Path | None, force: bool, quiet: bool, as_json: bool) -> None:
+          batch_size: int, tile: int | None, max_memory: int | None, codec: str, crf: int | None, start: str | None,
+          end: str | None, fps: str | None, frames_dir: Path | None, force: bool, quiet: bool, as_json: bool) -> None:
     """Upscale a video, keeping its frame timing, audio and subtitles.
 
     INPUT is a video file, or a folder of numbered frames with --fps. Frames stream through the
@@ -542,7 +544,7 @@ def video(source: Path, output: Path | None, scale: int | None, model: str | Non
     if not source.exists():
         raise InputError(f"{source}: no such file or folder")
     options = VideoOptions(codec=codec, crf=crf, start=parse_time(start), end=parse_time(end), fps=parse_rate(fps))
-    upscaler = _load_upscaler(model, scale, device, precision, None, batch_size, None)
+    upscaler = _load_upscaler(model, scale, device, precision, tile, batch_size, max_memory)
     target = frames_dir or output or default_output(source, upscaler.scale)
     show = not quiet
     with _progress(show, "{task.fields[rate]}") as progress:
@@ -553,8 +555,13 @@ def video(source: Path, output: Path | None, scale: int | None, model: str | Non
             fps = done / max(time.perf_counter() - started, 1e-9)
             progress.update(task, completed=done, total=total, rate=f"{fps:.1f} fps" if done else "")
 
-        result = upscale_video(upscaler, source, target, options, frames_dir=frames_dir is not None, force=force,
-                               batch_size=batch_size, progress=on_progress)
+        try:
+            result = upscale_video(upscaler, source, target, options, frames_dir=frames_dir is not None, force=force,
+                                   batch_size=batch_size, progress=on_progress)
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            raise SubpixelError(out_of_memory_message(upscaler.tile)) from exc  # as `upscale` says it
     if as_json:
         emit_json(result.as_dict())
     if show:

@@ -28,7 +28,7 @@ from subpixel_cli.cli import main
 from subpixel_cli.errors import InputError, UsageError
 from subpixel_cli.hub import ModelInfo, save_model
 from subpixel_cli.model import ESPCN, ESPCNConfig
-from subpixel_cli.video import VideoOptions, _FileReader, parse_rate, parse_time, upscale_video
+from subpixel_cli.video import FileReader, VideoOptions, parse_rate, parse_time, upscale_video
 
 W, H, FPS, SECONDS, RATE = 64, 48, 30, 2, 44100
 
@@ -248,7 +248,7 @@ def test_colour_range_and_matrix_round_trip(tmp_path: Path, matrix: str | None, 
     colour = (200, 60, 30)
     src = make_video(tmp_path / "flat.mp4", n_frames=3, colour=colour, matrix=matrix, full_range=full_range,
                      audio_seconds=None)
-    reader = _FileReader(src, VideoOptions())
+    reader = FileReader(src, VideoOptions())
     with reader:
         first = next(iter(reader.items(threading.Event()))).rgb
     assert np.abs(first.reshape(-1, 3).mean(0) - colour).max() < 3  # decoded with the file's own tags
@@ -272,8 +272,10 @@ def test_colour_range_and_matrix_round_trip(tmp_path: Path, matrix: str | None, 
 
 def test_frames_dir_writes_numbered_pngs(tmp_path: Path, clip: Path, model_dir: str) -> None:
     frames = tmp_path / "frames"
-    result = run_cli(str(clip), "--frames-dir", str(frames), "--model", model_dir, "--quiet")
+    result = run_cli(str(clip), "--frames-dir", str(frames), "--model", model_dir, "--quiet", "--json")
     assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert (record["codec"], record["pix_fmt"], record["frames"]) == ("png", "rgb24", FPS * SECONDS)
     names = sorted(p.name for p in frames.iterdir())
     assert len(names) == FPS * SECONDS and names[0] == "frame_000001.png"
     assert cv2.imread(str(frames / names[-1])).shape == (2 * H, 2 * W, 3)
@@ -295,6 +297,28 @@ def test_folder_of_frames_becomes_a_video(tmp_path: Path, model_dir: str) -> Non
     with av.open(str(tmp_path / "order.mp4")) as c:
         greys = [int(f.to_ndarray(format="rgb24").mean()) for f in c.decode(video=0)]
     assert greys == sorted(greys)
+
+
+def test_folder_frames_of_any_kind_are_read_as_8bit_rgb(tmp_path: Path) -> None:
+    """Frames are read as images are (subpixel_cli.images): grey, 16-bit, alpha and any suffix
+    ``subpixel upscale`` takes all become 8-bit RGB."""
+    from PIL import Image
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    colour = np.array([200, 60, 30], np.uint8)
+    Image.fromarray(np.full((H, W, 3), colour)).save(folder / "f1.png")
+    Image.fromarray(np.full((H, W), 90, np.uint8)).save(folder / "f2.png")  # grey
+    cv2.imwrite(str(folder / "f3.png"), np.full((H, W, 3), colour[::-1].astype(np.uint16) * 257))  # 16-bit (BGR)
+    Image.fromarray(np.dstack([np.full((H, W, 3), colour), np.zeros((H, W), np.uint8)])).save(folder / "f4.png")  # RGBA
+    Image.fromarray(np.full((H, W, 3), colour)).save(folder / "f5.ppm")
+    frames = tmp_path / "out"
+    result = upscale_video(NearestUpscaler(), folder, frames, VideoOptions(fps=Fraction(25)), frames_dir=True)
+    assert result.frames == 5
+    got = [cv2.cvtColor(cv2.imread(str(frames / f"frame_{i:06d}.png")), cv2.COLOR_BGR2RGB) for i in range(1, 6)]
+    assert all(g.shape == (2 * H, 2 * W, 3) for g in got)
+    expected = [colour, [90, 90, 90], colour, colour, colour]
+    assert [g[0, 0].tolist() for g in got] == [list(map(int, e)) for e in expected]
 
 
 # --- streams the container cannot hold ------------------------------------------------------
@@ -401,6 +425,53 @@ def test_parse_time_and_rate() -> None:
             parse_time(bad)
     with pytest.raises(UsageError):
         parse_rate("0")
+
+
+def test_tile_and_max_memory_give_the_same_frames(tmp_path: Path, model_dir: str) -> None:
+    """``--tile``/``--max-memory`` mean what they mean for ``subpixel upscale``; tiling is exact."""
+    src = make_video(tmp_path / "short.mp4", n_frames=6, audio_seconds=None)
+    runs = {"whole": [], "tiled": ["--tile", "16"], "budget": ["--max-memory", "64"], "both": ["--tile", "24", "--max-memory", "64"]}
+    for name, extra in runs.items():
+        result = run_cli(str(src), "--frames-dir", str(tmp_path / name), "--model", model_dir, "--quiet", *extra)
+        assert result.exit_code == 0, result.output
+    whole = [cv2.imread(str(p)) for p in sorted((tmp_path / "whole").iterdir())]
+    assert len(whole) == 6 and whole[0].shape == (2 * H, 2 * W, 3)
+    for name in ("tiled", "budget", "both"):
+        other = [cv2.imread(str(p)) for p in sorted((tmp_path / name).iterdir())]
+        assert len(other) == 6 and all(np.array_equal(a, b) for a, b in zip(whole, other)), name
+    assert run_cli(str(src), "--tile", "4", "--model", model_dir).exit_code == 2  # as for upscale: at least 8
+
+
+def _out_of_memory(kind: str) -> BaseException:
+    if kind == "cuda":
+        return getattr(torch, "OutOfMemoryError", RuntimeError)("CUDA out of memory. Tried to allocate 2.00 GiB")
+    return RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 1 GB: out of memory")
+
+
+@pytest.mark.parametrize("kind", ["cuda", "cpu"])
+@pytest.mark.parametrize("frames_dir", [False, True])
+def test_out_of_memory_says_which_tile_to_try(tmp_path: Path, clip: Path, model_dir: str,
+                                              monkeypatch: pytest.MonkeyPatch, kind: str, frames_dir: bool) -> None:
+    from subpixel_cli.runtime import out_of_memory_message
+    from subpixel_cli.upscale import Upscaler
+
+    calls = {"n": 0}
+    real = Upscaler.upscale_batch
+
+    def short_of_memory(self: Upscaler, frames: np.ndarray) -> np.ndarray:
+        calls["n"] += 1
+        if calls["n"] == 3:  # mid-stream: frames have been written already
+            raise _out_of_memory(kind)
+        return real(self, frames)
+
+    monkeypatch.setattr(Upscaler, "upscale_batch", short_of_memory)
+    out = tmp_path / ("frames" if frames_dir else "out.mp4")
+    where = ["--frames-dir", str(out)] if frames_dir else ["-o", str(out)]
+    result = run_cli(str(clip), *where, "--model", model_dir, "--tile", "32", "--quiet")
+    assert result.exit_code == 1 and calls["n"] == 3
+    assert result.stderr.strip() == f"error: {out_of_memory_message(32)}"  # one line, the same as `upscale`'s
+    assert "--tile 16" in result.stderr
+    assert not out.exists() and leftovers(tmp_path) == []
 
 
 # --- interruption ---------------------------------------------------------------------------

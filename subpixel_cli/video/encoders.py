@@ -1,0 +1,121 @@
+"""The output's format: the muxer for a suffix, the encoder, its pixel format and quality, and
+the audio rate of a re-encoded track. Each choice that differs from what was asked adds a note."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+
+from subpixel_cli.errors import UsageError
+
+# Friendly codec names -> FFmpeg encoders to try, in order.
+CODECS: dict[str, tuple[str, ...]] = {
+    "h264": ("libx264", "libopenh264"),
+    "hevc": ("libx265",),
+    "h265": ("libx265",),
+    "vp9": ("libvpx-vp9",),
+    "av1": ("libsvtav1", "libaom-av1", "librav1e"),
+    "mpeg4": ("mpeg4",),
+    "ffv1": ("ffv1",),
+}
+# Encoders with a constant-quality knob, and the default quality when --crf is not given
+# (a little better than each encoder's own default: upscaled detail is what the user is after).
+CRF_DEFAULTS = {"libx264": 18, "libx265": 22, "libvpx-vp9": 30, "libsvtav1": 30, "libaom-av1": 30}
+# x264/x265 speed presets. At "medium" the encoder took a quarter to a half of the CPU time of a
+# ×2-×4 run on 2 cores (and is the bottleneck behind a GPU); "veryfast" is 2-3× quicker and keeps
+# the CRF's quality, at the cost of somewhat larger files.
+PRESETS = {"libx264": "veryfast", "libx265": "veryfast"}
+# Output suffix -> FFmpeg muxer.
+_MUXERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".avi": "avi",
+           ".ts": "mpegts", ".m2ts": "mpegts", ".mts": "mpegts", ".flv": "flv", ".ogv": "ogg", ".nut": "nut"}
+
+
+def format_for(target: Path) -> str:
+    """The FFmpeg muxer for ``target``'s suffix; an unknown suffix is a usage error."""
+    fmt = _MUXERS.get(target.suffix.lower())
+    if fmt is None:
+        raise UsageError(f"{target}: unknown video suffix {target.suffix!r}; use one of {', '.join(sorted(_MUXERS))} "
+                         "(or --frames-dir for PNG frames)")
+    return fmt
+
+
+def pick_encoder(codec: str, container: Any, notes: list[str]) -> str:
+    """An encoder that exists in this FFmpeg build and that the container can hold."""
+    fmt = container.format.name.split(",")[0]
+    supported = container.supported_codecs
+    if codec == "auto":
+        for name in (*CODECS["h264"], container.default_video_codec, "mpeg4"):
+            if _encoder_exists(name) and _stream_codec(name) in supported:
+                name = av.codec.Codec(name, "w").name  # "vp9" -> "libvpx-vp9"
+                if _stream_codec(name) != "h264":
+                    why = "this FFmpeg build has no H.264 encoder" if "h264" in supported else f"{fmt} cannot hold H.264"
+                    notes.append(f"wrote {_stream_codec(name)} ({name}), not H.264: {why}; choose with --codec")
+                return name
+        raise UsageError(f"no video encoder available for {fmt} output; try an .mp4 or .mkv output")
+    candidates = CODECS.get(codec.lower(), (codec,))
+    found = [name for name in candidates if _encoder_exists(name)]
+    if not found:
+        known = ", ".join(n for n, encs in CODECS.items() if any(_encoder_exists(e) for e in encs))
+        raise UsageError(f"--codec {codec}: no such encoder in this FFmpeg build (available: {known}, or an FFmpeg encoder name)")
+    for name in found:
+        if _stream_codec(name) in supported or not supported:
+            return av.codec.Codec(name, "w").name
+    raise UsageError(f"--codec {codec}: {fmt} cannot hold {_stream_codec(found[0])}; use an .mkv output or another codec")
+
+
+def _encoder_exists(name: str) -> bool:
+    try:
+        codec = av.codec.Codec(name, "w")
+    except (ValueError, av.error.FFmpegError):
+        return False
+    return codec.type == "video" and not name.endswith(("_nvenc", "_qsv", "_amf", "_vaapi", "_v4l2m2m", "_videotoolbox"))
+
+
+def _stream_codec(encoder: str) -> str:
+    """The codec an encoder produces (``libx264`` -> ``h264``), as containers name it."""
+    return av.codec.Codec(encoder, "w").canonical_name if _encoder_exists(encoder) else encoder
+
+
+def pick_pix_fmt(encoder: str, size: tuple[int, int], notes: list[str]) -> str:
+    """yuv420p where the encoder and the size allow; else the nearest the encoder has."""
+    formats = [f.name for f in av.codec.Codec(encoder, "w").video_formats or []]
+    odd = size[0] % 2 or size[1] % 2
+    if "yuv420p" in formats and not odd:
+        return "yuv420p"
+    for choice in ("yuv444p", "yuv420p", "rgb24", "bgr0", "gbrp"):
+        if choice in formats and not (odd and choice == "yuv420p"):
+            if odd:
+                notes.append(f"{size[0]}×{size[1]} is odd, so 4:2:0 chroma cannot be used: wrote {choice} "
+                             "(some players cannot play it; an even scale avoids this)")
+            return choice
+    if formats:
+        return formats[0]
+    return "yuv420p"
+
+
+def quality_options(encoder: str, crf: int | None, stream: Any, rate: Fraction) -> dict[str, str]:
+    """Encoder options: constant quality where the encoder has it, else a generous bit rate."""
+    if encoder in CRF_DEFAULTS:
+        options = {"crf": str(crf if crf is not None else CRF_DEFAULTS[encoder])}
+        if encoder == "libvpx-vp9":
+            options["b"] = "0"  # constant-quality mode
+        if encoder in PRESETS:
+            options["preset"] = PRESETS[encoder]
+        return options
+    if crf is not None:
+        raise UsageError(f"--crf does not apply to {encoder}; it works with {', '.join(CRF_DEFAULTS)}")
+    if not av.codec.Codec(encoder, "w").lossless:
+        stream.codec_context.bit_rate = int(0.25 * stream.width * stream.height * float(rate))  # ≈ 0.25 bit/pixel
+    return {}
+
+
+def audio_rate(encoder: str, rate: int) -> int:
+    """``rate`` if the encoder takes it, else the nearest rate above it that it does (Opus: 48 kHz)."""
+    rates = av.codec.Codec(encoder, "w").audio_rates
+    if not rates or rate in rates:
+        return rate
+    higher = [r for r in rates if r >= rate]
+    return min(higher) if higher else max(rates)
