@@ -135,12 +135,19 @@ def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+def memory_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--tile and --max-memory, for the commands that upscale pictures or frames."""
+    func = click.option("--max-memory", type=click.IntRange(min=64), metavar="MIB",
+                        help="Memory budget for one forward pass, in MiB (default 1024 on CPU).")(func)
+    return click.option("--tile", type=click.IntRange(min=8),
+                        help="Tile side in input pixels (default: automatic, from --max-memory).")(func)
+
+
 @main.command(epilog=EXIT_CODES_HELP)
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Output folder, or a file for a single input.")
 @model_options
-@click.option("--tile", type=click.IntRange(min=8), help="Tile side in input pixels (default: automatic, from --max-memory).")
-@click.option("--max-memory", type=click.IntRange(min=64), metavar="MIB", help="Memory budget for one forward pass, in MiB (default 1024 on CPU).")
+@memory_options
 @click.option("--format", "fmt", type=click.Choice(choices.OUTPUT_FORMATS), help="Output format (default png, or -o FILE's suffix).")
 @click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True, help="JPEG/WebP quality.")
 @click.option("--suffix", help="Appended to output names (default _x<scale>).")
@@ -505,8 +512,7 @@ def _print_eval_tables(result: Any) -> None:
 @click.argument("source", type=click.Path(path_type=Path), metavar="INPUT")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Output video (default: INPUT_x<r>.mp4 beside the input).")
 @model_options
-@click.option("--tile", type=click.IntRange(min=8), help="Tile side in input pixels (default: automatic, from --max-memory).")
-@click.option("--max-memory", type=click.IntRange(min=64), metavar="MIB", help="Memory budget for one forward pass, in MiB (default 1024 on CPU).")
+@memory_options
 @click.option("--codec", default="auto", show_default=True,
               help="auto (H.264 yuv420p, or the container's own codec), h264, hevc, vp9, av1, mpeg4, ffv1, or an FFmpeg encoder.")
 @click.option("--crf", type=click.IntRange(0, 63), help="Constant quality, lower is better (default 18 for H.264).")
@@ -555,13 +561,8 @@ def video(source: Path, output: Path | None, scale: int | None, model: str | Non
             fps = done / max(time.perf_counter() - started, 1e-9)
             progress.update(task, completed=done, total=total, rate=f"{fps:.1f} fps" if done else "")
 
-        try:
-            result = upscale_video(upscaler, source, target, options, frames_dir=frames_dir is not None, force=force,
-                                   batch_size=batch_size, progress=on_progress)
-        except Exception as exc:
-            if not is_out_of_memory(exc):
-                raise
-            raise SubpixelError(out_of_memory_message(upscaler.tile)) from exc  # as `upscale` says it
+        result = upscale_video(upscaler, source, target, options, frames_dir=frames_dir is not None, force=force,
+                               batch_size=batch_size, progress=on_progress)
     if as_json:
         emit_json(result.as_dict())
     if show:

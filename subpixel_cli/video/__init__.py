@@ -31,8 +31,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from subpixel_cli.errors import InputError
+from subpixel_cli.errors import InputError, SubpixelError
 from subpixel_cli.files import make_folder, remove_stale_temporaries
+from subpixel_cli.runtime import is_out_of_memory, out_of_memory_message
 from subpixel_cli.video.encoders import CODECS, CRF_DEFAULTS, PRESETS
 from subpixel_cli.video.options import VideoOptions, check_output, default_output, parse_rate, parse_time
 from subpixel_cli.video.pipeline import FrameUpscaler, Pipeline, Progress
@@ -110,7 +111,12 @@ def upscale_video(
             writer = stack.enter_context(FolderWriter(target))
         else:
             writer = stack.enter_context(VideoWriter(target, options, reader, size))
-        Pipeline(reader, upscaler, writer, batch_size, progress).run()
+        try:
+            Pipeline(reader, upscaler, writer, batch_size, progress).run()
+        except Exception as exc:  # the one out-of-memory message, as `subpixel upscale` gives it
+            if not is_out_of_memory(exc):
+                raise
+            raise SubpixelError(out_of_memory_message(getattr(upscaler, "tile", None))) from None
         if writer.frames == 0:
             span = " between --start and --end" if options.start is not None or options.end is not None else ""
             raise InputError(f"{source}: no video frames decoded{span}")
