@@ -257,8 +257,7 @@ def _y_and_chroma(graph: _Graph, loaded: LoadedModel, rgb: str) -> str:
     a, a_inv = (m.double().numpy() for m in _colour_matrices())
     y0 = float(rgb_to_ycbcr(np.zeros(3))[0])  # 16/255
     gain = a_inv[:, 0]  # what one unit of Y adds to R, G and B: the same for all three
-    if not np.allclose(gain, gain[0]):
-        raise AssertionError("BT.601: Y should add equally to R, G and B")
+    assert np.allclose(gain, gain[0]), "BT.601: Y adds equally to R, G and B"
     y = graph.node("Conv", [rgb, graph.const("to_y.weight", a[0].reshape(1, 3, 1, 1)), graph.const("to_y.bias", [y0])],
                    "y", kernel_shape=[1, 1])
     w3, b3 = _layers(loaded)[2]
