@@ -616,3 +616,39 @@ def bench(scale: int | None, model: str | None, device: str, precision: str, bat
     threads = f", {result.threads} threads" if result.threads else ""
     click.echo(f"{result.fps:.2f} frames/s ({1000 / result.fps:.1f} ms/frame) for {width}×{height} -> "
                f"{width * result.scale}×{height * result.scale}, {result.gflops:.1f} GFLOP/s{threads}")
+
+
+# --- export (issue: export) --------------------------------------------------------------------
+
+
+@main.command(epilog=EXIT_CODES_HELP)
+@click.argument("model_spec", metavar="MODEL")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, metavar="FILE.onnx",
+              help="The ONNX file to write; its card goes to README.md beside it.")
+@click.option("--rgb", is_flag=True, help="A picture model: RGB in, RGB out, padding and (for Y models) colour conversion and chroma inside the graph.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite an existing FILE.onnx and README.md.")
+@click.option("--json", "as_json", is_flag=True, help="The result as one JSON object on stdout.")
+@handle_errors
+def export(model_spec: str, output: Path, rgb: bool, precision: str, force: bool, as_json: bool) -> None:
+    """Export MODEL to ONNX for onnxruntime, OpenCV's dnn or any ONNX runtime.
+
+    MODEL is a packaged name, a model folder, a .safetensors file or hf://owner/repo[@rev].
+    Without --rgb the file is the bare network (Y or RGB planes in [0, 1], as trained). Needs
+    the export extra: pip install 'subpixel[export]'.
+
+    \b
+    Examples:
+      subpixel export espcn-x3 -o espcn-x3.onnx
+      subpixel export espcn-x4 --rgb -o models/espcn-x4-rgb.onnx --precision fp16
+    """
+    from subpixel_cli.export import export_model, require_onnx
+    from subpixel_cli.registry import load_model
+
+    require_onnx()  # before a hub download that would be wasted
+    result = export_model(load_model(model_spec), output, rgb=rgb, precision=precision, force=force)
+    if as_json:
+        emit_json(result.as_dict())
+    else:
+        err_console.print(f"[green]wrote[/] {escape(str(result.path))} ({result.form}, {result.precision}, "
+                          f"{result.size_bytes / 1024:.0f} KiB) and {escape(str(result.card))}", soft_wrap=True)
