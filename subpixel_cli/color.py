@@ -21,6 +21,11 @@ _YCBCR_OFFSET = np.array([16.0, 128.0, 128.0]) / 255.0
 _YCBCR_TO_RGB = np.linalg.inv(_RGB_TO_YCBCR)
 
 
+def matrices() -> tuple[np.ndarray, np.ndarray]:
+    """The RGB→YCbCr matrix (on [0, 1] values, offsets apart) and its inverse."""
+    return _RGB_TO_YCBCR.copy(), _YCBCR_TO_RGB.copy()
+
+
 def _apply(x: Array, matrix: np.ndarray, pre: np.ndarray, post: np.ndarray, dim: int) -> Array:
     if isinstance(x, torch.Tensor):
         m = torch.as_tensor(matrix, dtype=x.dtype, device=x.device)

@@ -29,11 +29,10 @@ from typing import Any
 import numpy as np
 
 from subpixel_cli import __version__
-from subpixel_cli.color import rgb_to_ycbcr
+from subpixel_cli.color import matrices, rgb_to_ycbcr
 from subpixel_cli.errors import OutputError, UsageError
 from subpixel_cli.hub import LoadedModel, ModelInfo
-from subpixel_cli.images import atomic_output, remove_stale_partials
-from subpixel_cli.upscale import _colour_matrices  # the Upscaler's BT.601 matrices, so both agree
+from subpixel_cli.files import make_folder, remove_stale_temporaries, write_bytes
 
 OPSET = 17
 IR_VERSION = 8  # what opset 17 came with; onnxruntime ≥ 1.13 and OpenCV ≥ 4.7 read it
@@ -130,13 +129,9 @@ def export_model(loaded: LoadedModel, path: str | Path, rgb: bool = False, preci
 
 
 def _write(path: Path, data: bytes, force: bool) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"{path.parent}: cannot create the output folder ({exc.strerror or exc})") from None
-    remove_stale_partials(path, time.time())  # left by an export that was killed
-    with atomic_output(path, force) as f:
-        f.write(data)
+    make_folder(path.parent)
+    remove_stale_temporaries(path, time.time())  # left by an export that was killed
+    write_bytes(path, data, force)
 
 
 def metadata(info: ModelInfo, form: str, precision: str) -> dict[str, str]:
@@ -254,7 +249,7 @@ def _y_and_chroma(graph: _Graph, loaded: LoadedModel, rgb: str) -> str:
     """RGB = (Y' − Y₀)·g + bicubic(P·rgb), the Upscaler's arithmetic: Y' the network's output
     (``g`` and ``Y₀`` folded into its last layer) and ``P`` the chroma's RGB contribution, linear
     in RGB, so it is taken at low resolution and only resized."""
-    a, a_inv = (m.double().numpy() for m in _colour_matrices())
+    a, a_inv = matrices()
     y0 = float(rgb_to_ycbcr(np.zeros(3))[0])  # 16/255
     gain = a_inv[:, 0]  # what one unit of Y adds to R, G and B: the same for all three
     assert np.allclose(gain, gain[0]), "BT.601: Y adds equally to R, G and B"
