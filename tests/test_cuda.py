@@ -1,0 +1,90 @@
+"""The CUDA paths, run where a GPU is (benchmarks/gpu_check.sh on a device machine; CI has none):
+the GPU's pixels against the CPU's fp32 reference, tiles, 16-bit pictures, training steps and the
+device-resident patches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_model, random_image
+from subpixel_cli import data
+from subpixel_cli.hub import LoadedModel, ModelInfo
+from subpixel_cli.runtime import resolve_device
+from subpixel_cli.upscale import Upscaler
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _upscaler(model, device: str, **kw) -> Upscaler:
+    return Upscaler(LoadedModel(model, ModelInfo("t", model.config)), device=device, **kw)
+
+
+def _psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else 10 * np.log10(peak**2 / mse)
+
+
+@pytest.mark.parametrize("scale,channels", [(2, 1), (3, 1), (4, 1), (4, 3)])
+def test_gpu_pixels_match_the_cpu_reference(scale, channels):
+    model = make_model(scale, channels, seed=scale)
+    image = random_image(45, 61, seed=scale)
+    cpu = _upscaler(model, "cpu", precision="fp32").upscale(image)[0]
+    fp32 = _upscaler(model, "cuda", precision="fp32").upscale(image)[0]
+    half = _upscaler(model, "cuda", precision="auto").upscale(image)[0]
+    assert np.abs(fp32.astype(int) - cpu).max() <= 1
+    assert _psnr(half, cpu) > 45
+
+
+def test_gpu_tiles_and_batches_equal_one_piece():
+    model = make_model(3, 1, seed=1)
+    image = random_image(70, 90, seed=2)
+    whole = _upscaler(model, "cuda", precision="fp32").upscale(image)[0]
+    tiled = _upscaler(model, "cuda", precision="fp32", tile=24).upscale(image)[0]
+    assert np.array_equal(whole, tiled)
+    frames = np.stack([random_image(32, 40, seed=s) for s in range(5)])
+    up = _upscaler(model, "cuda", precision="fp32", batch_size=5)
+    batch = up.upscale_batch(frames)
+    assert all(np.array_equal(batch[i], up.upscale(frames[i])[0]) for i in range(5))
+
+
+def test_gpu_sixteen_bit_pictures_stay_sixteen_bit():
+    model = make_model(2, 1, seed=3)
+    image = (random_image(30, 34, seed=4).astype(np.uint16) * 257)
+    gpu = _upscaler(model, "cuda", precision="auto").upscale(image)[0]
+    cpu = _upscaler(model, "cpu", precision="fp32").upscale(image)[0]
+    assert gpu.dtype == np.uint16 and _psnr(gpu, cpu, 65535.0) > 60
+
+
+def test_the_gpu_of_each_local_rank(monkeypatch):
+    monkeypatch.setenv("LOCAL_RANK", str(torch.cuda.device_count()))  # one past the last: wraps round
+    assert resolve_device("cuda") == torch.device("cuda", 0)
+
+
+def test_patches_cut_on_the_gpu_equal_the_dataset(tmp_path):
+    from PIL import Image
+
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"p{i}.png")
+        Image.fromarray(random_image(66, 70, seed=i)).save(paths[-1])
+    ds = data.PatchDataset.from_files(paths, 3, 1, patch_size=12, versions=2, smallest=0.7, patches_per_image=8)
+    lr, hr = data.DevicePatches(ds, torch.device("cuda")).batch(list(range(24)))
+    want_lr, want_hr = ds.__getitems__(list(range(24)))
+    assert torch.equal(lr.cpu(), want_lr) and torch.equal(hr.cpu(), want_hr)
+
+
+def test_a_few_training_steps_on_the_gpu(tmp_path):
+    from PIL import Image
+
+    from subpixel_cli.train import TrainConfig, train
+
+    folder = tmp_path / "train"
+    folder.mkdir()
+    for i in range(4):
+        Image.fromarray(random_image(64, 72, seed=i)).save(folder / f"{i}.png")
+    result = train(TrainConfig(dataset=str(folder), scale=2, out=str(tmp_path / "run"), steps=6, batch_size=8,
+                               patch_size=16, patches_per_image=4, device="cuda", ema=0.9, val_holdout=1))
+    assert result.state.step == 6 and result.info.training["precision"] == "float16"
+    assert result.state.history[-1]["val_psnr"] > 0
