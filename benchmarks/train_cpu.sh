@@ -53,7 +53,9 @@ case "${1:-}" in
   chain2)
     stage x4-a "${Y[@]}" -x 4 --steps 24000 --loss l1 --lr 5e-4 --min-lr 1e-5 --init-from espcn-x4
     F=(--dataset celebA --data-dir "$DATA/celeba_sample" -x 4 --batch-size 32 --ema 0.999 --seed 0)
-    stage face-m "${F[@]}" --steps 10000 --loss mse --lr 2e-4 --min-lr 1e-6 --init-from espcn-celeba-x4
+    # The face model starts from ×4's Y model made RGB (train.y_model_as_rgb): the Y of its output
+    # is the general model's, and the faces teach it the rest. (From the old face model it trailed.)
+    stage face-m "${F[@]}" --steps 10000 --loss mse --lr 2e-4 --min-lr 1e-6 --init-from "$RUNS/x4-a"
     ;;
   *) echo "usage: $0 chain1|chain2" >&2; exit 2 ;;
 esac

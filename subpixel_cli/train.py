@@ -46,6 +46,7 @@ from subpixel_cli.choices import SCHEDULES, TRAIN_PRECISIONS
 from subpixel_cli.errors import DataError, UsageError
 from subpixel_cli.files import atomic_path, atomic_write, make_folder, write_text
 from subpixel_cli.hub import ModelInfo, model_card, save_model
+from subpixel_cli.color import matrices
 from subpixel_cli.evaluate import ProtocolImage, centre_crops, comparison_sheet, prepare_image, score_image, validate
 from subpixel_cli.images import list_images
 from subpixel_cli.model import ESPCN, ESPCNConfig
@@ -372,24 +373,46 @@ def _init_distributed(device: torch.device) -> _Dist:
 
 
 def build_model(config: TrainConfig) -> ESPCN:
-    """A seeded paper-architecture ESPCN, optionally starting from another model's feature layers."""
+    """A seeded paper-architecture ESPCN, optionally starting from another model's layers."""
     torch.manual_seed(config.seed)
     model = ESPCN(ESPCNConfig(scale=config.scale, channels=config.channels))
     if config.init_from:
         from subpixel_cli.registry import load_model
 
-        donor = load_model(config.init_from).model.state_dict()
-        own = model.state_dict()
+        donor = load_model(config.init_from).model
+        if donor.config.channels == 1 and config.channels == 3:
+            donor = y_model_as_rgb(donor)
+        own, weights = model.state_dict(), donor.state_dict()
         keys = ["conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias"]
-        if donor["conv3.weight"].shape == own["conv3.weight"].shape:  # same scale and channels: fine-tune
+        if weights["conv3.weight"].shape == own["conv3.weight"].shape:  # same scale and channels: fine-tune
             keys += ["conv3.weight", "conv3.bias"]
         for key in keys:
-            if donor[key].shape != own[key].shape:
-                raise UsageError(f"--init-from {config.init_from}: {key} has shape {tuple(donor[key].shape)}, "
+            if weights[key].shape != own[key].shape:
+                raise UsageError(f"--init-from {config.init_from}: {key} has shape {tuple(weights[key].shape)}, "
                                  f"this model needs {tuple(own[key].shape)}")
-            own[key] = donor[key]
+            own[key] = weights[key]
         model.load_state_dict(own)
     return model
+
+
+def y_model_as_rgb(model: ESPCN) -> ESPCN:
+    """An RGB model that computes what a Y model computes: BT.601 Y of its RGB input into the first
+    layer, and its output Y' as the grey (Y' − 16/255)·255/219 in every colour, so that the Y of
+    the output is the Y model's (a start for RGB training from a Y model; the colour is learnt)."""
+    cfg = model.config
+    rgb = ESPCN(ESPCNConfig(cfg.scale, 3, cfg.features, cfg.kernel_sizes, cfg.activation))
+    coef = torch.from_numpy(matrices()[0][0]).float()  # Y per unit of R, G, B
+    offset, gain = 16 / 255, 255 / 219
+    w1, b1 = model.conv1.weight.detach(), model.conv1.bias.detach()
+    w3, b3 = model.conv3.weight.detach(), model.conv3.bias.detach()
+    with torch.no_grad():
+        rgb.conv1.weight.copy_(w1 * coef.view(1, 3, 1, 1))
+        rgb.conv1.bias.copy_(b1 + offset * w1.sum(dim=(1, 2, 3)))
+        rgb.conv2.load_state_dict(model.conv2.state_dict())
+        # conv3's channel (i·r + j)·3 + c is colour c of phase (i, j) (model.phase_shift's order).
+        rgb.conv3.weight.copy_((gain * w3).repeat_interleave(3, dim=0))
+        rgb.conv3.bias.copy_((gain * (b3 - offset)).repeat_interleave(3))
+    return rgb
 
 
 def _loader(dataset: Dataset, sampler: datasets.EpochSampler, config: TrainConfig, device: torch.device) -> DataLoader:

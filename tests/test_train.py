@@ -292,3 +292,21 @@ def test_patches_cut_on_the_device_train_as_the_dataloader_does(image_folder, tm
     train(_config(image_folder, b, steps=5, precision="fp32", device_data=True))
     wa, wb = _weights(a), _weights(b)
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa if k.startswith("model."))
+
+
+def test_an_rgb_run_can_start_from_a_y_model():
+    """The converted model's output has the Y model's Y (grey where the Y model has no colour)."""
+    from subpixel_cli.color import rgb_to_y
+    from subpixel_cli.model import ESPCN, ESPCNConfig
+    from subpixel_cli.train import y_model_as_rgb
+
+    torch.manual_seed(0)
+    y_model = ESPCN(ESPCNConfig(scale=3, channels=1))
+    rgb = torch.rand(1, 3, 20, 24)
+    with torch.no_grad():
+        want = y_model(rgb_to_y(rgb, dim=1))
+        got = y_model_as_rgb(y_model)(rgb)
+    assert got.shape == (1, 3, 60, 72)
+    inner = (..., slice(12, -12), slice(12, -12))  # past the receptive radius (4 × 3): no zero padding
+    assert torch.allclose(rgb_to_y(got, dim=1)[inner], want[inner], atol=1e-5)
+    assert torch.allclose(got[:, 0], got[:, 1], atol=1e-6) and torch.allclose(got[:, 1], got[:, 2], atol=1e-6)
