@@ -19,195 +19,21 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from subpixel_cli.color import rgb_to_y, rgb_to_ycbcr
+from subpixel_cli.color import Y_OFFSET, Y_RANGE, rgb_to_y
 from subpixel_cli.errors import UsageError
+from subpixel_cli.fused import FusedPath, chroma_filter
 from subpixel_cli.hub import LoadedModel
-from subpixel_cli.model import ESPCN, phase_shift
-from subpixel_cli.runtime import MKLDNN_CONV, PRECISIONS, native_bf16, resolve_device, resolve_precision, tune_for
+from subpixel_cli.model import phase_shift
+from subpixel_cli.runtime import PRECISIONS, resolve_device, resolve_precision, tune_for
 
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of activations per forward pass on the CPU
 _MIN_RETRY_TILE = 32  # out-of-memory retries halve tiles down to this side
-_Y_OFFSET, _Y_RANGE = 16 / 255, 219 / 255  # studio-swing Y of a grey value g is 16/255 + g·219/255
 
 Progress = Callable[[int, int], None]
-
-
-# --- the fused 8-bit path ---------------------------------------------------------------------
-#
-# For uint8 pictures everything but the network's convolutions is folded into them or done at
-# low resolution. The 0…255 scale and RGB→Y go into the weights; the last layer writes, per
-# output phase (i, j), the value (Y' − 16/255)·255/219 that every colour shares. The chroma's
-# RGB contribution M[:, 1:]·(CbCr − ½) is linear in RGB, so it is computed at low resolution and
-# only resized: by OpenCV's float bicubic on the CPU (then saturating adds of the shuffled Y), or
-# as r² fixed 5×5 phase filters on GPUs (then an add, a clamp and one strided copy to uint8).
-# The convolutions are unpadded: what zero padding would change lies in the reflect padding
-# that is cut off anyway.
-
-
-def _colour_matrices() -> tuple[torch.Tensor, torch.Tensor]:
-    """BT.601 RGB→YCbCr matrix ``A`` (on [0, 1] values) and its inverse, read off :mod:`color`."""
-    zero = rgb_to_ycbcr(np.zeros(3))
-    a = torch.from_numpy((rgb_to_ycbcr(np.eye(3)) - zero).T)
-    return a, torch.linalg.inv(a)
-
-
-def _chroma_filter(r: int) -> torch.Tensor:
-    """``3r² × 3 × 5 × 5``: from RGB, the chroma's RGB contribution ``M[:, 1:]·(CbCr − ½)``
-    upscaled ×r bicubically, as phases in :func:`~subpixel_cli.model.phase_shift` order
-    (channel (i·r + j)·3 + c). Scale-free: 0…1 or 0…255 in gives the same scale out."""
-    a, a_inv = _colour_matrices()
-    p, w = a_inv[:, 1:] @ a[1:], _bicubic_phases(r)
-    return torch.einsum("cd,iy,jx->ijcdyx", p, w, w).reshape(r * r * 3, 3, 5, 5)
-
-
-def _bicubic_phases(r: int) -> torch.Tensor:
-    """``w[i, o]``: the weight of low-resolution pixel ``y + o`` (o = −2…2) in output pixel
-    ``y·r + i`` of ``F.interpolate(mode="bicubic", align_corners=False)``, read off its impulse
-    response so that the two agree by construction."""
-    impulse = torch.zeros(1, 1, 1, 9, dtype=torch.float64)
-    impulse[..., 4] = 1
-    h = F.interpolate(impulse, scale_factor=r, mode="bicubic", align_corners=False)[0, 0, 0]
-    return torch.stack([torch.stack([h[(4 - o) * r + i] for o in range(-2, 3)]) for i in range(r)])
-
-
-# An activation as a oneDNN post-op: act(z) = α·op(γ·z) + β, with γ folded into this layer and
-# α, β into the next. tanh is 2·sigmoid(2z) − 1, because oneDNN's sigmoid costs much less than its
-# tanh on AVX2 (measured; see benchmarks/README.md).
-_POST_OPS = {"tanh": ("sigmoid", 2.0, 2.0, -1.0), "relu": ("relu", 1.0, 1.0, 0.0)}
-# In bf16 the features themselves are rounded to 8 bits of mantissa, and tanh's values, centred
-# on 0, keep far more of them than sigmoid's, centred on ½: −0.11 dB on Set5 ×2 becomes −0.01.
-_BF16_POST_OPS = {**_POST_OPS, "tanh": ("tanh", 1.0, 1.0, 0.0)}
-_ACTIVATIONS = {"sigmoid": torch.sigmoid_, "tanh": torch.tanh_, "relu": torch.relu_}  # off oneDNN
-
-
-class _FusedPath:
-    """The network folded for uint8 ``C``-channel pictures (C = 3, or 1 for Y models).
-
-    :meth:`__call__` maps padded ``N×C×H×W`` floats in 0…255 to the phases of the result, the
-    last layer's ``r²·C'`` channels in 0…255 (``C'`` = 1 for Y models: the value every colour
-    shares), and a Y model's chroma term; :meth:`write` turns them into uint8 pixels. The
-    convolutions are unpadded ("valid"): what zero padding would change lies in the reflect
-    padding that is cut off anyway, so each layer computes only what the next one needs.
-
-    The chroma term is finished by OpenCV on the CPU: the low-resolution planes P·rgb, its float
-    bicubic resize (the same filter as ``F.interpolate``) and saturating adds of the Y plane take
-    half the time of the phase-filter convolution and three torch passes at high resolution.
-    Elsewhere it is the 5×5 phase filter at low resolution, added, clamped and copied by torch.
-    """
-
-    def __init__(self, model: ESPCN, in_channels: int, device: torch.device, dtype: torch.dtype,
-                 opencv: bool | None = None) -> None:
-        cfg, r = model.config, model.config.scale
-        layers = [(c.weight.detach().to("cpu", torch.float64), c.bias.detach().to("cpu", torch.float64))
-                  for c in (model.conv1, model.conv2, model.conv3)]
-        (w1, b1), (w3, b3) = layers[0], layers[2]
-        colour = cfg.channels == 1 and in_channels == 3
-        self.opencv = colour and (device.type == "cpu" if opencv is None else opencv)
-        half = 0.0 if self.opencv else 0.5  # OpenCV's saturating casts round; torch's truncate
-        to_y = None
-        if cfg.channels == 1:
-            a, a_inv = _colour_matrices()
-            if colour:
-                # Y by a 1×1 convolution: oneDNN runs conv1 on one channel ~2× faster than on three.
-                to_y = ((a[0] / 255).view(1, 3, 1, 1), torch.tensor([_Y_OFFSET], dtype=torch.float64))
-            else:  # grey g is Y = 16/255 + g·219/255
-                layers[0] = (w1 * _Y_RANGE / 255, b1 + _Y_OFFSET * w1.sum(dim=(1, 2, 3)))
-            # Y' -> RGB: every colour gets (Y' − 16/255)/(219/255) plus the chroma term.
-            gain = 255 / _Y_RANGE
-            layers[2] = (gain * w3, gain * (b3 - _Y_OFFSET) + half)
-        else:  # an RGB model on RGB; its channels are already in (i, j, c) order
-            layers[0], layers[2] = (w1 / 255, b1), (255 * w3, 255 * b3 + half)
-        post_ops = _BF16_POST_OPS if dtype == torch.bfloat16 else _POST_OPS
-        post_op, gamma, alpha, beta = post_ops[cfg.activation]
-        for k in (1, 2):  # the next layer reads α·s + β instead of the activation
-            w, b = layers[k]
-            layers[k] = (alpha * w, b + beta * w.sum(dim=(1, 2, 3)))
-        for k in (0, 1):
-            layers[k] = (gamma * layers[k][0], gamma * layers[k][1])
-
-        self.scale, self.post_op, self.dtype = r, post_op, dtype
-        # bf16 keeps 8 bits of mantissa: too coarse for 0…255 outputs, so the last layer stays fp32.
-        self.head_dtype = torch.float32 if dtype == torch.bfloat16 else dtype
-        self.mkldnn = MKLDNN_CONV is not None and device.type == "cpu" and (
-            dtype == torch.float32 or (dtype == torch.bfloat16 and native_bf16()))
-        dtypes = (dtype, dtype, self.head_dtype)
-        self.layers = [self._weights(w, b, dt, device) for (w, b), dt in zip(layers, dtypes)]
-        self.to_y = None if to_y is None else self._weights(*to_y, dtype, device)
-        self.chroma = None
-        if colour:  # the chroma's RGB contribution: a 3×3 matrix on RGB, or with the filter
-            p = a_inv[:, 1:] @ a[1:]
-            self.chroma = p.to(device, torch.float32) if self.opencv else self._weights(_chroma_filter(r), None, self.head_dtype, device)[0]
-
-    def _weights(self, w: torch.Tensor, b: torch.Tensor | None, dtype: torch.dtype,
-                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
-        w = w.to(device, dtype)
-        if self.mkldnn:  # oneDNN's blocked layout, once, instead of a reorder per call
-            w = torch.ops.mkldnn._reorder_convolution_weight(w, [0, 0], [1, 1], [1, 1], 1)
-            # oneDNN adds an fp32 bias to its fp32 accumulators: in bf16 the folded biases
-            # (up to ~10) would shift every pixel of a channel by as much as 0.02.
-            bias_dtype = torch.float32
-        else:  # cuDNN's NHWC kernels want NHWC weights too
-            w = w.contiguous(memory_format=torch.channels_last)
-            bias_dtype = dtype
-        return w, None if b is None else b.to(device, bias_dtype)
-
-    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``x``: padded ``N×C×H×W`` (channels last) floats in 0…255. Returns the phases
-        (``H − 2·radius`` rows) and the chroma term: ``N×3×H×W`` planes for OpenCV, phases
-        (``H − 4`` rows) otherwise, or ``None``. Neither is clamped yet."""
-        (w1, b1), (w2, b2), (w3, b3) = self.layers
-        xh, x = x.to(self.head_dtype), x.to(self.dtype)
-        if self.to_y is not None:
-            x = self._conv(x, *self.to_y)
-        f = self._conv(x, w1, b1, self.post_op)
-        f = self._conv(f, w2, b2, self.post_op).to(self.head_dtype)
-        t = self._conv(f, w3, b3)
-        if self.chroma is None:
-            return t, None
-        if self.opencv:
-            return t, torch.einsum("cd,ndhw->nchw", self.chroma, xh.float()).contiguous()
-        return t, self._conv(xh, self.chroma, None)
-
-    def _conv(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, post_op: str = "none") -> torch.Tensor:
-        """An unpadded convolution and its activation: one oneDNN call, or two torch ops."""
-        if self.mkldnn:
-            return MKLDNN_CONV(x, w, b, [0, 0], [1, 1], [1, 1], 1, post_op, [], "")
-        y = F.conv2d(x, w, b)
-        return _ACTIVATIONS[post_op](y) if post_op in _ACTIVATIONS else y
-
-    def write(self, t: torch.Tensor, d: torch.Tensor | None, out: torch.Tensor, crop_t: int, crop_d: int) -> None:
-        """Pixels ``out`` (``N×rh×rw×C`` uint8) from :meth:`__call__`'s results, less ``crop_t``
-        and ``crop_d`` low-resolution pixels (of ``t`` and of ``d``) at the top and left."""
-        n, hr, wr, c = out.shape
-        r = self.scale
-        h, w = hr // r, wr // r
-        phases = _phase_view(t, r, crop_t, h, w)
-        if self.opencv:
-            y = phases[..., 0].permute(0, 1, 3, 2, 4).reshape(n, hr, wr).float().numpy()
-            planes, pixels = d.numpy(), out.numpy()
-            for k in range(n):
-                colours = []
-                for plane in planes[k]:  # bicubic reaches 2 pixels: resize a 2-pixel margin too
-                    lr = plane[crop_d : crop_d + h + 4, crop_d : crop_d + w + 4]
-                    hr_plane = cv2.resize(lr, (wr + 4 * r, hr + 4 * r), interpolation=cv2.INTER_CUBIC)
-                    colours.append(cv2.add(y[k], hr_plane[2 * r : 2 * r + hr, 2 * r : 2 * r + wr], dtype=cv2.CV_8U))
-                cv2.merge(colours, dst=pixels[k])
-            return
-        if d is not None:
-            phases = torch.add(_phase_view(d, r, crop_d, h, w), phases)
-        phases.clamp_(0.0, 255.0)
-        out.view(n, h, r, w, r, c).copy_(phases.permute(0, 1, 3, 2, 4, 5))
-
-
-def _phase_view(t: torch.Tensor, r: int, crop: int, h: int, w: int) -> torch.Tensor:
-    """Phases ``N×(r²·C)×H×W`` (channel (i·r + j)·C + c) as an ``N×h×w×r×r×C`` view, less ``crop``
-    low-resolution pixels at the top and left."""
-    return t.permute(0, 2, 3, 1)[:, crop : crop + h, crop : crop + w].unflatten(-1, (r, r, -1))
 
 
 class Upscaler:
@@ -250,7 +76,7 @@ class Upscaler:
         self._fused = self._build_fused(self.dtype)
         self._fused_fp32 = self._fused if self.dtype == torch.float32 else None
         self._copy_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
-        self._chroma = _chroma_filter(self.scale).to(self.device, torch.float32)
+        self._chroma = chroma_filter(self.scale).to(self.device, torch.float32)
         budget = memory_budget or self._default_budget()
         self.max_pixels = max(64 * 64, budget // self._bytes_per_pixel())
         self.tile = tile or max(64, math.isqrt(self.max_pixels) - 2 * self.pad)
@@ -260,11 +86,11 @@ class Upscaler:
         model = copy.deepcopy(model).eval().to(self.device, dtype)
         return model.to(memory_format=torch.channels_last)
 
-    def _build_fused(self, dtype: torch.dtype) -> dict[int, _FusedPath]:
+    def _build_fused(self, dtype: torch.dtype) -> dict[int, FusedPath]:
         """Fused 8-bit paths by input channels: RGB, and grey for Y models (an RGB model's grey
         output is the mean of clamped colours, which does not fold into its convolutions)."""
         channels = (1, 3) if self.info.config.channels == 1 else (3,)
-        return {c: _FusedPath(self._source_model, c, self.device, dtype) for c in channels}
+        return {c: FusedPath(self._source_model, c, self.device, dtype) for c in channels}
 
     def _default_budget(self) -> int:
         if self.device.type == "cuda":
@@ -296,14 +122,14 @@ class Upscaler:
         grey = x.shape[1] == 1
         if self.info.config.channels == 1:
             if grey:
-                y = self._network(x * _Y_RANGE + _Y_OFFSET)
-                return ((y - _Y_OFFSET) / _Y_RANGE).clamp_(0, 1)
+                y = self._network(x * Y_RANGE + Y_OFFSET)
+                return ((y - Y_OFFSET) / Y_RANGE).clamp_(0, 1)
             y = self._network(rgb_to_y(x, dim=1))
             # RGB = (Y' − 16/255)·255/219 + bicubic(M[:, 1:]·(CbCr − ½)): the chroma term is
             # linear in RGB, so it is filtered at low resolution (replicate padding is bicubic's
             # edge clamping) instead of converting colours at high resolution.
             chroma = F.conv2d(F.pad(x, (2, 2, 2, 2), mode="replicate"), self._chroma.to(x.dtype))
-            return phase_shift(chroma, r).add_((y - _Y_OFFSET) / _Y_RANGE).clamp_(0, 1)
+            return phase_shift(chroma, r).add_((y - Y_OFFSET) / Y_RANGE).clamp_(0, 1)
         if grey:
             return self._network(x.expand(-1, 3, -1, -1)).clamp_(0, 1).mean(dim=1, keepdim=True)
         return self._network(x).clamp_(0, 1)
@@ -330,16 +156,15 @@ class Upscaler:
             done.record()
         return _Pending(done, bad, padded, out)
 
-    def _write_pixels(self, fused: _FusedPath, t: torch.Tensor, d: torch.Tensor | None,
+    def _write_pixels(self, fused: FusedPath, t: torch.Tensor, d: torch.Tensor | None,
                       out: np.ndarray | torch.Tensor) -> None:
         """Fused results -> ``out``: straight into it on the CPU or for a device tensor, else via
         the device."""
-        crops = self.pad - self.info.config.receptive_radius, self.pad - 2
         if isinstance(out, torch.Tensor) or self.device.type == "cpu":
-            fused.write(t, d, torch.as_tensor(out), *crops)
+            fused.write(t, d, torch.as_tensor(out), self.pad)
             return
         pixels = torch.empty(out.shape, dtype=torch.uint8, device=self.device)
-        fused.write(t, d, pixels, *crops)
+        fused.write(t, d, pixels, self.pad)
         torch.from_numpy(out).copy_(pixels)
 
     def _finish(self, pending: _Pending) -> None:

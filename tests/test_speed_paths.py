@@ -19,7 +19,8 @@ from subpixel_cli.cli import main
 from subpixel_cli.color import rgb_to_ycbcr, ycbcr_to_rgb
 from subpixel_cli.hub import LoadedModel, ModelInfo
 from subpixel_cli.model import ESPCN, ESPCNConfig
-from subpixel_cli.upscale import Upscaler, _FusedPath, measure_throughput
+from subpixel_cli.fused import FusedPath
+from subpixel_cli.upscale import Upscaler, measure_throughput
 
 from conftest import random_image
 
@@ -75,10 +76,14 @@ def test_fused_8bit_path_equals_the_plain_math(scale, model_channels, image_chan
 def test_torch_colour_finish_equals_the_plain_math():
     """GPUs finish colour with the chroma phase filter and torch instead of OpenCV."""
     model = model_for(3)
-    up = upscaler_for(model)
-    up._fused[3] = _FusedPath(model, 3, up.device, up.dtype, opencv=False)
+    pad = upscaler_for(model).pad
+    fused = FusedPath(model, 3, torch.device("cpu"), torch.float32, opencv=False)
     image = random_image(37, 29, 3)
-    assert_same_pixels(up.upscale(image)[0], plain_upscale(model, image, up.pad))
+    padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    out = torch.empty((1, 37 * 3, 29 * 3, 3), dtype=torch.uint8)
+    with torch.inference_mode():
+        fused.write(*fused(torch.from_numpy(padded[None]).float().permute(0, 3, 1, 2)), out, pad)
+    assert_same_pixels(out[0].numpy(), plain_upscale(model, image, pad))
 
 
 @pytest.mark.parametrize("channels", [3, 1])
