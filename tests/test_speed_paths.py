@@ -15,12 +15,13 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
+from subpixel_cli.bench import measure_throughput
 from subpixel_cli.cli import main
 from subpixel_cli.color import rgb_to_ycbcr, ycbcr_to_rgb
 from subpixel_cli.hub import LoadedModel, ModelInfo
 from subpixel_cli.model import ESPCN, ESPCNConfig
 from subpixel_cli.fused import FusedPath
-from subpixel_cli.upscale import Upscaler, measure_throughput
+from subpixel_cli.upscale import Upscaler
 
 from conftest import random_image
 
