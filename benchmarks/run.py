@@ -126,7 +126,7 @@ def _torch_worker(kind: str, scale: int, width: int, height: int, batch: int) ->
         return eager, info
     precision = "auto" if kind in ("subpixel", "subpixel-y") else "fp32"
     up = Upscaler(loaded, device="cpu", precision=precision, batch_size=batch)
-    info["precision"] = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[up.dtype]
+    info["precision"] = up.precision.name
     if kind == "subpixel-unfused":
         up._fused = {}  # what every uint8 picture went through before the fused path
     frames = _frames(batch, height, width, 1 if kind.startswith("subpixel-y") else 3)

@@ -10,7 +10,6 @@ import numpy as np
 import torch
 
 from subpixel_cli.errors import UsageError
-from subpixel_cli.runtime import PRECISIONS
 from subpixel_cli.upscale import Upscaler
 
 
@@ -61,6 +60,5 @@ def measure_throughput(upscaler: Upscaler, width: int, height: int, seconds: flo
         done += len(frames)
     elapsed = time.perf_counter() - started
     threads = torch.get_num_threads() if upscaler.device.type == "cpu" else 0
-    precision = next(name for name, dtype in PRECISIONS.items() if dtype == upscaler.dtype)
-    return Throughput(done, elapsed, (width, height), upscaler.scale, upscaler.device.type, precision, len(frames), threads,
-                      upscaler.info.config.macs_per_pixel() * width * height)
+    return Throughput(done, elapsed, (width, height), upscaler.scale, upscaler.device.type, upscaler.precision.name,
+                      len(frames), threads, upscaler.info.config.macs_per_pixel() * width * height)

@@ -16,6 +16,7 @@ import copy
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -27,9 +28,8 @@ from subpixel_cli.errors import UsageError
 from subpixel_cli.fused import FusedPath, chroma_filter
 from subpixel_cli.hub import LoadedModel
 from subpixel_cli.model import phase_shift
-from subpixel_cli.runtime import resolve_device, resolve_precision, tune_for
+from subpixel_cli.runtime import default_memory_budget, inference_precision, resolve_device, tune_for
 
-DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of activations per forward pass on the CPU
 _MIN_RETRY_TILE = 32  # out-of-memory retries halve tiles down to this side
 
 Progress = Callable[[int, int], None]
@@ -59,30 +59,29 @@ class Upscaler:
         self.info = loaded.info
         self.scale = loaded.info.scale
         self.device = resolve_device(device)
-        self.dtype = resolve_precision(precision, self.device)
+        self.precision = inference_precision(precision, self.device)
         self.batch_size = batch_size
-        # fp16 tops out at 65504; bf16 has fp32's range, so only fp16 output is checked (a pass
-        # over the result that costs a seventh of a bf16 batch on the CPU) and redone in fp32.
-        self._may_overflow = self.dtype == torch.float16
         self.pad = loaded.info.config.receptive_radius + 2  # + the bicubic kernel's reach
         tune_for(self.device)
-        # The network as a module, for what the fused path does not take (16-bit pictures,
-        # RGB models on grey); its values in [0, 1] need more than bf16's 8 bits of mantissa.
-        self._model_dtype = torch.float32 if precision == "auto" and self.device.type == "cpu" else self.dtype
-        self._model = self._prepare(loaded.model, self._model_dtype)
-        self._fp32_model = self._model if self._model_dtype == torch.float32 else None
-        self._source_model = loaded.model
-        self._fused = self._build_fused(self.dtype)
-        self._fused_fp32 = self._fused if self.dtype == torch.float32 else None
+        # A snapshot, so that the fp32 redo built on first need is of the weights given here.
+        self._source_model = copy.deepcopy(loaded.model).eval()
+        self._model = self._prepare(self.precision.module)
+        self._fused = self._build_fused(self.precision.fused)
         self._copy_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         self._chroma = chroma_filter(self.scale).to(self.device, torch.float32)
-        budget = memory_budget or self._default_budget()
+        budget = memory_budget or default_memory_budget(self.device)
         self.max_pixels = max(64 * 64, budget // self._bytes_per_pixel())
         self.tile = tile or max(64, math.isqrt(self.max_pixels) - 2 * self.pad)
         self._tile_forced = tile is not None
 
-    def _prepare(self, model: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
-        model = copy.deepcopy(model).eval().to(self.device, dtype)
+    @property
+    def dtype(self) -> torch.dtype:
+        """The chosen precision: the fused 8-bit path's dtype (see :attr:`precision`)."""
+        return self.precision.fused
+
+    def _prepare(self, dtype: torch.dtype) -> torch.nn.Module:
+        """The network as a module in ``dtype``, for what the fused path does not take."""
+        model = copy.deepcopy(self._source_model).to(self.device, dtype)
         return model.to(memory_format=torch.channels_last)
 
     def _build_fused(self, dtype: torch.dtype) -> dict[int, FusedPath]:
@@ -91,11 +90,15 @@ class Upscaler:
         channels = (1, 3) if self.info.config.channels == 1 else (3,)
         return {c: FusedPath(self._source_model, c, self.device, dtype) for c in channels}
 
-    def _default_budget(self) -> int:
-        if self.device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(self.device)
-            return int(free * 0.5)
-        return DEFAULT_MEMORY_BUDGET
+    @cached_property
+    def _fp32_model(self) -> torch.nn.Module:
+        """The module in fp32, to redo an overflowed result: built on first need, then reused."""
+        return self._model if self.precision.module == torch.float32 else self._prepare(torch.float32)
+
+    @cached_property
+    def _fp32_fused(self) -> dict[int, FusedPath]:
+        """The fused paths in fp32, to redo an overflowed batch: built on first need, then reused."""
+        return self._fused if self.precision.fused == torch.float32 else self._build_fused(torch.float32)
 
     def _bytes_per_pixel(self) -> int:
         """Activation bytes per low-resolution pixel at the peak of one forward pass."""
@@ -107,11 +110,9 @@ class Upscaler:
 
     def _network(self, x: torch.Tensor) -> torch.Tensor:
         """The model on ``x`` (fp32, N×C×H×W), in the chosen precision, fp32 again if that fails."""
-        x_in = x.to(self._model_dtype).contiguous(memory_format=torch.channels_last)
+        x_in = x.to(self.precision.module).contiguous(memory_format=torch.channels_last)
         y = self._model(x_in).float()
-        if self._may_overflow and not torch.isfinite(y).all():
-            if self._fp32_model is None:
-                self._fp32_model = self._prepare(self._source_model, torch.float32)
+        if self.precision.checks_overflow and not torch.isfinite(y).all():
             y = self._fp32_model(x.contiguous(memory_format=torch.channels_last))
         return y
 
@@ -140,7 +141,7 @@ class Upscaler:
         fused = self._fused[padded.shape[-1]]
         t, d = fused(_to_tensor(padded, self.device))
         # Checked on the device and read in _finish, so that CUDA work is not serialised here.
-        bad = ~torch.isfinite(t).all() if self._may_overflow else None
+        bad = ~torch.isfinite(t).all() if self.precision.checks_overflow else None
         dst = torch.from_numpy(out)
         if self._copy_stream is None or not dst.is_pinned():
             self._write_pixels(fused, t, d, out)
@@ -171,9 +172,7 @@ class Upscaler:
         if pending.done is not None:
             pending.done.synchronize()
         if pending.bad is not None and bool(pending.bad):
-            if self._fused_fp32 is None:
-                self._fused_fp32 = self._build_fused(torch.float32)
-            fused = self._fused_fp32[pending.padded.shape[-1]]
+            fused = self._fp32_fused[pending.padded.shape[-1]]
             self._write_pixels(fused, *fused(_to_tensor(pending.padded, self.device)), pending.out)
 
     def _run_padded(self, colour: np.ndarray, alpha: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:

@@ -142,7 +142,7 @@ def test_auto_precision_on_the_cpu_is_bf16_only_with_native_bf16(monkeypatch, fa
     monkeypatch.setattr("subpixel_cli.runtime.fast_bf16", lambda: fast)
     up = upscaler_for(model_for(2), precision="auto")
     assert up.dtype == (torch.bfloat16 if fast else torch.float32)
-    assert up._model_dtype == torch.float32  # 16-bit pictures need more than bf16's mantissa
+    assert up.precision.module == torch.float32  # 16-bit pictures need more than bf16's mantissa
     grey16 = (random_image(20, 18, 1).astype(np.uint16) * 257)
     assert np.array_equal(up.upscale(grey16)[0], upscaler_for(model_for(2)).upscale(grey16)[0])
 
