@@ -40,7 +40,9 @@ class Upscaler:
 
     ``tile``: the side of the square low-resolution tiles; by default derived from
     ``memory_budget`` so that images that fit are done in one piece. ``batch_size``: how many
-    same-size images :meth:`upscale_batch` runs at once.
+    same-size images :meth:`upscale_batch` runs at once. ``fused``: uint8 pictures go through
+    the fused 8-bit path (:mod:`subpixel_cli.fused`); ``False`` sends them through the float
+    path that 16-bit pictures take (same pixels within one level, slower; for comparisons).
     """
 
     def __init__(
@@ -51,6 +53,7 @@ class Upscaler:
         tile: int | None = None,
         batch_size: int = 4,
         memory_budget: int | None = None,
+        fused: bool = True,
     ) -> None:
         if tile is not None and tile < 8:
             raise UsageError(f"--tile {tile}: tiles must be at least 8 pixels")
@@ -66,7 +69,7 @@ class Upscaler:
         # A snapshot, so that the fp32 redo built on first need is of the weights given here.
         self._source_model = copy.deepcopy(loaded.model).eval()
         self._model = self._prepare(self.precision.module)
-        self._fused = self._build_fused(self.precision.fused)
+        self._fused = self._build_fused(self.precision.fused) if fused else {}
         self._copy_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         self._chroma = chroma_filter(self.scale).to(self.device, torch.float32)
         budget = memory_budget or default_memory_budget(self.device)

@@ -87,6 +87,20 @@ def test_torch_colour_finish_equals_the_plain_math():
     assert_same_pixels(out[0].numpy(), plain_upscale(model, image, pad))
 
 
+@pytest.mark.parametrize("model_channels,image_channels", [(1, 3), (1, 1), (3, 3)])
+def test_unfused_upscaler_equals_the_plain_math(monkeypatch, model_channels, image_channels):
+    """``fused=False``: uint8 pictures take the float path, as 16-bit ones do."""
+
+    def fused_path(*args):
+        raise AssertionError("the fused path was switched off")
+
+    monkeypatch.setattr(FusedPath, "__call__", fused_path)
+    model = model_for(3, model_channels)
+    up = upscaler_for(model, fused=False)
+    image = random_image(37, 29, image_channels)
+    assert_same_pixels(up.upscale(image)[0], plain_upscale(model, image, up.pad))
+
+
 @pytest.mark.parametrize("channels", [3, 1])
 def test_fused_path_batches_and_tiles_agree(channels):
     up = upscaler_for(model_for(4))
