@@ -35,11 +35,24 @@ _MIN_RETRY_TILE = 32  # out-of-memory retries halve tiles down to this side
 Progress = Callable[[int, int], None]
 
 
+@dataclass(frozen=True)
+class TilePlan:
+    """How an image is cut: into ``tile``-pixel squares (low resolution), unless its padded
+    size fits in ``max_pixels`` and the tile side is not ``forced`` (by ``--tile`` or an
+    out-of-memory retry) below the image's longer side."""
+
+    tile: int
+    max_pixels: int
+    forced: bool = False
+
+
 class Upscaler:
     """Runs one model on pictures of any size, within a memory budget.
 
     ``tile``: the side of the square low-resolution tiles; by default derived from
-    ``memory_budget`` so that images that fit are done in one piece. ``batch_size``: how many
+    ``memory_budget`` so that images that fit are done in one piece. Both make :attr:`plan`, the
+    :class:`TilePlan` every call uses unless it is given a smaller one for that image alone
+    (:meth:`smaller_plan`, after an out-of-memory error). ``batch_size``: how many
     same-size images :meth:`upscale_batch` runs at once. ``fused``: uint8 pictures go through
     the fused 8-bit path (:mod:`subpixel_cli.fused`); ``False`` sends them through the float
     path that 16-bit pictures take (same pixels within one level, slower; for comparisons).
@@ -73,9 +86,8 @@ class Upscaler:
         self._copy_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         self._chroma = chroma_filter(self.scale).to(self.device, torch.float32)
         budget = memory_budget or default_memory_budget(self.device)
-        self.max_pixels = max(64 * 64, budget // self._bytes_per_pixel())
-        self.tile = tile or max(64, math.isqrt(self.max_pixels) - 2 * self.pad)
-        self._tile_forced = tile is not None
+        max_pixels = max(64 * 64, budget // self._bytes_per_pixel())
+        self.plan = TilePlan(tile or max(64, math.isqrt(max_pixels) - 2 * self.pad), max_pixels, tile is not None)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -200,36 +212,41 @@ class Upscaler:
 
     # --- the array API --------------------------------------------------------------------
 
-    def tiles_for(self, height: int, width: int) -> int:
-        """How many tiles an image of this size is cut into."""
-        fits = (height + 2 * self.pad) * (width + 2 * self.pad) <= self.max_pixels
-        if fits and not (self._tile_forced and max(height, width) > self.tile):
+    def tiles_for(self, height: int, width: int, plan: TilePlan | None = None) -> int:
+        """How many tiles an image of this size is cut into (by :attr:`plan` unless given)."""
+        plan = plan or self.plan
+        fits = (height + 2 * self.pad) * (width + 2 * self.pad) <= plan.max_pixels
+        if fits and not (plan.forced and max(height, width) > plan.tile):
             return 1
-        return math.ceil(height / self.tile) * math.ceil(width / self.tile)
+        return math.ceil(height / plan.tile) * math.ceil(width / plan.tile)
 
-    def shrink_tiles(self) -> bool:
-        """Halve the tile side after an out-of-memory error (callers retry); ``False`` when tiles
-        are already at the 32-pixel floor and retrying cannot help."""
-        if self.tile <= _MIN_RETRY_TILE:
-            return False
-        self.tile = max(_MIN_RETRY_TILE, self.tile // 2)
-        self.max_pixels = min(self.max_pixels, (self.tile + 2 * self.pad) ** 2)
-        self._tile_forced = True
+    def smaller_plan(self, plan: TilePlan | None = None) -> TilePlan | None:
+        """The plan to retry one image with after an out-of-memory error: tiles of half the side
+        (of :attr:`plan` unless given), always cut; ``None`` when tiles are already at the
+        32-pixel floor and retrying cannot help. On CUDA, cached blocks go back to the driver
+        first, so that the retry starts from what is free."""
+        plan = plan or self.plan
+        if plan.tile <= _MIN_RETRY_TILE:
+            return None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
-        return True
+        tile = max(_MIN_RETRY_TILE, plan.tile // 2)
+        return TilePlan(tile, min(plan.max_pixels, (tile + 2 * self.pad) ** 2), forced=True)
 
     def iter_rows(
-        self, pixels: np.ndarray, alpha: np.ndarray | None = None, progress: Progress | None = None
+        self, pixels: np.ndarray, alpha: np.ndarray | None = None, progress: Progress | None = None,
+        plan: TilePlan | None = None,
     ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-        """Upscale one ``H×W×C`` image (C = 1 or 3) strip by strip, top to bottom.
+        """Upscale one ``H×W×C`` image (C = 1 or 3) strip by strip, top to bottom, cut by
+        :attr:`plan` unless another is given.
 
         Yields ``(rows, alpha_rows)`` of the output, so a writer can stream a result that would
         not fit in memory whole.
         """
         h, w = pixels.shape[:2]
         p = self.pad
-        tile = max(h, w) if self.tiles_for(h, w) == 1 else self.tile
+        plan = plan or self.plan
+        tile = max(h, w) if self.tiles_for(h, w, plan) == 1 else plan.tile
         padded = _reflect_pad(pixels, p)
         padded_alpha = None if alpha is None else _reflect_pad(alpha[..., None], p)[..., 0]
         total, done = math.ceil(h / tile) * math.ceil(w / tile), 0
@@ -252,19 +269,23 @@ class Upscaler:
             yield rows, alpha_rows
 
     def upscale(
-        self, pixels: np.ndarray, alpha: np.ndarray | None = None, progress: Progress | None = None
+        self, pixels: np.ndarray, alpha: np.ndarray | None = None, progress: Progress | None = None,
+        plan: TilePlan | None = None,
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Upscale one image; returns ``(pixels, alpha)`` ``r×`` larger, same dtype."""
-        parts = list(self.iter_rows(_as_hwc(pixels), alpha, progress))
+        """Upscale one image (cut by :attr:`plan` unless another is given); returns
+        ``(pixels, alpha)`` ``r×`` larger, same dtype."""
+        parts = list(self.iter_rows(_as_hwc(pixels), alpha, progress, plan))
         colour = np.concatenate([c for c, _ in parts])
         return colour, None if alpha is None else np.concatenate([a for _, a in parts])
 
-    def upscale_batch(self, frames: np.ndarray) -> np.ndarray:
-        """Upscale ``N×H×W×C`` same-size frames (uint8/uint16, C = 1 or 3), ``batch_size`` at a time."""
+    def upscale_batch(self, frames: np.ndarray, plan: TilePlan | None = None) -> np.ndarray:
+        """Upscale ``N×H×W×C`` same-size frames (uint8/uint16, C = 1 or 3), ``batch_size`` at a
+        time, or one by one in tiles where :attr:`plan` (or the one given) cuts them."""
         n, h, w, c = frames.shape
-        if self.tiles_for(h, w) > 1:
-            return np.stack([self.upscale(f)[0] for f in frames])
-        per_pass = max(1, min(self.batch_size, self.max_pixels // ((h + 2 * self.pad) * (w + 2 * self.pad))))
+        plan = plan or self.plan
+        if self.tiles_for(h, w, plan) > 1:
+            return np.stack([self.upscale(f, plan=plan)[0] for f in frames])
+        per_pass = max(1, min(self.batch_size, plan.max_pixels // ((h + 2 * self.pad) * (w + 2 * self.pad))))
         out = self._empty_output((n, h * self.scale, w * self.scale, c), frames.dtype)
         pending: list[_Pending] = []
         with torch.inference_mode():

@@ -38,6 +38,20 @@ def test_memory_budget_tiles_automatically_with_the_same_result():
     assert np.abs(small.upscale(image)[0].astype(int) - upscaler(2, 1).upscale(image)[0]).max() <= 1
 
 
+def test_a_smaller_plan_is_for_one_call_and_keeps_the_result():
+    up = upscaler(2, 1)
+    default = up.plan
+    plans = [default]
+    while (smaller := up.smaller_plan(plans[-1])) is not None:
+        plans.append(smaller)
+    assert [p.tile for p in plans[1:]] == [max(32, p.tile // 2) for p in plans[:-1]] and plans[-1].tile == 32
+    image = random_image(45, 38, 3)
+    assert up.tiles_for(45, 38) == 1 and up.tiles_for(45, 38, plans[-1]) == 4
+    tiled, _ = up.upscale(image, plan=plans[-1])
+    assert up.plan == default and up.tiles_for(45, 38) == 1  # nothing kept from the call
+    assert np.abs(up.upscale(image)[0].astype(int) - tiled).max() <= 1
+
+
 def test_y_model_changes_luma_and_upscales_chroma_bicubically():
     model = make_model(2, 1)
     with torch.no_grad():  # a model that answers mid-grey luma everywhere
