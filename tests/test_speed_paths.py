@@ -116,13 +116,14 @@ def test_fused_path_batches_and_tiles_agree(channels):
 def test_float_path_filters_chroma_at_low_resolution_like_bicubic_at_full():
     """``sr_tensor`` (16-bit pictures, library callers) equals YCbCr -> RGB after bicubic chroma,
     borders included (no padding here: bicubic clamps at the edges)."""
-    up = upscaler_for(model_for(3))
+    model = model_for(3)
+    up = upscaler_for(model)
     x = torch.rand(2, 3, 19, 23)
     with torch.inference_mode():
         fast = up.sr_tensor(x)
         ycc = rgb_to_ycbcr(x, dim=1)
         cbcr = F.interpolate(ycc[:, 1:], scale_factor=3, mode="bicubic", align_corners=False)
-        plain = ycbcr_to_rgb(torch.cat([up._network(ycc[:, :1]), cbcr], dim=1), dim=1).clamp(0, 1)
+        plain = ycbcr_to_rgb(torch.cat([model(ycc[:, :1]), cbcr], dim=1), dim=1).clamp(0, 1)
     assert (fast - plain).abs().max() < 1e-5
 
 
