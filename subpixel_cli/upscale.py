@@ -1,7 +1,9 @@
-"""The :class:`Upscaler`: device, precision, padding, tiles and batches around an ESPCN.
+"""The :class:`Upscaler`: padding, tiles, batches and CUDA streams around an ESPCN, on a device
+and in a precision from :mod:`subpixel_cli.runtime`.
 
 A pure call from array to array: ``H×W×C`` uint8/uint16 pixels in, ``rH×rW×C`` out. Nothing is
-kept between calls. Y-channel models upscale the luminance of BT.601 YCbCr and the chroma is
+kept between calls (but for the fp32 redo of an overflowed result, built once on first need from
+the weights given at the start). Y-channel models upscale the luminance of BT.601 YCbCr and the chroma is
 upscaled bicubically (as the paper); RGB models take RGB. Alpha is upscaled bicubically on its
 own.
 
