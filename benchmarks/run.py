@@ -125,10 +125,9 @@ def _torch_worker(kind: str, scale: int, width: int, height: int, batch: int) ->
 
         return eager, info
     precision = "auto" if kind in ("subpixel", "subpixel-y") else "fp32"
-    up = Upscaler(loaded, device="cpu", precision=precision, batch_size=batch)
-    info["precision"] = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[up.dtype]
-    if kind == "subpixel-unfused":
-        up._fused = {}  # what every uint8 picture went through before the fused path
+    # Unfused: what every uint8 picture went through before the fused path.
+    up = Upscaler(loaded, device="cpu", precision=precision, batch_size=batch, fused=kind != "subpixel-unfused")
+    info["precision"] = up.precision.name
     frames = _frames(batch, height, width, 1 if kind.startswith("subpixel-y") else 3)
     return (lambda: up.upscale_batch(frames)), info
 
@@ -378,8 +377,7 @@ def quality(args: argparse.Namespace) -> dict:
             continue
         loaded = load_model(name)
         ref = Upscaler(loaded, device="cpu", precision="fp32")
-        ups = {label: Upscaler(loaded, device="cpu", precision=p) for label, (p, _) in paths.items()}
-        ups["fp32 unfused"]._fused = {}
+        ups = {label: Upscaler(loaded, device="cpu", precision=p, fused=f) for label, (p, f) in paths.items()}
         for dataset in ("Set5", "Set14"):
             scores: dict[str, list[tuple[float, float]]] = {k: [] for k in ["fp32", *paths]}
             for path in dataset_files(args.data / "benchmarks" / dataset):

@@ -44,7 +44,6 @@ def decoded_frames(clip: Path, count: int) -> np.ndarray:
 
 def model_fps(frames: np.ndarray, scale: int, batch: int = 4) -> tuple[float, str]:
     from subpixel_cli.registry import load_model
-    from subpixel_cli.runtime import PRECISIONS
     from subpixel_cli.upscale import Upscaler
 
     up = Upscaler(load_model(None, scale), device="cpu", batch_size=batch)
@@ -55,8 +54,7 @@ def model_fps(frames: np.ndarray, scale: int, batch: int = 4) -> tuple[float, st
         started = time.perf_counter()
         up.upscale_batch(frames[i : i + batch])
         times.append(time.perf_counter() - started)
-    precision = next(k for k, v in PRECISIONS.items() if v == up.dtype)
-    return batch / statistics.median(times), precision
+    return batch / statistics.median(times), up.precision.name
 
 
 def _rss_mib(pid: int) -> float | None:

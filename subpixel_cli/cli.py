@@ -601,7 +601,7 @@ def bench(scale: int | None, model: str | None, device: str, precision: str, bat
       subpixel bench -x2 --device cuda --precision fp16 --batch-size 16
       subpixel bench --model my-model/ --size 1280x720 --json
     """
-    from subpixel_cli.upscale import measure_throughput
+    from subpixel_cli.bench import measure_throughput
 
     frame = _parse_size(size)
     upscaler = _load_upscaler(model, scale, device, precision, None, batch_size, None)

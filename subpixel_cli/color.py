@@ -19,6 +19,7 @@ _RGB_TO_YCBCR = np.array(
 ) / 255.0
 _YCBCR_OFFSET = np.array([16.0, 128.0, 128.0]) / 255.0
 _YCBCR_TO_RGB = np.linalg.inv(_RGB_TO_YCBCR)
+Y_OFFSET, Y_RANGE = 16 / 255, 219 / 255  # the Y of a grey value g (in [0, 1]) is Y_OFFSET + g·Y_RANGE
 
 
 def matrices() -> tuple[np.ndarray, np.ndarray]:

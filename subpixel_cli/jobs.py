@@ -32,7 +32,7 @@ from subpixel_cli.images import (
 )
 from subpixel_cli.files import atomic_write, make_folder, remove_stale_temporaries
 from subpixel_cli.runtime import is_out_of_memory, out_of_memory_message
-from subpixel_cli.upscale import Progress, Upscaler
+from subpixel_cli.upscale import Progress, TilePlan, Upscaler
 
 _GLOB_CHARS = set("*?[")
 _T = TypeVar("_T")
@@ -159,6 +159,15 @@ class _Loaded:
     started: float
 
 
+class _OutOfMemory(Exception):
+    """Out of memory with the smallest tiles retried for a file: the allocator's ``error`` and
+    the last ``tile`` side tried, from which the hint suggests a smaller one."""
+
+    def __init__(self, error: BaseException, tile: int) -> None:
+        super().__init__(str(error))
+        self.error, self.tile = error, tile
+
+
 def describe_failure(exc: BaseException, source: Path, tile: int) -> str:
     """One line for a file's failure: the project's own message, an out-of-memory hint, or
     ``internal error: Type: message`` for a bug (the traceback is kept for ``--debug``)."""
@@ -257,7 +266,7 @@ class Runner:
             return self._single(batch[0], writer)
         try:
             frames = np.stack([b.picture.pixels for b in batch])
-            outputs = self._retrying(lambda: self.upscaler.upscale_batch(frames))
+            outputs = self._retrying(lambda plan: self.upscaler.upscale_batch(frames, plan))
         except Exception as exc:
             for item in batch:
                 self._fail(item.job, item.started, exc)
@@ -271,9 +280,10 @@ class Runner:
             fmt = output_format(item.job.target, self.fmt)
             streamed = fmt == "PNG" and self.upscaler.tiles_for(picture.height, picture.width) > 1
             if streamed:
-                out_size = self._retrying(lambda: self._stream_png(item))
+                out_size = self._retrying(lambda plan: self._stream_png(item, plan))
             else:
-                pixels, alpha = self._retrying(lambda: self.upscaler.upscale(picture.pixels, picture.alpha, self.on_tiles))
+                pixels, alpha = self._retrying(
+                    lambda plan: self.upscaler.upscale(picture.pixels, picture.alpha, self.on_tiles, plan))
         except Exception as exc:
             self._fail(item.job, item.started, exc)
             return []
@@ -283,22 +293,30 @@ class Runner:
         out = Picture(pixels, alpha, picture.icc_profile, picture.exif)
         return [writer.submit(self._write, item, out)]
 
-    def _retrying(self, call: Callable[[], _T]) -> _T:
-        """``call()``, again with smaller tiles after each out-of-memory error while the upscaler
-        can still shrink them (a GPU that is shared, or a budget that was too generous)."""
+    def _retrying(self, call: Callable[[TilePlan], _T]) -> _T:
+        """``call(plan)`` with the upscaler's own tile plan, again with smaller tiles after each
+        out-of-memory error while there are smaller ones (a GPU that is shared, or a budget that
+        was too generous). Smaller tiles are for this call only: the next file starts from the
+        upscaler's plan again. When none are left the error is raised as
+        :class:`_OutOfMemory`, with the last tile side tried for the hint."""
+        plan = self.upscaler.plan
         while True:
             try:
-                return call()
+                return call(plan)
             except Exception as exc:
-                if not (is_out_of_memory(exc) and self.upscaler.shrink_tiles()):
+                if not is_out_of_memory(exc):
                     raise
+                smaller = self.upscaler.smaller_plan(plan)
+                if smaller is None:
+                    raise _OutOfMemory(exc, plan.tile) from exc
+                plan = smaller
 
-    def _stream_png(self, item: _Loaded) -> tuple[int, int]:
+    def _stream_png(self, item: _Loaded, plan: TilePlan) -> tuple[int, int]:
         picture, r = item.picture, self.upscaler.scale
         like = Picture(picture.pixels[:1, :1], None if picture.alpha is None else picture.alpha[:1, :1], picture.icc_profile, picture.exif)
         with atomic_write(item.job.target, self.force) as f:
             png = PngWriter(f, picture.width * r, picture.height * r, like, compress_level=1)
-            for rows, alpha_rows in self.upscaler.iter_rows(picture.pixels, picture.alpha, self.on_tiles):
+            for rows, alpha_rows in self.upscaler.iter_rows(picture.pixels, picture.alpha, self.on_tiles, plan):
                 png.write_rows(rows, alpha_rows)
             png.close()
         return picture.width * r, picture.height * r
@@ -319,8 +337,11 @@ class Runner:
 
     def _fail(self, job: Job, started: float, exc: BaseException) -> None:
         """Record ``exc`` as this file's failure; the batch goes on."""
+        tile = self.upscaler.plan.tile
+        if isinstance(exc, _OutOfMemory):
+            exc, tile = exc.error, exc.tile
         trace = None if isinstance(exc, SubpixelError) else "".join(traceback.format_exception(exc))
-        message = describe_failure(exc, job.source, self.upscaler.tile)
+        message = describe_failure(exc, job.source, tile)
         self._record(Result(job.source, job.target, "failed", message, seconds=time.perf_counter() - started,
                             traceback=trace))
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ctypes
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from subpixel_cli.choices import PRECISIONS as PRECISION_NAMES
 from subpixel_cli.errors import UsageError
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of activations per forward pass on the CPU
 
 
 # --- device and precision ---------------------------------------------------------------------
@@ -60,6 +62,42 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype:
     if name not in PRECISIONS:
         raise UsageError(f"unknown precision {name!r} (use {', '.join(PRECISION_NAMES)})")
     return PRECISIONS[name]
+
+
+@dataclass(frozen=True)
+class Precision:
+    """What a precision choice means for inference: ``fused``, the dtype of the fused 8-bit path
+    (:mod:`subpixel_cli.fused`); ``module``, the dtype of the network as a module (16-bit pictures,
+    RGB models on grey); ``checks_overflow``, whether results are checked for non-finite values
+    and redone in fp32."""
+
+    fused: torch.dtype
+    module: torch.dtype
+    checks_overflow: bool
+
+    @property
+    def name(self) -> str:
+        """The fused path's precision as ``--precision`` spells it: fp32, fp16 or bf16."""
+        return next(name for name, dtype in PRECISIONS.items() if dtype == self.fused)
+
+
+def inference_precision(name: str, device: torch.device) -> Precision:
+    """:func:`resolve_precision` for the Upscaler. ``auto`` on the CPU keeps the module in fp32:
+    its values in [0, 1] need more than bf16's 8 bits of mantissa. fp16 tops out at 65504; bf16
+    has fp32's range, so only fp16 output is checked (a pass over the result that costs a seventh
+    of a bf16 batch on the CPU)."""
+    dtype = resolve_precision(name, device)
+    module = torch.float32 if name == "auto" and device.type == "cpu" else dtype
+    return Precision(fused=dtype, module=module, checks_overflow=dtype == torch.float16)
+
+
+def default_memory_budget(device: torch.device) -> int:
+    """Bytes of activations one forward pass may use: half the free memory of a CUDA device,
+    else :data:`DEFAULT_MEMORY_BUDGET`."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * 0.5)
+    return DEFAULT_MEMORY_BUDGET
 
 
 def _fused_conv_op() -> Any:

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -285,52 +284,6 @@ def test_an_unexpected_error_fails_one_file_and_the_batch_goes_on(tmp_path, mode
     assert_clean_failure(result.stderr)
     debug = cli("--debug", "upscale", tmp_path, "--model", model_folder(2, 1), "--force")
     assert debug.exit_code == 1 and "Traceback" in debug.stderr and "ZeroDivisionError" in debug.stderr
-
-
-def _oom(message: str = "CUDA out of memory. Tried to allocate 2.00 GiB") -> BaseException:
-    oom = getattr(torch, "OutOfMemoryError", RuntimeError)
-    return oom(message)
-
-
-def test_out_of_memory_retries_with_smaller_tiles(tmp_path, model_folder, monkeypatch):
-    """A GPU that runs out of memory (simulated: no GPU needed) gets the same image in smaller tiles."""
-    source = save(tmp_path / "big.png", 90, 120)
-    assert cli("upscale", source, "-o", tmp_path / "reference.png", "--model", model_folder(2, 1)).exit_code == 0
-    real = Upscaler._run_padded
-    attempts: list[int] = []
-
-    def small_memory(self, colour, alpha):
-        attempts.append(colour.shape[1] * colour.shape[2])
-        if colour.shape[1] * colour.shape[2] > 60 * 60:
-            raise _oom()
-        return real(self, colour, alpha)
-
-    monkeypatch.setattr(Upscaler, "_run_padded", small_memory)
-    result = cli("upscale", source, "-o", tmp_path / "retried.png", "--model", model_folder(2, 1), "--json")
-    assert result.exit_code == 0 and records(result.stdout)[0]["status"] == "ok"
-    assert max(attempts) > 60 * 60 and len(attempts) > 2
-    a = read_image(tmp_path / "reference.png").pixels.astype(int)
-    b = read_image(tmp_path / "retried.png").pixels.astype(int)
-    assert np.abs(a - b).max() <= 1
-
-
-@pytest.mark.parametrize("error", [MemoryError(), _oom("DefaultCPUAllocator: can't allocate memory")])
-def test_out_of_memory_that_retries_cannot_fix_suggests_tiles(tmp_path, model_folder, monkeypatch, error):
-    save(tmp_path / "a.png")
-    save(tmp_path / "b.png", 20, 24)
-    (tmp_path / "c.jpg").write_bytes(b"junk")
-
-    def no_memory(self, colour, alpha):
-        raise error
-
-    monkeypatch.setattr(Upscaler, "_run_padded", no_memory)
-    result = cli("upscale", tmp_path, "--model", model_folder(2, 1), "--json")
-    assert result.exit_code == 1
-    messages = {Path(r["input"]).name: r["message"] for r in records(result.stdout)}
-    assert "out of memory" in messages["a.png"] and "--tile" in messages["a.png"] and "--max-memory" in messages["a.png"]
-    assert "out of memory" in messages["b.png"] and "not an image" in messages["c.jpg"]
-    assert_clean_failure(result.stderr)
-    assert not partials(tmp_path) and not list(tmp_path.glob("*_x2.png"))
 
 
 # --- the one place that turns errors into messages and exit codes ------------------------------

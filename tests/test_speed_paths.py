@@ -15,11 +15,13 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 
+from subpixel_cli.bench import measure_throughput
 from subpixel_cli.cli import main
 from subpixel_cli.color import rgb_to_ycbcr, ycbcr_to_rgb
 from subpixel_cli.hub import LoadedModel, ModelInfo
 from subpixel_cli.model import ESPCN, ESPCNConfig
-from subpixel_cli.upscale import Upscaler, _FusedPath, measure_throughput
+from subpixel_cli.fused import FusedPath
+from subpixel_cli.upscale import Upscaler
 
 from conftest import random_image
 
@@ -75,9 +77,27 @@ def test_fused_8bit_path_equals_the_plain_math(scale, model_channels, image_chan
 def test_torch_colour_finish_equals_the_plain_math():
     """GPUs finish colour with the chroma phase filter and torch instead of OpenCV."""
     model = model_for(3)
-    up = upscaler_for(model)
-    up._fused[3] = _FusedPath(model, 3, up.device, up.dtype, opencv=False)
+    pad = upscaler_for(model).pad
+    fused = FusedPath(model, 3, torch.device("cpu"), torch.float32, opencv=False)
     image = random_image(37, 29, 3)
+    padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    out = torch.empty((1, 37 * 3, 29 * 3, 3), dtype=torch.uint8)
+    with torch.inference_mode():
+        fused.write(*fused(torch.from_numpy(padded[None]).float().permute(0, 3, 1, 2)), out, pad)
+    assert_same_pixels(out[0].numpy(), plain_upscale(model, image, pad))
+
+
+@pytest.mark.parametrize("model_channels,image_channels", [(1, 3), (1, 1), (3, 3)])
+def test_unfused_upscaler_equals_the_plain_math(monkeypatch, model_channels, image_channels):
+    """``fused=False``: uint8 pictures take the float path, as 16-bit ones do."""
+
+    def fused_path(*args):
+        raise AssertionError("the fused path was switched off")
+
+    monkeypatch.setattr(FusedPath, "__call__", fused_path)
+    model = model_for(3, model_channels)
+    up = upscaler_for(model, fused=False)
+    image = random_image(37, 29, image_channels)
     assert_same_pixels(up.upscale(image)[0], plain_upscale(model, image, up.pad))
 
 
@@ -96,13 +116,14 @@ def test_fused_path_batches_and_tiles_agree(channels):
 def test_float_path_filters_chroma_at_low_resolution_like_bicubic_at_full():
     """``sr_tensor`` (16-bit pictures, library callers) equals YCbCr -> RGB after bicubic chroma,
     borders included (no padding here: bicubic clamps at the edges)."""
-    up = upscaler_for(model_for(3))
+    model = model_for(3)
+    up = upscaler_for(model)
     x = torch.rand(2, 3, 19, 23)
     with torch.inference_mode():
         fast = up.sr_tensor(x)
         ycc = rgb_to_ycbcr(x, dim=1)
         cbcr = F.interpolate(ycc[:, 1:], scale_factor=3, mode="bicubic", align_corners=False)
-        plain = ycbcr_to_rgb(torch.cat([up._network(ycc[:, :1]), cbcr], dim=1), dim=1).clamp(0, 1)
+        plain = ycbcr_to_rgb(torch.cat([model(ycc[:, :1]), cbcr], dim=1), dim=1).clamp(0, 1)
     assert (fast - plain).abs().max() < 1e-5
 
 
@@ -136,7 +157,7 @@ def test_auto_precision_on_the_cpu_is_bf16_only_with_native_bf16(monkeypatch, fa
     monkeypatch.setattr("subpixel_cli.runtime.fast_bf16", lambda: fast)
     up = upscaler_for(model_for(2), precision="auto")
     assert up.dtype == (torch.bfloat16 if fast else torch.float32)
-    assert up._model_dtype == torch.float32  # 16-bit pictures need more than bf16's mantissa
+    assert up.precision.module == torch.float32  # 16-bit pictures need more than bf16's mantissa
     grey16 = (random_image(20, 18, 1).astype(np.uint16) * 257)
     assert np.array_equal(up.upscale(grey16)[0], upscaler_for(model_for(2)).upscale(grey16)[0])
 

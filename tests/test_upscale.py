@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -38,6 +40,20 @@ def test_memory_budget_tiles_automatically_with_the_same_result():
     assert np.abs(small.upscale(image)[0].astype(int) - upscaler(2, 1).upscale(image)[0]).max() <= 1
 
 
+def test_a_smaller_plan_is_for_one_call_and_keeps_the_result():
+    up = upscaler(2, 1)
+    default = up.plan
+    plans = [default]
+    while (smaller := up.smaller_plan(plans[-1])) is not None:
+        plans.append(smaller)
+    assert [p.tile for p in plans[1:]] == [max(32, p.tile // 2) for p in plans[:-1]] and plans[-1].tile == 32
+    image = random_image(45, 38, 3)
+    assert up.tiles_for(45, 38) == 1 and up.tiles_for(45, 38, plans[-1]) == 4
+    tiled, _ = up.upscale(image, plan=plans[-1])
+    assert up.plan == default and up.tiles_for(45, 38) == 1  # nothing kept from the call
+    assert np.abs(up.upscale(image)[0].astype(int) - tiled).max() <= 1
+
+
 def test_y_model_changes_luma_and_upscales_chroma_bicubically():
     model = make_model(2, 1)
     with torch.no_grad():  # a model that answers mid-grey luma everywhere
@@ -56,14 +72,15 @@ def test_y_model_changes_luma_and_upscales_chroma_bicubically():
 
 
 def test_y_model_output_matches_running_the_network_by_hand():
-    up = upscaler(3, 1)
+    model = make_model(3, 1)
+    up = Upscaler(LoadedModel(model, ModelInfo("t", model.config)), device="cpu")
     image = random_image(16, 16, 3)
     out, _ = up.upscale(image)
     x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
     ycc = rgb_to_ycbcr(x, dim=1)
     padded = torch.nn.functional.pad(ycc[:, :1], (up.pad,) * 4, mode="reflect")
     with torch.no_grad():
-        y = up._source_model(padded)[..., up.pad * 3 : -up.pad * 3, up.pad * 3 : -up.pad * 3]
+        y = model(padded)[..., up.pad * 3 : -up.pad * 3, up.pad * 3 : -up.pad * 3]
     cbcr = torch.nn.functional.interpolate(
         torch.nn.functional.pad(ycc[:, 1:], (up.pad,) * 4, mode="reflect"), scale_factor=3, mode="bicubic", align_corners=False
     )[..., up.pad * 3 : -up.pad * 3, up.pad * 3 : -up.pad * 3]
@@ -116,16 +133,21 @@ def test_tiny_images(shape):
 
 
 def test_non_finite_reduced_precision_output_is_retried_in_fp32():
+    """The float path (16-bit pictures, library callers): NaN survives the final clamp, so a
+    finite result equal to fp32's is one that was redone."""
     model = make_model(2, 1)
-    with torch.no_grad():
-        model.conv3.weight.mul_(1e6)  # overflows fp16, fine in fp32
-    up = Upscaler(LoadedModel(model, ModelInfo("t", model.config)), device="cpu", precision="fp16")
+    with torch.no_grad():  # past fp16's 65504: ±inf weights whose sum is NaN in fp16, fine in fp32
+        model.conv1.weight[:, 0, 2, 1] = 7e4
+        model.conv1.weight[:, 0, 2, 3] = -7e4
+    loaded = LoadedModel(model, ModelInfo("t", model.config))
+    up = Upscaler(loaded, device="cpu", precision="fp16")
     x = torch.rand(1, 1, 8, 8)
     with torch.inference_mode():
-        direct = model.half()(x.half().contiguous()).float()
-        retried = up._network(x)
+        fp32 = Upscaler(loaded, device="cpu", precision="fp32").sr_tensor(x)
+        retried = up.sr_tensor(x)
+        direct = copy.deepcopy(model).half()((x * 219 / 255 + 16 / 255).half()).float()
     assert not torch.isfinite(direct).all()
-    assert torch.isfinite(retried).all()
+    assert torch.isfinite(retried).all() and torch.equal(retried, fp32)
 
 
 def test_unavailable_device_is_a_usage_error():

@@ -116,7 +116,8 @@ def upscale_video(
         except Exception as exc:  # the one out-of-memory message, as `subpixel upscale` gives it
             if not is_out_of_memory(exc):
                 raise
-            raise SubpixelError(out_of_memory_message(getattr(upscaler, "tile", None))) from None
+            plan = getattr(upscaler, "plan", None)
+            raise SubpixelError(out_of_memory_message(plan.tile if plan else None)) from None
         if writer.frames == 0:
             span = " between --start and --end" if options.start is not None or options.end is not None else ""
             raise InputError(f"{source}: no video frames decoded{span}")
