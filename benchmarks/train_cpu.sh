@@ -9,7 +9,7 @@
 # its last checkpoint. Each stage's run folder is a model folder (subpixel eval --model DIR).
 # Stage A starts from the weights shipped before this recipe (every layer: fine-tuning) with an
 # L1 loss; stage B continues from A's averaged weights with MSE (PSNR is MSE) at a lower rate.
-# ×2 and the face model had one MSE stage each, and ×4 none, to fit the 3-hour session they ran in;
+# ×2 and the face model had one MSE stage each, to fit the 3-hour session they ran in;
 # stage A of ×3/×4 was started for 40,000 steps and resumed at step ~11,500 with 24,000 (the
 # cosine schedule jumped from 4.1e-4 to 3.2e-4 there).
 set -euo pipefail
@@ -56,6 +56,7 @@ case "${1:-}" in
     # The face model starts from ×4's Y model made RGB (train.y_model_as_rgb): the Y of its output
     # is the general model's, and the faces teach it the rest. (From the old face model it trailed.)
     stage face-m "${F[@]}" --steps 10000 --loss mse --lr 2e-4 --min-lr 1e-6 --init-from "$RUNS/x4-a"
+    stage x4-b "${Y[@]}" -x 4 --steps 4000 --loss mse --lr 1e-4 --min-lr 1e-6 --init-from "$RUNS/x4-a"
     ;;
   *) echo "usage: $0 chain1|chain2" >&2; exit 2 ;;
 esac
