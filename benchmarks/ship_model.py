@@ -35,6 +35,8 @@ def main() -> None:
     parser.add_argument("--ship", metavar="NAME", help="write weights/NAME from this run")
     parser.add_argument("--notes", type=Path, help="markdown for the model card (how it was trained, what was tried)")
     parser.add_argument("--only-if-better", action="store_true")
+    parser.add_argument("--license", help="the weights' terms for config.json and the card (default: the run's)")
+    parser.add_argument("--description", help="one line for config.json and the card (default: the run's)")
     args = parser.parse_args()
 
     loaded = load_folder(args.run)
@@ -54,7 +56,8 @@ def main() -> None:
             print(f"not shipped: weights/{args.ship} scores Set5 {current.psnr('Set5')}, Set14 {current.psnr('Set14')}",
                   file=sys.stderr)
             sys.exit(1)
-    info = replace(loaded.info, name=args.ship, metrics=metrics)
+    info = replace(loaded.info, name=args.ship, metrics=metrics, license=args.license or loaded.info.license,
+                   description=args.description or loaded.info.description)
     notes = args.notes.read_text(encoding="utf-8") if args.notes else ""
     save_model(target, loaded.model, info, card=model_card(info, notes))
     print(f"wrote {target}", file=sys.stderr)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import math
 import os
 import time
@@ -35,8 +34,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from PIL import Image
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
@@ -44,16 +41,15 @@ from torch.utils.data import DataLoader, Dataset
 from subpixel_cli import data as datasets
 from subpixel_cli.choices import SCHEDULES, TRAIN_PRECISIONS
 from subpixel_cli.errors import DataError, UsageError
-from subpixel_cli.files import atomic_path, atomic_write, make_folder, write_text
+from subpixel_cli.files import atomic_write, make_folder
 from subpixel_cli.hub import ModelInfo, model_card, save_model
+from subpixel_cli.checkpoints import CHECKPOINT_NAME, load_checkpoint, restore, save_checkpoint
 from subpixel_cli.color import matrices
 from subpixel_cli.evaluate import ProtocolImage, centre_crops, comparison_sheet, prepare_image, score_image, validate
 from subpixel_cli.images import list_images
 from subpixel_cli.model import ESPCN, ESPCNConfig
 from subpixel_cli.runtime import fast_bf16, resolve_device
 
-CHECKPOINT_NAME = "checkpoint.safetensors"
-STATE_NAME = "trainer_state.json"
 SAMPLES_DIR = "samples"
 LOSSES = {"l1": nn.L1Loss, "mse": nn.MSELoss}  # by the names in choices.LOSSES
 CELEBA = "celeba"
@@ -272,71 +268,6 @@ def _celeba_data(config: TrainConfig) -> RunData:
     return RunData(train, val, description)
 
 
-# --- checkpoints ------------------------------------------------------------------------------
-
-
-def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
-    sd = optimizer.state_dict()
-    tensors = {}
-    for pid, state in sd["state"].items():
-        for key, value in state.items():
-            t = value if isinstance(value, torch.Tensor) else torch.tensor(value)
-            tensors[f"optim.{pid}.{key}"] = t.detach().cpu().contiguous()
-    return tensors, sd["param_groups"]
-
-
-def save_checkpoint(out: Path, model: ESPCN, optimizer: torch.optim.Optimizer, config: TrainConfig, state: TrainState,
-                    ema: ESPCN | None = None) -> Path:
-    """Write ``checkpoint.safetensors`` (atomically) and ``trainer_state.json`` into ``out``."""
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    if ema is not None:
-        tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
-    optim_tensors, groups = _optimizer_tensors(optimizer)
-    tensors.update(optim_tensors)
-    record = {"config": config.to_json(), "state": asdict(state), "param_groups": groups,
-              "model_config": model.config.to_dict()}
-    path = out / CHECKPOINT_NAME
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt", "trainer": json.dumps(record)})
-    write_text(out / STATE_NAME, json.dumps(record, indent=2, default=str))
-    return path
-
-
-def load_checkpoint(out: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """The JSON record and tensors of ``out/checkpoint.safetensors``."""
-    path = out / CHECKPOINT_NAME
-    if not path.is_file():
-        raise UsageError(f"--resume: no {CHECKPOINT_NAME} in {out}; start without --resume")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            record = json.loads((f.metadata() or {})["trainer"])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (OSError, KeyError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable subpixel checkpoint ({exc})") from None
-    return record, tensors
-
-
-def restore(record: dict[str, Any], tensors: dict[str, torch.Tensor], model: ESPCN,
-            optimizer: torch.optim.Optimizer, ema: ESPCN | None = None) -> TrainState:
-    """Load a checkpoint's weights, Adam state and weight average into ``model``/``optimizer``/
-    ``ema`` (an average the checkpoint lacks starts from the weights); its trainer state."""
-    if record["model_config"] != model.config.to_dict():
-        raise UsageError(f"--resume: the checkpoint's model {record['model_config']} differs from this run's "
-                         f"{model.config.to_dict()}; use the same -x/--channels or another --out")
-    weights = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
-    model.load_state_dict(weights)
-    if ema is not None:
-        averaged = {k.removeprefix("ema."): v for k, v in tensors.items() if k.startswith("ema.")}
-        ema.load_state_dict(averaged or weights)
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, pid, name = key.split(".", 2)
-            state.setdefault(int(pid), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": record["param_groups"]})
-    return TrainState(**record["state"])
-
-
 # --- the loop ---------------------------------------------------------------------------------
 
 
@@ -456,7 +387,7 @@ def train(config: TrainConfig, on_event: EventCallback | None = None,
     state = TrainState()
     if config.resume:
         record, tensors = load_checkpoint(out)
-        state = restore(record, {k: v.to(device) for k, v in tensors.items()}, model, optimizer, ema)
+        state = TrainState(**restore(record, {k: v.to(device) for k, v in tensors.items()}, model, optimizer, ema))
     if config.command:
         state.commands.append(config.command)
     loop = _Loop(config, run_data, model, optimizer, state, device, ddp, out, on_event or (lambda e: None), ema)
@@ -611,7 +542,8 @@ class _Loop:
     def _checkpoint(self) -> None:
         if self.ddp.main:
             self.state.scaler = self.scaler.state_dict() if self.amp else None
-            save_checkpoint(self.out, self.model, self.optimizer, self.config, self.state, self.ema)
+            trainer = {"config": self.config.to_json(), "state": asdict(self.state)}
+            save_checkpoint(self.out, self.model, self.optimizer, trainer, self.ema)
             self.info = self._model_info()
             save_model(self.out, self.shipped, self.info, model_card(self.info, CELEBA_RUN_NOTE if self.config.is_celeba else ""))
             self._event("checkpoint", message=str(self.out / CHECKPOINT_NAME))

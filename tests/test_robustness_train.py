@@ -17,7 +17,7 @@ from safetensors import safe_open
 
 from subpixel_cli.cli import main
 from subpixel_cli.registry import load_model
-from subpixel_cli.train import CHECKPOINT_NAME, STATE_NAME
+from subpixel_cli.checkpoints import CHECKPOINT_NAME, STATE_NAME
 
 from conftest import random_image
 from robustness_util import cli_process, run_and_kill
