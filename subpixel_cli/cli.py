@@ -10,7 +10,6 @@ Exit codes (also in README.md):
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sys
 import traceback
@@ -23,26 +22,16 @@ from rich.markup import escape
 
 from subpixel_cli import __version__
 from subpixel_cli import choices
+from subpixel_cli.console import (emit_json, err_console, eval_progress, print_eval_tables, print_summary,
+                                  progress_bar, short_licence, train_progress)
 from subpixel_cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, SubpixelError
 
 if TYPE_CHECKING:
-    from rich.progress import Progress
 
-    from subpixel_cli.jobs import Report, Result
+    from subpixel_cli.jobs import Result
     from subpixel_cli.upscale import Upscaler
 
 EXIT_CODES_HELP = "Exit codes: 0 all done, 1 some inputs failed, 2 usage error, 130 interrupted."
-
-# Messages and progress go to stderr; stdout carries results (--json).
-err_console = Console(stderr=True, highlight=False)
-
-
-def emit_json(record: dict[str, Any]) -> None:
-    """One JSON object per line on stdout. File names that are not valid UTF-8 (surrogate escapes)
-    are written as ``\\udcXX`` escapes, which ``json.loads`` turns back into the same name."""
-    text = json.dumps(record, ensure_ascii=False, default=str)
-    click.echo(text.encode("utf-8", "backslashreplace").decode("utf-8"))
-
 
 def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     """The one place where errors become a message and an exit code: the project's errors print
@@ -186,7 +175,7 @@ def upscale(inputs: tuple[str, ...], output: Path | None, scale: int | None, mod
     if show:
         err_console.print(f"{upscaler.info.name}: ×{upscaler.scale} {upscaler.info.color_space.upper()} model on "
                           f"{upscaler.device.type} ({str(upscaler.dtype).removeprefix('torch.')}), {len(jobs)} file(s)")
-    with _progress(show) as progress:
+    with progress_bar(show) as progress:
         files = progress.add_task("files", total=len(jobs))
         tiles = progress.add_task("tiles", total=None, visible=False)
 
@@ -208,41 +197,8 @@ def upscale(inputs: tuple[str, ...], output: Path | None, scale: int | None, mod
 
         report = Runner(upscaler, force=force, fmt=fmt, quality=quality, on_result=on_result, on_tiles=on_tiles).run(jobs)
     if show:
-        _print_summary(report)
+        print_summary(report)
     sys.exit(report.return_code)
-
-
-def _progress(enabled: bool, fields: str = "", timing: bool = True, transient: bool = True) -> "Progress":
-    """The one progress display of every command: rich, on stderr, gone when done (``transient``).
-
-    ``fields``: a text column after the count, e.g. ``"{task.fields[rate]}"``; ``timing``: elapsed
-    and remaining time columns.
-    """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    columns: list[Any] = [TextColumn("{task.description:>6}"), BarColumn(), MofNCompleteColumn()]
-    if fields:
-        columns.append(TextColumn(fields))
-    if timing:
-        columns += [TimeElapsedColumn(), TimeRemainingColumn()]
-    return Progress(*columns, console=err_console, disable=not enabled, transient=transient)
-
-
-def _print_summary(report: "Report") -> None:
-    ok, skipped, failed = report.count("ok"), report.count("skipped"), report.count("failed")
-    seconds = sum(r.seconds for r in report.results if r.status == "ok")
-    parts = [f"[green]{ok} upscaled[/]"]
-    if skipped:
-        parts.append(f"[yellow]{skipped} skipped[/] (output exists; --force to overwrite)")
-    if failed:
-        parts.append(f"[red]{failed} failed[/]")
-    rate = f" in {seconds:.1f} s" if ok else ""
-    err_console.print(", ".join(parts) + rate)
-
-
-def _short_licence(text: str) -> str:
-    short = text.split(";")[0].split("(")[0].strip()
-    return short if short == text.strip() else f"{short} *"
 
 
 @main.command()
@@ -270,36 +226,9 @@ def models(as_json: bool) -> None:
         psnr5, psnr14 = info.psnr("Set5"), info.psnr("Set14")
         table.add_row(name, f"×{info.scale}", f"{info.config.channels} ({info.color_space.upper()})",
                       "–" if psnr5 is None else f"{psnr5:.2f} dB", "–" if psnr14 is None else f"{psnr14:.2f} dB",
-                      _short_licence(info.license))
+                      short_licence(info.license))
     Console().print(table)
 
-
-
-def _train_progress(total_hint: int) -> tuple["Progress", Callable[[Any], None]]:
-    """A rich progress bar on stderr, and the callback that feeds it training events."""
-    progress = _progress(True, "{task.fields[info]}", transient=False)
-    task = progress.add_task("train", total=total_hint, info="")
-    seen: dict[str, Any] = {"val": None, "t": None, "step": 0, "rate": 0.0}
-
-    def on_event(event: Any) -> None:
-        import time
-
-        now = time.perf_counter()
-        if seen["t"] is not None and event.step > seen["step"]:
-            seen["rate"] = (event.step - seen["step"]) / max(now - seen["t"], 1e-9)
-        seen["t"], seen["step"] = now, event.step
-        if event.val_psnr is not None:
-            seen["val"] = event.val_psnr
-        if event.kind in ("start", "checkpoint") and event.message:
-            progress.log(f"{event.kind}: {event.message}")
-        if event.kind == "validate" and event.val_psnr is not None:
-            progress.log(f"step {event.step} epoch {event.epoch}: loss {event.loss or float('nan'):.4f}, val PSNR {event.val_psnr:.2f} dB")
-        loss = f"loss {event.loss:.4f} " if event.loss is not None else ""
-        val = f"val {seen['val']:.2f} dB " if seen["val"] is not None else ""
-        progress.update(task, total=event.total_steps, completed=event.step,
-                        info=f"{loss}{val}{seen['rate']:.1f} it/s")
-
-    return progress, on_event
 
 
 def _command_line(ctx: click.Context) -> str:
@@ -393,7 +322,7 @@ def train(dataset: str, data_dir: str | None, scale: int | None, steps: int | No
     if not show:
         result = run_training(config)
     else:
-        progress, on_event = _train_progress(steps or 1)
+        progress, on_event = train_progress(steps or 1)
         with progress:
             result = run_training(config, on_event=on_event)
     if show:
@@ -437,12 +366,12 @@ def eval_command(datasets: tuple[str, ...], model_spec: str | None, bicubic: boo
         loaded = load_model(model_spec, scale)
         scale = loaded.info.scale
     assert scale is not None
-    with _eval_progress() as progress:
+    with eval_progress() as progress:
         result = evaluate_model(loaded, scale, datasets, data_dir=data_dir, save_dir=save_images, progress=progress)
     if as_json:
         emit_json(result.to_dict())
     else:
-        _print_eval_tables(result)
+        print_eval_tables(result)
     for d in result.datasets:
         for name, error in d.failures:
             err_console.print(f"[red]failed:[/] {d.name}/{name}: {error}", soft_wrap=True)
@@ -451,61 +380,6 @@ def eval_command(datasets: tuple[str, ...], model_spec: str | None, bicubic: boo
     if result.failed:
         err_console.print(f"[red]{result.failed} image(s) could not be scored[/]")
         sys.exit(EXIT_FAILED)
-
-
-def _eval_progress() -> Any:
-    """A transient progress bar on stderr (silent when stderr is not a terminal); yields the
-    ``(dataset, done, total)`` callback that :func:`evaluate_model` takes."""
-    import contextlib
-
-    @contextlib.contextmanager
-    def bar() -> Any:
-        with _progress(err_console.is_terminal, timing=False) as progress:
-            tasks: dict[str, Any] = {}
-
-            def update(dataset: str, done: int, total: int) -> None:
-                if dataset not in tasks:
-                    tasks[dataset] = progress.add_task(dataset, total=total)
-                progress.update(tasks[dataset], completed=done)
-
-            yield update
-
-    return bar()
-
-
-def _print_eval_tables(result: Any) -> None:
-    """One rich table per dataset (per-image rows, then the mean) and, for several, a summary."""
-    from rich.table import Table
-
-    console = Console()
-    model = result.method != "bicubic"
-    columns = ["image", "bicubic PSNR", "bicubic SSIM"] + ([f"{result.method} PSNR", "SSIM"] if model else [])
-
-    def cells(p: float, s: float, bp: float, bs: float) -> list[str]:
-        row = [f"{bp:.2f}", f"{bs:.4f}"]
-        return row + [f"{p:.2f}", f"{s:.4f}"] if model else row
-
-    for d in result.datasets:
-        table = Table(title=f"{d.name} ×{d.scale} (Y channel, {d.scale}-pixel border)", show_footer=False)
-        for k, column in enumerate(columns):
-            table.add_column(column, justify="left" if k == 0 else "right")
-        for i in d.images:
-            table.add_row(i.name, *cells(i.psnr, i.ssim, i.bicubic_psnr, i.bicubic_ssim))
-        if d.images:
-            table.add_section()
-            table.add_row(f"mean of {len(d.images)}", *cells(d.psnr, d.ssim, d.bicubic_psnr, d.bicubic_ssim),
-                          style="bold")
-        console.print(table)
-    if len(result.datasets) > 1:
-        summary = Table(title=f"{result.method} ×{result.scale}: means (PSNR dB / SSIM on Y)")
-        for k, column in enumerate(["dataset", *columns[1:]]):
-            summary.add_column(column, justify="left" if k == 0 else "right")
-        for d in result.datasets:
-            if d.images:
-                summary.add_row(d.name, *cells(d.psnr, d.ssim, d.bicubic_psnr, d.bicubic_ssim))
-        console.print(summary)
-
-
 
 
 @main.command(epilog=EXIT_CODES_HELP)
@@ -553,7 +427,7 @@ def video(source: Path, output: Path | None, scale: int | None, model: str | Non
     upscaler = _load_upscaler(model, scale, device, precision, tile, batch_size, max_memory)
     target = frames_dir or output or default_output(source, upscaler.scale)
     show = not quiet
-    with _progress(show, "{task.fields[rate]}") as progress:
+    with progress_bar(show, "{task.fields[rate]}") as progress:
         task = progress.add_task("frames", total=None, rate="")
         started = time.perf_counter()
 
@@ -618,7 +492,6 @@ def bench(scale: int | None, model: str | None, device: str, precision: str, bat
                f"{width * result.scale}×{height * result.scale}, {result.gflops:.1f} GFLOP/s{threads}")
 
 
-# --- export (issue: export) --------------------------------------------------------------------
 
 
 @main.command(epilog=EXIT_CODES_HELP)

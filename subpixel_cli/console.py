@@ -1,0 +1,140 @@
+"""What the commands show: progress bars, summaries and tables on stderr, JSON lines on stdout.
+
+Messages and progress go to stderr (rich); stdout carries results (``--json``), one object a line.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, Callable
+
+import click
+from rich.console import Console
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from subpixel_cli.jobs import Report
+
+# Messages and progress go to stderr; stdout carries results (--json).
+err_console = Console(stderr=True, highlight=False)
+
+
+def emit_json(record: dict[str, Any]) -> None:
+    """One JSON object per line on stdout. File names that are not valid UTF-8 (surrogate escapes)
+    are written as ``\\udcXX`` escapes, which ``json.loads`` turns back into the same name."""
+    text = json.dumps(record, ensure_ascii=False, default=str)
+    click.echo(text.encode("utf-8", "backslashreplace").decode("utf-8"))
+
+
+def progress_bar(enabled: bool, fields: str = "", timing: bool = True, transient: bool = True) -> "Progress":
+    """The one progress display of every command: rich, on stderr, gone when done (``transient``).
+
+    ``fields``: a text column after the count, e.g. ``"{task.fields[rate]}"``; ``timing``: elapsed
+    and remaining time columns.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns: list[Any] = [TextColumn("{task.description:>6}"), BarColumn(), MofNCompleteColumn()]
+    if fields:
+        columns.append(TextColumn(fields))
+    if timing:
+        columns += [TimeElapsedColumn(), TimeRemainingColumn()]
+    return Progress(*columns, console=err_console, disable=not enabled, transient=transient)
+
+
+def print_summary(report: "Report") -> None:
+    ok, skipped, failed = report.count("ok"), report.count("skipped"), report.count("failed")
+    seconds = sum(r.seconds for r in report.results if r.status == "ok")
+    parts = [f"[green]{ok} upscaled[/]"]
+    if skipped:
+        parts.append(f"[yellow]{skipped} skipped[/] (output exists; --force to overwrite)")
+    if failed:
+        parts.append(f"[red]{failed} failed[/]")
+    rate = f" in {seconds:.1f} s" if ok else ""
+    err_console.print(", ".join(parts) + rate)
+
+
+def short_licence(text: str) -> str:
+    short = text.split(";")[0].split("(")[0].strip()
+    return short if short == text.strip() else f"{short} *"
+
+
+def train_progress(total_hint: int) -> tuple["Progress", Callable[[Any], None]]:
+    """A rich progress bar on stderr, and the callback that feeds it training events."""
+    progress = progress_bar(True, "{task.fields[info]}", transient=False)
+    task = progress.add_task("train", total=total_hint, info="")
+    seen: dict[str, Any] = {"val": None, "t": None, "step": 0, "rate": 0.0}
+
+    def on_event(event: Any) -> None:
+        import time
+
+        now = time.perf_counter()
+        if seen["t"] is not None and event.step > seen["step"]:
+            seen["rate"] = (event.step - seen["step"]) / max(now - seen["t"], 1e-9)
+        seen["t"], seen["step"] = now, event.step
+        if event.val_psnr is not None:
+            seen["val"] = event.val_psnr
+        if event.kind in ("start", "checkpoint") and event.message:
+            progress.log(f"{event.kind}: {event.message}")
+        if event.kind == "validate" and event.val_psnr is not None:
+            progress.log(f"step {event.step} epoch {event.epoch}: loss {event.loss or float('nan'):.4f}, val PSNR {event.val_psnr:.2f} dB")
+        loss = f"loss {event.loss:.4f} " if event.loss is not None else ""
+        val = f"val {seen['val']:.2f} dB " if seen["val"] is not None else ""
+        progress.update(task, total=event.total_steps, completed=event.step,
+                        info=f"{loss}{val}{seen['rate']:.1f} it/s")
+
+    return progress, on_event
+
+
+def eval_progress() -> Any:
+    """A transient progress bar on stderr (silent when stderr is not a terminal); yields the
+    ``(dataset, done, total)`` callback that :func:`evaluate_model` takes."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def bar() -> Any:
+        with progress_bar(err_console.is_terminal, timing=False) as progress:
+            tasks: dict[str, Any] = {}
+
+            def update(dataset: str, done: int, total: int) -> None:
+                if dataset not in tasks:
+                    tasks[dataset] = progress.add_task(dataset, total=total)
+                progress.update(tasks[dataset], completed=done)
+
+            yield update
+
+    return bar()
+
+
+def print_eval_tables(result: Any) -> None:
+    """One rich table per dataset (per-image rows, then the mean) and, for several, a summary."""
+    from rich.table import Table
+
+    console = Console()
+    model = result.method != "bicubic"
+    columns = ["image", "bicubic PSNR", "bicubic SSIM"] + ([f"{result.method} PSNR", "SSIM"] if model else [])
+
+    def cells(p: float, s: float, bp: float, bs: float) -> list[str]:
+        row = [f"{bp:.2f}", f"{bs:.4f}"]
+        return row + [f"{p:.2f}", f"{s:.4f}"] if model else row
+
+    for d in result.datasets:
+        table = Table(title=f"{d.name} ×{d.scale} (Y channel, {d.scale}-pixel border)", show_footer=False)
+        for k, column in enumerate(columns):
+            table.add_column(column, justify="left" if k == 0 else "right")
+        for i in d.images:
+            table.add_row(i.name, *cells(i.psnr, i.ssim, i.bicubic_psnr, i.bicubic_ssim))
+        if d.images:
+            table.add_section()
+            table.add_row(f"mean of {len(d.images)}", *cells(d.psnr, d.ssim, d.bicubic_psnr, d.bicubic_ssim),
+                          style="bold")
+        console.print(table)
+    if len(result.datasets) > 1:
+        summary = Table(title=f"{result.method} ×{result.scale}: means (PSNR dB / SSIM on Y)")
+        for k, column in enumerate(["dataset", *columns[1:]]):
+            summary.add_column(column, justify="left" if k == 0 else "right")
+        for d in result.datasets:
+            if d.images:
+                summary.add_row(d.name, *cells(d.psnr, d.ssim, d.bicubic_psnr, d.bicubic_ssim))
+        console.print(summary)
