@@ -20,9 +20,25 @@ ROOT = Path(__file__).resolve().parents[1]
 FACES = ROOT.parent / "shared" / "data" / "celeba_sample"
 
 
-def main() -> None:
+def held_out_faces(data: Path, limit: int = 0) -> list:
+    """The held-out faces, prepared by the protocol (``evaluate.ProtocolImage``)."""
     from subpixel_cli.data import celeba_hr, find_celeba, split_holdout
-    from subpixel_cli.evaluate import prepare_image, score_image
+    from subpixel_cli.evaluate import prepare_image
+
+    files = sorted(p for p in find_celeba(data).iterdir() if p.suffix.lower() == ".jpg")
+    _, held_out = split_holdout(files, 0.1)
+    held_out = held_out[:limit] if limit else held_out
+    return [prepare_image(p.name, celeba_hr(p), 4, ssim=False) for p in held_out]
+
+
+def face_psnr(net, images: list) -> float:
+    """Mean Y-PSNR of a model over prepared faces."""
+    from subpixel_cli.evaluate import score_image
+
+    return float(np.mean([score_image(net, i, ssim=False)[0].psnr for i in images]))
+
+
+def main() -> None:
     from subpixel_cli.registry import load_model
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -32,17 +48,13 @@ def main() -> None:
     args = parser.parse_args()
     if not args.data.is_dir():
         sys.exit(f"{args.data}: not found (the CelebA sample of ../shared/data)")
-    files = sorted(p for p in find_celeba(args.data).iterdir() if p.suffix.lower() == ".jpg")
-    _, held_out = split_holdout(files, 0.1)
-    held_out = held_out[: args.faces] if args.faces else held_out
-    images = [prepare_image(p.name, celeba_hr(p), 4, ssim=False) for p in held_out]
+    images = held_out_faces(args.data, args.faces)
     bicubic = float(np.mean([i.bicubic_psnr for i in images]))
-    print(f"{len(images)} held-out faces ({held_out[0].name}…{held_out[-1].name}), Y-PSNR, 4-px border; "
+    print(f"{len(images)} held-out faces ({images[0].name}…{images[-1].name}), Y-PSNR, 4-px border; "
           f"bicubic {bicubic:.2f} dB\n")
     print("| model | Y-PSNR | over bicubic |\n|---|---:|---:|")
     for spec in args.models:
-        net = load_model(spec).model.eval()
-        score = float(np.mean([score_image(net, i, ssim=False)[0].psnr for i in images]))
+        score = face_psnr(load_model(spec).model.eval(), images)
         print(f"| {spec} | {score:.2f} dB | {score - bicubic:+.2f} dB |", flush=True)
 
 
