@@ -132,10 +132,10 @@ def shrink_factors(path: Path, versions: int, smallest: float, rng: np.random.Ge
     so that its block artefacts, averaged away by the shrinking, never become targets.
     """
     lossy = path.suffix.lower() in LOSSY_SUFFIXES
-    largest = min(0.9, max(smallest, 0.9)) if lossy else 1.0
+    largest = 0.9 if lossy else 1.0
     factors = [] if lossy else [1.0]
     while len(factors) < versions:
-        factors.append(float(rng.uniform(smallest, largest)))
+        factors.append(float(rng.uniform(min(smallest, largest), largest)))
     return factors
 
 
