@@ -79,21 +79,40 @@ def _stream_codec(encoder: str) -> str:
     return av.codec.Codec(encoder, "w").canonical_name if _encoder_exists(encoder) else encoder
 
 
-def pick_pix_fmt(encoder: str, size: tuple[int, int], notes: list[str]) -> str:
-    """yuv420p where the encoder and the size allow; else the nearest the encoder has."""
+def bit_depth(pix_fmt: str | None) -> int:
+    """Bits per component of an FFmpeg pixel format (8 if unknown)."""
+    try:
+        return max(c.bits for c in av.VideoFormat(pix_fmt).components) if pix_fmt else 8
+    except (ValueError, TypeError):
+        return 8
+
+
+def pick_pix_fmt(encoder: str, size: tuple[int, int], notes: list[str], depth: int = 8,
+                 requested: str | None = None) -> str:
+    """``requested`` if the encoder takes it; else 4:2:0 at the source's ``depth`` where the
+    encoder and the size allow (4:4:4 for odd sizes), the nearest depth it has otherwise."""
     formats = [f.name for f in av.codec.Codec(encoder, "w").video_formats or []]
-    odd = size[0] % 2 or size[1] % 2
-    if "yuv420p" in formats and not odd:
-        return "yuv420p"
-    for choice in ("yuv444p", "yuv420p", "rgb24", "bgr0", "gbrp"):
-        if choice in formats and not (odd and choice == "yuv420p"):
-            if odd:
-                notes.append(f"{size[0]}×{size[1]} is odd, so 4:2:0 chroma cannot be used: wrote {choice} "
-                             "(some players cannot play it; an even scale avoids this)")
+    if requested is not None:
+        if formats and requested not in formats:
+            raise UsageError(f"--pix-fmt {requested}: {encoder} does not take it (it takes {', '.join(formats)})")
+        return requested
+    odd = bool(size[0] % 2 or size[1] % 2)
+    depths = [depth] + sorted(d for d in (10, 12, 16) if d > depth) + sorted((d for d in (8, 10, 12) if d < depth), reverse=True)
+    for chroma in ("444",) if odd else ("420", "444"):
+        for bits in depths:
+            name = f"yuv{chroma}p" + ("" if bits == 8 else f"{bits}le")
+            if name in formats:
+                if bits < depth:
+                    notes.append(f"the source has {depth} bits per component but {encoder} writes at most {bits}: "
+                                 f"wrote {name} (--codec hevc or --codec ffv1 keep more)")
+                if odd:
+                    notes.append(f"{size[0]}×{size[1]} is odd, so 4:2:0 chroma cannot be used: wrote {name} "
+                                 "(some players cannot play it; an even scale avoids this)")
+                return name
+    for choice in ("rgb24", "bgr0", "gbrp"):
+        if choice in formats:
             return choice
-    if formats:
-        return formats[0]
-    return "yuv420p"
+    return formats[0] if formats else "yuv420p"
 
 
 def quality_options(encoder: str, crf: int | None, stream: Any, rate: Fraction) -> dict[str, str]:

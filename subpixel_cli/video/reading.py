@@ -16,12 +16,14 @@ import numpy as np
 from subpixel_cli.errors import InputError, UsageError
 from subpixel_cli.images import IMAGE_SUFFIXES, read_image, to_8bit
 from subpixel_cli.video.colour import MATRIX, PRI_BT709, SWS_FLAGS, TRC_BT709, Colour, input_colour
+from subpixel_cli.video.encoders import bit_depth
 from subpixel_cli.video.options import VideoOptions
 
 
 @dataclass
 class Frame:
-    """One decoded frame: RGB pixels and its presentation time in the reader's time base."""
+    """One decoded frame: RGB pixels (uint8, or uint16 from a source deeper than 8 bits) and its
+    presentation time in the reader's time base."""
 
     rgb: np.ndarray
     pts: int
@@ -41,6 +43,7 @@ class Reader:
     sample_aspect_ratio: Fraction | None = None
     rotation: int = 0  # display rotation, counter-clockwise degrees (phone videos), kept as a tag
     truncated: bool = False  # the data ended before the length the container announced
+    depth: int = 8  # bits per component of the source; above 8, frames are uint16 RGB (rgb48)
 
     def items(self, stop: threading.Event) -> Iterator[Frame | Any]:
         raise NotImplementedError
@@ -94,6 +97,7 @@ class FileReader(Reader):
         self.sample_aspect_ratio = ctx.sample_aspect_ratio
         self.rotation = _first_rotation(self.source)
         self.colour = Colour(ctx.colorspace, ctx.color_range, ctx.color_primaries, ctx.color_trc)
+        self.depth = bit_depth(ctx.pix_fmt)
         self.offset = (c.start_time or 0) / av.time_base + (self.options.start or 0.0)
         self.end = None if self.options.end is None else (c.start_time or 0) / av.time_base + self.options.end
         self.total = self._expected_frames()
@@ -191,7 +195,8 @@ class FileReader(Reader):
         return True
 
     def _to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
-        """The frame as ``H×W×3`` RGB, converted with its own range and matrix (see :func:`input_colour`)."""
+        """The frame as ``H×W×3`` RGB, converted with its own range and matrix (see :func:`input_colour`):
+        uint8 from 8-bit sources, uint16 (all 16 bits used) from deeper ones, so no level is lost."""
         kwargs: dict[str, Any] = {}
         if not frame.format.is_rgb and frame.format.name not in ("gray", "gray8"):
             matrix, full = input_colour(frame.colorspace, frame.color_range, frame.format.name, frame.height)
@@ -199,7 +204,7 @@ class FileReader(Reader):
                       "dst_color_range": "JPEG"}
         if (frame.width, frame.height) != (self.width, self.height):
             kwargs.update(width=self.width, height=self.height)  # a mid-stream size change: back to the first size
-        return frame.to_ndarray(format="rgb24", interpolation=SWS_FLAGS, **kwargs)
+        return frame.to_ndarray(format="rgb48le" if self.depth > 8 else "rgb24", interpolation=SWS_FLAGS, **kwargs)
 
     def __exit__(self, *exc: object) -> None:
         self.container.close()

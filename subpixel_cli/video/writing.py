@@ -83,7 +83,7 @@ class VideoWriter(Writer):
         rate = reader.rate.limit_denominator(100_000)
         stream = self.container.add_stream(encoder, rate=rate)
         stream.width, stream.height = size
-        stream.pix_fmt = pick_pix_fmt(encoder, size, self.notes)
+        stream.pix_fmt = pick_pix_fmt(encoder, size, self.notes, reader.depth, options.pix_fmt)
         stream.codec_context.time_base = reader.time_base  # keep every frame's own timestamp (VFR)
         stream.time_base = reader.time_base
         if reader.sample_aspect_ratio:
@@ -140,7 +140,7 @@ class VideoWriter(Writer):
                     mux(out.encode(frame))
         full = "JPEG" if self.full_range else "MPEG"
         for rgb, p in zip(frames, pts):
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb48le" if rgb.dtype == np.uint16 else "rgb24")
             if not av.video.format.VideoFormat(self.stream.pix_fmt).is_rgb:
                 frame = frame.reformat(format=self.stream.pix_fmt, src_color_range="JPEG", interpolation=SWS_FLAGS,
                                        dst_colorspace=MATRIX[self.matrix], dst_color_range=full)
@@ -179,12 +179,15 @@ class FolderWriter(Writer):
 
     def __init__(self, target: Path) -> None:
         self.target, self.notes, self.frames = target, [], 0
+        self.pix_fmt = "rgb24"  # rgb48le once 16-bit frames (from a deeper source) arrive
         self.tmp = temporary_path(target)
         self.tmp.mkdir()
 
     def write(self, frames: np.ndarray, pts: list[int], packets: list[Any]) -> None:
-        for rgb in frames:
+        for rgb in frames:  # 16-bit frames make 16-bit PNGs
             self.frames += 1
+            if rgb.dtype == np.uint16:
+                self.pix_fmt = "rgb48le"
             path = self.tmp / FRAME_PATTERN.format(self.frames)
             ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
             try:
@@ -201,7 +204,7 @@ class FolderWriter(Writer):
             for path in sorted(self.tmp.iterdir()):  # --force into an existing folder: same names are replaced
                 move_into_place(path, self.target / path.name)
             self.tmp.rmdir()
-        return WriterStats("png", "rgb24", self.frames, notes=list(self.notes))
+        return WriterStats("png", self.pix_fmt, self.frames, notes=list(self.notes))
 
     def __exit__(self, *exc: object) -> None:
         if self.tmp.exists():

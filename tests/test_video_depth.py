@@ -1,0 +1,155 @@
+"""``subpixel video`` keeps everything: bit depth, HDR metadata, chapters, attachments, metadata,
+dispositions, and ``--lossless`` is exact.
+
+The clips are made here with PyAV: a 10-bit HDR10-tagged H.264 (High 10, BT.2020, PQ, mastering
+display and content light level SEI) in Matroska with two chapters, a font attachment, two audio
+tracks with languages and a forced subtitle; 64×48, a dozen frames.
+"""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from test_video import NearestUpscaler, make_video, probe
+
+from subpixel_cli.cli import main
+from subpixel_cli.errors import UsageError
+from subpixel_cli.video import VideoOptions, upscale_video
+
+W, H, N = 64, 48, 12
+# SMPTE ST 2086 in x264's units: chromaticities in 0.00002, luminance in 0.0001 cd/m².
+MASTER = "G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,1)"
+CLL = (1000, 400)
+BT2020, PQ, LIMITED = 9, 16, 1
+
+
+def make_hdr_clip(path: Path, depth: int = 10, n_frames: int = N, extras: bool = True) -> Path:
+    """A ``depth``-bit HDR10 clip whose luma is a gradient over all its ``2**depth`` levels."""
+    pix_fmt = f"yuv420p{depth}le"
+    with av.open(str(path), "w") as out:
+        v = out.add_stream("libx264" if depth <= 10 else "libx265", rate=24)
+        v.width, v.height, v.pix_fmt = W, H, pix_fmt
+        ctx = v.codec_context
+        ctx.colorspace, ctx.color_primaries, ctx.color_trc, ctx.color_range = BT2020, BT2020, PQ, LIMITED
+        if depth <= 10:
+            v.options = {"x264-params": f"mastering-display={MASTER}:cll={CLL[0]},{CLL[1]}", "qp": "0"}
+        else:
+            v.options = {"x265-params": f"lossless=1:log-level=error:master-display={MASTER}:max-cll={CLL[0]},{CLL[1]}"}
+        audio = []
+        if extras:
+            out.metadata["title"] = "HDR test"
+            for lang in ("eng", "fra"):
+                a = out.add_stream("aac", rate=8000)
+                a.layout, a.metadata["language"], a.metadata["title"] = "mono", lang, f"voice {lang}"
+                audio.append(a)
+            s = out.add_mux_stream("subrip")
+            s.metadata["language"], s.disposition = "ger", av.stream.Disposition.forced
+            out.add_attachment("font.ttf", "application/x-truetype-font", b"FONT" * 64)
+            out.set_chapters([
+                {"id": 1, "start": 0, "end": 250, "time_base": Fraction(1, 1000), "metadata": {"title": "Opening"}},
+                {"id": 2, "start": 250, "end": 500, "time_base": Fraction(1, 1000), "metadata": {"title": "Close"}},
+            ])
+        peak = (1 << 16) - 1
+        ramp = (np.arange(W * H).reshape(H, W) * peak // (W * H - 1)).astype(np.uint16)
+        for i in range(n_frames):
+            rgb = np.stack([ramp, np.roll(ramp, i, axis=1), ramp[::-1]], -1)
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb48le")
+            frame = frame.reformat(format=pix_fmt, dst_colorspace="BT2020", dst_color_range="MPEG")
+            frame.pts = i
+            out.mux(v.encode(frame))
+        out.mux(v.encode(None))
+        for a in audio:
+            for start in range(0, 4096, 1024):
+                af = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+                af.sample_rate, af.pts = 8000, start
+                out.mux(a.encode(af))
+            out.mux(a.encode(None))
+        if extras:
+            packet = av.Packet(b"forced line")
+            packet.pts = packet.dts = 0
+            packet.duration, packet.time_base, packet.stream = 400, Fraction(1, 1000), s
+            out.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="module")
+def hdr_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_hdr_clip(tmp_path_factory.mktemp("hdr") / "hdr.mkv")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    import torch
+
+    from subpixel_cli.hub import ModelInfo, save_model
+    from subpixel_cli.model import ESPCN, ESPCNConfig
+
+    torch.manual_seed(0)
+    config = ESPCNConfig(scale=2, features=(16, 8))
+    folder = tmp_path_factory.mktemp("model") / "espcn-test-x2"
+    save_model(folder, ESPCN(config), ModelInfo(name="espcn-test-x2", config=config))
+    return str(folder)
+
+
+def run_cli(*args: str) -> "CliRunner.Result":
+    return CliRunner().invoke(main, ["video", *args], catch_exceptions=False)
+
+
+def luma_levels(path: Path) -> int:
+    """Distinct values in the first frame's Y plane."""
+    with av.open(str(path)) as c:
+        frame = next(c.decode(video=0))
+    plane = frame.planes[0]
+    dtype = np.uint16 if frame.format.components[0].bits > 8 else np.uint8
+    rows = np.frombuffer(bytes(plane), dtype).reshape(plane.height, -1)[:, : plane.width]
+    return len(np.unique(rows))
+
+
+# --- 1. bit depth ----------------------------------------------------------------------------
+
+
+def test_10bit_source_is_written_at_10_bits_with_more_than_256_levels(tmp_path: Path, hdr_clip: Path) -> None:
+    assert luma_levels(hdr_clip) > 256
+    out = tmp_path / "out.mkv"
+    result = upscale_video(NearestUpscaler(), hdr_clip, out)
+    assert result.pix_fmt == "yuv420p10le" and result.codec == "libx264"
+    got = probe(out)
+    assert got["pix_fmt"] == "yuv420p10le" and got["frames"] == N and got["size"] == (2 * W, 2 * H)
+    assert luma_levels(out) > 256
+
+
+def test_10bit_through_the_model_stays_16bit(tmp_path: Path, hdr_clip: Path, model_dir: str) -> None:
+    out = tmp_path / "out.mkv"
+    result = run_cli(str(hdr_clip), "-o", str(out), "--model", model_dir, "--quiet", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["pix_fmt"] == "yuv420p10le"
+    assert probe(out)["pix_fmt"] == "yuv420p10le"
+
+
+def test_8bit_source_stays_8bit(tmp_path: Path) -> None:
+    src = make_video(tmp_path / "sdr.mp4", n_frames=N, audio_seconds=None)
+    result = upscale_video(NearestUpscaler(), src, tmp_path / "out.mp4")
+    assert result.pix_fmt == "yuv420p" and probe(tmp_path / "out.mp4")["pix_fmt"] == "yuv420p"
+
+
+def test_pix_fmt_overrides_and_is_checked(tmp_path: Path, hdr_clip: Path) -> None:
+    result = upscale_video(NearestUpscaler(), hdr_clip, tmp_path / "o.mkv", VideoOptions(pix_fmt="yuv444p10le"))
+    assert result.pix_fmt == "yuv444p10le" and probe(tmp_path / "o.mkv")["pix_fmt"] == "yuv444p10le"
+    result = upscale_video(NearestUpscaler(), hdr_clip, tmp_path / "8.mkv", VideoOptions(pix_fmt="yuv420p"))
+    assert probe(tmp_path / "8.mkv")["pix_fmt"] == "yuv420p"
+    with pytest.raises(UsageError, match="--pix-fmt rgb48le"):
+        upscale_video(NearestUpscaler(), hdr_clip, tmp_path / "bad.mkv", VideoOptions(pix_fmt="rgb48le"))
+
+
+def test_12bit_source_gets_12bit_hevc_or_a_note_with_h264(tmp_path: Path) -> None:
+    src = make_hdr_clip(tmp_path / "deep.mkv", depth=12, n_frames=4, extras=False)
+    result = upscale_video(NearestUpscaler(), src, tmp_path / "h264.mkv")
+    assert result.pix_fmt == "yuv420p10le" and any("12 bits" in n and "hevc" in n for n in result.notes)
+    result = upscale_video(NearestUpscaler(), src, tmp_path / "hevc.mkv", VideoOptions(codec="hevc"))
+    assert result.pix_fmt == "yuv420p12le" and probe(tmp_path / "hevc.mkv")["pix_fmt"] == "yuv420p12le"
