@@ -153,3 +153,75 @@ def test_12bit_source_gets_12bit_hevc_or_a_note_with_h264(tmp_path: Path) -> Non
     assert result.pix_fmt == "yuv420p10le" and any("12 bits" in n and "hevc" in n for n in result.notes)
     result = upscale_video(NearestUpscaler(), src, tmp_path / "hevc.mkv", VideoOptions(codec="hevc"))
     assert result.pix_fmt == "yuv420p12le" and probe(tmp_path / "hevc.mkv")["pix_fmt"] == "yuv420p12le"
+
+
+# --- 2. everything else in the container -----------------------------------------------------
+
+
+def streams_of(path: Path) -> list[tuple[str, dict[str, str], int]]:
+    """Each stream's type, tags (without muxer statistics) and disposition."""
+    from subpixel_cli.video.extras import kept_tags
+
+    with av.open(str(path)) as c:
+        return [(s.type, kept_tags(dict(s.metadata)), int(s.disposition)) for s in c.streams]
+
+
+def test_chapters_attachments_tags_and_dispositions_are_kept(tmp_path: Path, hdr_clip: Path) -> None:
+    out = tmp_path / "out.mkv"
+    result = upscale_video(NearestUpscaler(), hdr_clip, out)
+    assert result.audio_streams_copied == 2 and result.subtitle_streams_copied == 1 and result.notes == []
+    with av.open(str(hdr_clip)) as a, av.open(str(out)) as b:
+        assert b.metadata["title"] == "HDR test"
+        assert [(c["metadata"]["title"], float(c["start"] * c["time_base"]), float(c["end"] * c["time_base"]))
+                for c in b.chapters()] == [("Opening", 0.0, 0.25), ("Close", 0.25, 0.5)]
+        fonts = [(s.name, s.mimetype, bytes(s.data)) for s in b.streams if s.type == "attachment"]
+        assert fonts == [("font.ttf", "application/x-truetype-font", b"FONT" * 64)]
+        assert len(a.chapters()) == 2
+    src, got = streams_of(hdr_clip), streams_of(out)
+    assert [t for t, _, _ in got] == [t for t, _, _ in src] == ["video", "audio", "audio", "subtitle", "attachment"]
+    for (_, tags_in, disp_in), (_, tags_out, disp_out) in zip(src, got):
+        assert tags_out == tags_in and disp_out == disp_in
+    assert got[1][1]["language"] == "eng" and got[2][1] == {"language": "fra", "title": "voice fra"}
+    assert got[3][1]["language"] == "ger" and got[3][2] & int(av.stream.Disposition.forced)
+
+
+def test_chapters_are_cut_with_start_and_end(tmp_path: Path, hdr_clip: Path) -> None:
+    out = tmp_path / "cut.mkv"
+    upscale_video(NearestUpscaler(), hdr_clip, out, VideoOptions(start=0.125, end=0.375))
+    with av.open(str(out)) as c:
+        got = [(ch["metadata"]["title"], float(ch["start"] * ch["time_base"]), float(ch["end"] * ch["time_base"]))
+               for ch in c.chapters()]
+    assert got == [("Opening", 0.0, 0.125), ("Close", 0.125, 0.25)]
+
+
+def test_what_mp4_cannot_hold_is_named_in_one_note_each(tmp_path: Path, hdr_clip: Path) -> None:
+    result = upscale_video(NearestUpscaler(), hdr_clip, tmp_path / "out.mp4")
+    assert any("attachment" in n and "font.ttf" in n and ".mkv" in n for n in result.notes)
+    assert any("subtitle" in n and "dropped" in n for n in result.notes)
+    with av.open(str(tmp_path / "out.mp4")) as c:
+        assert [ch["metadata"].get("title") for ch in c.chapters()] == ["Opening", "Close"]
+        assert [s.metadata.get("language") for s in c.streams.audio] == ["eng", "fra"]
+
+
+def test_data_streams_copied_within_mpegts_and_named_otherwise(tmp_path: Path) -> None:
+    src = tmp_path / "klv.ts"
+    with av.open(str(src), "w") as out:
+        v = out.add_stream("libx264", rate=24)
+        v.width, v.height, v.pix_fmt = W, H, "yuv420p"
+        d = out.add_data_stream("klv")
+        for i in range(6):
+            frame = av.VideoFrame.from_ndarray(np.full((H, W, 3), 40 * i, np.uint8), format="rgb24")
+            frame.pts = i
+            out.mux(v.encode(frame))
+            packet = av.Packet(b"klv%d" % i)
+            packet.pts = packet.dts = i * 3750
+            packet.time_base, packet.stream = Fraction(1, 90000), d
+            out.mux(packet)
+        out.mux(v.encode(None))
+    result = upscale_video(NearestUpscaler(), src, tmp_path / "out.ts")
+    assert result.data_streams_copied == 1 and result.notes == []
+    with av.open(str(tmp_path / "out.ts")) as c:
+        assert [bytes(p) for p in c.demux(c.streams.data[0]) if p.size] == [b"klv%d" % i for i in range(6)]
+    result = upscale_video(NearestUpscaler(), src, tmp_path / "out.mkv")
+    assert result.data_streams_copied == 0 and result.streams_dropped == 1
+    assert any(n.startswith("data stream 1 not copied") for n in result.notes)

@@ -63,6 +63,7 @@ class VideoResult:
     audio_streams_copied: int = 0
     audio_streams_reencoded: int = 0
     subtitle_streams_copied: int = 0
+    data_streams_copied: int = 0
     streams_dropped: int = 0
     notes: list[str] = field(default_factory=list)
     complete: bool = True  # False: the input ended before its announced length (truncated); see notes
@@ -126,6 +127,7 @@ def upscale_video(
         size=size, input_size=(reader.width, reader.height), scale=upscaler.scale,
         seconds=time.perf_counter() - started, codec=stats.codec, pix_fmt=stats.pix_fmt,
         audio_streams_copied=stats.audio_streams_copied, audio_streams_reencoded=stats.audio_streams_reencoded,
-        subtitle_streams_copied=stats.subtitle_streams_copied, streams_dropped=stats.streams_dropped,
+        subtitle_streams_copied=stats.subtitle_streams_copied, data_streams_copied=stats.data_streams_copied,
+        streams_dropped=stats.streams_dropped,
         notes=reader.notes + stats.notes, complete=not reader.truncated,
     )

@@ -28,6 +28,9 @@ CRF_DEFAULTS = {"libx264": 18, "libx265": 22, "libvpx-vp9": 30, "libsvtav1": 30,
 # ×2-×4 run on 2 cores (and is the bottleneck behind a GPU); "veryfast" is 2-3× quicker and keeps
 # the CRF's quality, at the cost of somewhat larger files.
 PRESETS = {"libx264": "veryfast", "libx265": "veryfast"}
+# Codecs a muxer holds although FFmpeg's codec query does not say so (MPEG-TS answers for only a
+# handful, so .ts output fell back to MPEG-2 video, which refuses 1/90000 time bases).
+_ALSO_HOLDS = {"mpegts": {"h264", "hevc"}}
 # Output suffix -> FFmpeg muxer.
 _MUXERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".avi": "avi",
            ".ts": "mpegts", ".m2ts": "mpegts", ".mts": "mpegts", ".flv": "flv", ".ogv": "ogg", ".nut": "nut"}
@@ -45,7 +48,7 @@ def format_for(target: Path) -> str:
 def pick_encoder(codec: str, container: Any, notes: list[str]) -> str:
     """An encoder that exists in this FFmpeg build and that the container can hold."""
     fmt = container.format.name.split(",")[0]
-    supported = container.supported_codecs
+    supported = container.supported_codecs | _ALSO_HOLDS.get(fmt, set())
     if codec == "auto":
         for name in (*CODECS["h264"], container.default_video_codec, "mpeg4"):
             if _encoder_exists(name) and _stream_codec(name) in supported:

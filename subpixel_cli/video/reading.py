@@ -101,9 +101,9 @@ class FileReader(Reader):
         self.offset = (c.start_time or 0) / av.time_base + (self.options.start or 0.0)
         self.end = None if self.options.end is None else (c.start_time or 0) / av.time_base + self.options.end
         self.total = self._expected_frames()
-        self.passthrough = [s for s in c.streams if s.index != self.stream.index and s.type in ("audio", "subtitle")]
+        self.passthrough = [s for s in c.streams if s.index != self.stream.index and s.type in ("audio", "subtitle", "data")]
         for s in c.streams:
-            if s.index != self.stream.index and s not in self.passthrough:
+            if s.index != self.stream.index and s not in self.passthrough and s.type != "attachment":
                 self.notes.append(f"stream {s.index} ({s.type}) not copied")
 
     def _expected_frames(self) -> int | None:

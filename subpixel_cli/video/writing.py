@@ -15,11 +15,15 @@ import numpy as np
 from subpixel_cli.errors import OutputError
 from subpixel_cli.files import move_into_place, temporary_path
 from subpixel_cli.video.colour import MATRIX, RANGE_JPEG, RANGE_MPEG, SWS_FLAGS, output_colour
+from subpixel_cli.video.extras import copy_container_extras, copy_stream_extras
 from subpixel_cli.video.encoders import audio_rate, format_for, pick_encoder, pick_pix_fmt, quality_options
 from subpixel_cli.video.options import VideoOptions
 from subpixel_cli.video.reading import Reader, ffmpeg_reason
 
 FRAME_PATTERN = "frame_{:06d}.png"  # names written by frames_dir output, numbered from 1
+# Muxers whose data streams (KLV, SCTE-35…) are copied from an input of the same kind; others
+# refuse data codecs when the header is written, which would fail the whole run.
+DATA_MUXERS = {"mpegts"}
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,7 @@ class WriterStats:
     audio_streams_copied: int = 0
     audio_streams_reencoded: int = 0
     subtitle_streams_copied: int = 0
+    data_streams_copied: int = 0
     streams_dropped: int = 0
     notes: list[str] = field(default_factory=list)  # choices that differ from what was asked, streams left out
 
@@ -64,12 +69,15 @@ class VideoWriter(Writer):
 
     def __init__(self, target: Path, options: VideoOptions, reader: Reader, size: tuple[int, int]) -> None:
         self.target, self.notes, self.frames = target, [], 0
-        self.audio_copied = self.audio_reencoded = self.subs_copied = self.dropped = 0
+        self.audio_copied = self.audio_reencoded = self.subs_copied = self.data_copied = self.dropped = 0
         self.tmp = temporary_path(target)
         try:
             self.container = av.open(str(self.tmp), "w", format=format_for(target))
             self.stream = self._add_video(options, reader, size)
             self.routes: dict[int, tuple[str, Any]] = self._add_passthrough(reader)
+            if reader.container is not None:  # chapters, attachments, tags (not for a folder of frames)
+                copy_stream_extras(reader.stream, self.stream)
+                copy_container_extras(reader.container, self.container, reader.offset, reader.end, self.notes)
             self.container.start_encoding()  # opens the encoders now, so a bad one fails before any work
         except av.error.FFmpegError as exc:
             self._discard()
@@ -98,9 +106,20 @@ class VideoWriter(Writer):
         return stream
 
     def _add_passthrough(self, reader: Reader) -> dict[int, tuple[str, Any]]:
-        """Copy each audio and subtitle stream the container can hold; re-encode audio it cannot."""
+        """Copy each audio and subtitle stream the container can hold; re-encode audio it cannot.
+        Data streams (KLV, timecodes) are copied between containers of one kind that take them."""
         routes: dict[int, tuple[str, Any]] = {}
+        fmt = self.container.format.name.split(",")[0]
         for s in getattr(reader, "passthrough", []):
+            if s.type == "data":
+                if fmt not in DATA_MUXERS or reader.container.format.name.split(",")[0] != fmt:
+                    self.dropped += 1
+                    self.notes.append(f"data stream {s.index} not copied: only {', '.join(sorted(DATA_MUXERS))} "
+                                      "to the same kind of container carries data streams")
+                    continue
+                routes[s.index] = ("copy", self.container.add_stream_from_template(s))
+                self.data_copied += 1
+                continue
             try:
                 out = self.container.add_stream_from_template(s)
                 routes[s.index] = ("copy", out)
@@ -110,7 +129,6 @@ class VideoWriter(Writer):
                     self.subs_copied += 1
             except ValueError:
                 name = s.codec_context.name if s.codec_context else s.type
-                fmt = self.container.format.name.split(",")[0]
                 if s.type == "audio" and self.container.default_audio_codec not in (None, "none"):
                     codec = self.container.default_audio_codec
                     ctx = s.codec_context
@@ -123,7 +141,7 @@ class VideoWriter(Writer):
                     self.dropped += 1
                     self.notes.append(f"{s.type} stream {s.index} ({name}) dropped: {fmt} cannot hold it (use .mkv)")
                     continue
-            out.metadata.update({k: v for k, v in s.metadata.items() if k in ("language", "title", "handler_name")})
+            copy_stream_extras(s, out)
         return routes
 
     def write(self, frames: np.ndarray, pts: list[int], packets: list[Any]) -> None:
@@ -162,7 +180,8 @@ class VideoWriter(Writer):
         move_into_place(self.tmp, self.target)
         return WriterStats(self.stream.codec_context.name, self.stream.pix_fmt, self.frames,
                            audio_streams_copied=self.audio_copied, audio_streams_reencoded=self.audio_reencoded,
-                           subtitle_streams_copied=self.subs_copied, streams_dropped=self.dropped, notes=list(self.notes))
+                           subtitle_streams_copied=self.subs_copied, data_streams_copied=self.data_copied,
+                           streams_dropped=self.dropped, notes=list(self.notes))
 
     def _discard(self) -> None:
         with contextlib.suppress(Exception):
