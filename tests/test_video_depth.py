@@ -225,3 +225,38 @@ def test_data_streams_copied_within_mpegts_and_named_otherwise(tmp_path: Path) -
     result = upscale_video(NearestUpscaler(), src, tmp_path / "out.mkv")
     assert result.data_streams_copied == 0 and result.streams_dropped == 1
     assert any(n.startswith("data stream 1 not copied") for n in result.notes)
+
+
+# --- 3. HDR metadata -------------------------------------------------------------------------
+
+
+def hdr_of(path: Path) -> tuple[tuple[int, int, int, int], dict[str, bytes]]:
+    """Colour tags (primaries, transfer, matrix, range) and the first frame's HDR side data."""
+    with av.open(str(path)) as c:
+        ctx = c.streams.video[0].codec_context
+        tags = (ctx.color_primaries, ctx.color_trc, ctx.colorspace, ctx.color_range)
+        frame = next(c.decode(video=0))
+    wanted = ("MASTERING_DISPLAY_METADATA", "CONTENT_LIGHT_LEVEL")
+    return tags, {sd.type.name: bytes(sd) for sd in frame.side_data if sd.type.name in wanted}
+
+
+@pytest.mark.parametrize("codec, suffix", [("h264", ".mkv"), ("hevc", ".mkv"), ("h264", ".mp4")])
+def test_hdr10_tags_and_side_data_are_kept(tmp_path: Path, hdr_clip: Path, codec: str, suffix: str) -> None:
+    from subpixel_cli.video.colour import hdr_from_side_data
+
+    out = tmp_path / f"out{suffix}"
+    upscale_video(NearestUpscaler(), hdr_clip, out, VideoOptions(codec=codec))
+    tags_in, side_in = hdr_of(hdr_clip)
+    tags_out, side_out = hdr_of(out)
+    assert tags_in == tags_out == (BT2020, PQ, BT2020, LIMITED)
+    assert set(side_in) == set(side_out) == {"MASTERING_DISPLAY_METADATA", "CONTENT_LIGHT_LEVEL"}
+    assert side_out == side_in  # the same structs, byte for byte
+    with av.open(str(out)) as c:
+        hdr = hdr_from_side_data(next(c.decode(video=0)).side_data)
+    assert hdr.master_display == MASTER and hdr.max_cll == CLL
+    assert probe(out)["pix_fmt"] == "yuv420p10le"
+
+
+def test_hdr_side_data_an_encoder_cannot_carry_is_named(tmp_path: Path, hdr_clip: Path) -> None:
+    result = upscale_video(NearestUpscaler(), hdr_clip, tmp_path / "out.mkv", VideoOptions(codec="ffv1"))
+    assert any("mastering display" in n and "ffv1" in n for n in result.notes)

@@ -3,8 +3,11 @@ takes, the tags the output carries, and the swscale flags for exact conversions.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
+from typing import Any
 
+from av.sidedata.sidedata import Type
 from av.video.reformatter import Interpolation
 
 # AVColorSpace (stream/frame tag) -> swscale's name for the YUV<->RGB matrix.
@@ -44,3 +47,35 @@ def output_colour(c: Colour, out_height: int) -> tuple[int, bool]:
     if c.matrix in MATRIX:
         return c.matrix, full
     return (SPC_BT709 if out_height >= 720 else SPC_SMPTE170M), full
+
+
+@dataclass
+class Hdr:
+    """HDR10 static metadata of the input, in x264/x265's own syntax: the mastering display
+    (SMPTE ST 2086, ``G(x,y)B(x,y)R(x,y)WP(x,y)L(max,min)`` in 0.00002 and 0.0001 cd/m² units)
+    and the content light level (MaxCLL, MaxFALL in cd/m²)."""
+
+    master_display: str | None = None
+    max_cll: tuple[int, int] | None = None
+
+    def __bool__(self) -> bool:
+        return self.master_display is not None or self.max_cll is not None
+
+
+def hdr_from_side_data(side_data: Any) -> Hdr:
+    """:class:`Hdr` from a decoded frame's side data (``AVMasteringDisplayMetadata`` and
+    ``AVContentLightMetadata`` structs); what is absent stays ``None``."""
+    hdr = Hdr()
+    for item in side_data:
+        raw = bytes(item)
+        if item.type == Type.MASTERING_DISPLAY_METADATA and len(raw) >= 88:
+            v = struct.unpack_from("<22i", raw)  # R, G, B, white point (x, y rationals), min, max, flags
+            ratio = [v[k] / v[k + 1] if v[k + 1] else 0.0 for k in range(0, 20, 2)]
+            if v[20] and v[21]:
+                chroma = [round(r * 50000) for r in ratio[:8]]
+                (rx, ry, gx, gy, bx, by, wx, wy) = chroma
+                lmin, lmax = round(ratio[8] * 10000), round(ratio[9] * 10000)
+                hdr.master_display = f"G({gx},{gy})B({bx},{by})R({rx},{ry})WP({wx},{wy})L({lmax},{lmin})"
+        elif item.type == Type.CONTENT_LIGHT_LEVEL and len(raw) >= 8:
+            hdr.max_cll = struct.unpack_from("<2I", raw)
+    return hdr

@@ -10,6 +10,7 @@ from typing import Any
 import av
 
 from subpixel_cli.errors import UsageError
+from subpixel_cli.video.colour import Hdr
 
 # Friendly codec names -> FFmpeg encoders to try, in order.
 CODECS: dict[str, tuple[str, ...]] = {
@@ -126,12 +127,40 @@ def quality_options(encoder: str, crf: int | None, stream: Any, rate: Fraction) 
             options["b"] = "0"  # constant-quality mode
         if encoder in PRESETS:
             options["preset"] = PRESETS[encoder]
+        if encoder == "libx265":
+            options["x265-params"] = "log-level=error"  # x265 prints its statistics to stderr otherwise
         return options
     if crf is not None:
         raise UsageError(f"--crf does not apply to {encoder}; it works with {', '.join(CRF_DEFAULTS)}")
     if not av.codec.Codec(encoder, "w").lossless:
         stream.codec_context.bit_rate = int(0.25 * stream.width * stream.height * float(rate))  # ≈ 0.25 bit/pixel
     return {}
+
+
+def hdr_options(encoder: str, hdr: Hdr | None, notes: list[str]) -> dict[str, str]:
+    """x264/x265 parameters that write the input's mastering display and content light level into
+    the bitstream (SEI), where decoders and players find them; a note for other encoders."""
+    if not hdr:
+        return {}
+    if encoder == "libx264":
+        params = [f"mastering-display={hdr.master_display}"] if hdr.master_display else []
+        params += [f"cll={hdr.max_cll[0]},{hdr.max_cll[1]}"] if hdr.max_cll else []
+        return {"x264-params": ":".join(params)}
+    if encoder == "libx265":
+        params = ["hdr10=1"] + ([f"master-display={hdr.master_display}"] if hdr.master_display else [])
+        params += [f"max-cll={hdr.max_cll[0]},{hdr.max_cll[1]}"] if hdr.max_cll else []
+        return {"x265-params": ":".join(params)}
+    notes.append(f"HDR mastering display and content light level not kept: {encoder} cannot carry them "
+                 "(use --codec h264 or hevc)")
+    return {}
+
+
+def merge_params(options: dict[str, str], extra: dict[str, str]) -> dict[str, str]:
+    """``options`` with ``extra`` added; ``x264-params``/``x265-params`` lists are joined."""
+    merged = dict(options)
+    for key, value in extra.items():
+        merged[key] = f"{merged[key]}:{value}" if key.endswith("-params") and merged.get(key) else value
+    return merged
 
 
 def audio_rate(encoder: str, rate: int) -> int:

@@ -15,7 +15,8 @@ import numpy as np
 
 from subpixel_cli.errors import InputError, UsageError
 from subpixel_cli.images import IMAGE_SUFFIXES, read_image, to_8bit
-from subpixel_cli.video.colour import MATRIX, PRI_BT709, SWS_FLAGS, TRC_BT709, Colour, input_colour
+from subpixel_cli.video.colour import (MATRIX, PRI_BT709, SWS_FLAGS, TRC_BT709, Colour, Hdr, hdr_from_side_data,
+                                      input_colour)
 from subpixel_cli.video.encoders import bit_depth
 from subpixel_cli.video.options import VideoOptions
 
@@ -44,6 +45,7 @@ class Reader:
     rotation: int = 0  # display rotation, counter-clockwise degrees (phone videos), kept as a tag
     truncated: bool = False  # the data ended before the length the container announced
     depth: int = 8  # bits per component of the source; above 8, frames are uint16 RGB (rgb48)
+    hdr: Hdr | None = None  # mastering display and content light level of the first frame
 
     def items(self, stop: threading.Event) -> Iterator[Frame | Any]:
         raise NotImplementedError
@@ -95,7 +97,7 @@ class FileReader(Reader):
         self.time_base = self.stream.time_base or Fraction(1, 90000)
         self.rate = self.stream.average_rate or self.stream.guessed_rate or self.stream.base_rate or Fraction(25)
         self.sample_aspect_ratio = ctx.sample_aspect_ratio
-        self.rotation = _first_rotation(self.source)
+        self.rotation, self.hdr = _first_frame_tags(self.source)
         self.colour = Colour(ctx.colorspace, ctx.color_range, ctx.color_primaries, ctx.color_trc)
         self.depth = bit_depth(ctx.pix_fmt)
         self.offset = (c.start_time or 0) / av.time_base + (self.options.start or 0.0)
@@ -210,14 +212,15 @@ class FileReader(Reader):
         self.container.close()
 
 
-def _first_rotation(source: Path) -> int:
-    """The display rotation of the first frame (0 if none or unreadable); a separate open, so
-    the main reader starts untouched."""
+def _first_frame_tags(source: Path) -> tuple[int, Hdr]:
+    """The display rotation (counter-clockwise degrees) and HDR metadata of the first frame
+    (0 and none if unreadable); a separate open, so the main reader starts untouched."""
     try:
         with av.open(str(source), metadata_errors="ignore") as c:
-            return round(next(c.decode(video=0)).rotation or 0) % 360
+            frame = next(c.decode(video=0))
+            return round(frame.rotation or 0) % 360, hdr_from_side_data(frame.side_data)
     except (av.error.FFmpegError, StopIteration, OSError, ValueError):
-        return 0
+        return 0, Hdr()
 
 
 class _Clock:

@@ -15,8 +15,9 @@ import numpy as np
 from subpixel_cli.errors import OutputError
 from subpixel_cli.files import move_into_place, temporary_path
 from subpixel_cli.video.colour import MATRIX, RANGE_JPEG, RANGE_MPEG, SWS_FLAGS, output_colour
+from subpixel_cli.video.encoders import (audio_rate, format_for, hdr_options, merge_params, pick_encoder, pick_pix_fmt,
+                                         quality_options)
 from subpixel_cli.video.extras import copy_container_extras, copy_stream_extras
-from subpixel_cli.video.encoders import audio_rate, format_for, pick_encoder, pick_pix_fmt, quality_options
 from subpixel_cli.video.options import VideoOptions
 from subpixel_cli.video.reading import Reader, ffmpeg_reason
 
@@ -102,7 +103,8 @@ class VideoWriter(Writer):
         ctx = stream.codec_context
         ctx.colorspace, ctx.color_range = self.matrix, RANGE_JPEG if self.full_range else RANGE_MPEG
         ctx.color_primaries, ctx.color_trc = reader.colour.primaries, reader.colour.trc
-        stream.options = quality_options(encoder, options.crf, stream, rate)
+        stream.options = merge_params(quality_options(encoder, options.crf, stream, rate),
+                                      hdr_options(encoder, reader.hdr, self.notes))
         return stream
 
     def _add_passthrough(self, reader: Reader) -> dict[int, tuple[str, Any]]:
