@@ -260,3 +260,70 @@ def test_hdr10_tags_and_side_data_are_kept(tmp_path: Path, hdr_clip: Path, codec
 def test_hdr_side_data_an_encoder_cannot_carry_is_named(tmp_path: Path, hdr_clip: Path) -> None:
     result = upscale_video(NearestUpscaler(), hdr_clip, tmp_path / "out.mkv", VideoOptions(codec="ffv1"))
     assert any("mastering display" in n and "ffv1" in n for n in result.notes)
+
+
+# --- 4. lossless -----------------------------------------------------------------------------
+
+
+def model_frames(upscaler: object, source: Path) -> np.ndarray:
+    """The Upscaler's output on the input's frames, decoded as the pipeline decodes them."""
+    import threading
+
+    from subpixel_cli.video import FileReader, Frame
+
+    with FileReader(source, VideoOptions()) as reader:
+        frames = np.stack([f.rgb for f in reader.items(threading.Event()) if isinstance(f, Frame)])
+    return upscaler.upscale_batch(frames)
+
+
+def decoded_rgb(path: Path, fmt: str) -> np.ndarray:
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format=fmt) for f in c.decode(video=0)])
+
+
+@pytest.mark.parametrize("depth", [8, 10])
+def test_lossless_output_decodes_to_exactly_the_models_frames(tmp_path: Path, hdr_clip: Path, model_dir: str,
+                                                              depth: int) -> None:
+    from subpixel_cli.registry import load_model
+    from subpixel_cli.upscale import Upscaler
+
+    src = hdr_clip if depth == 10 else make_video(tmp_path / "sdr.mkv", n_frames=N, audio_seconds=None)
+    upscaler = Upscaler(load_model(model_dir, None))  # as the CLI builds it: --device auto, --precision auto
+    out = tmp_path / "lossless.mkv"
+    result = run_cli(str(src), "-o", str(out), "--model", model_dir, "--lossless", "--quiet", "--json")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert record["codec"] == "ffv1" and record["pix_fmt"] == ("bgr0" if depth == 8 else "gbrp16le")
+    expected = model_frames(upscaler, src)
+    assert expected.dtype == (np.uint8 if depth == 8 else np.uint16)
+    got = decoded_rgb(out, "rgb24" if depth == 8 else "rgb48le")
+    assert got.shape == expected.shape and np.array_equal(got, expected)
+    lossy = tmp_path / "lossy.mkv"
+    assert run_cli(str(src), "-o", str(lossy), "--model", model_dir, "--quiet").exit_code == 0
+    assert not np.array_equal(decoded_rgb(lossy, "rgb24" if depth == 8 else "rgb48le"), expected)
+
+
+def test_lossless_hevc_codes_the_yuv_exactly_at_the_source_depth(tmp_path: Path, hdr_clip: Path) -> None:
+    from subpixel_cli.video.colour import SWS_FLAGS
+
+    out = tmp_path / "hevc.mkv"
+    result = upscale_video(NearestUpscaler(), hdr_clip, out, VideoOptions(codec="hevc", lossless=True))
+    assert result.pix_fmt == "yuv420p10le" and any("rounded on the way to YUV" in n for n in result.notes)
+    with av.open(str(out)) as c:
+        got = [np.frombuffer(bytes(p), np.uint8) for f in c.decode(video=0) for p in f.planes]
+    expected = []
+    for rgb in NearestUpscaler().upscale_batch(model_frames(NearestUpscaler(scale=1), hdr_clip)):
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb48le").reformat(
+            format="yuv420p10le", src_color_range="JPEG", interpolation=SWS_FLAGS, dst_colorspace="BT2020",
+            dst_color_range="MPEG")
+        expected += [np.frombuffer(bytes(p), np.uint8) for p in frame.planes]
+    assert len(got) == len(expected) and all(np.array_equal(a, b) for a, b in zip(got, expected))
+
+
+def test_lossless_checks(tmp_path: Path, hdr_clip: Path) -> None:
+    with pytest.raises(UsageError, match="--lossless works with"):
+        upscale_video(NearestUpscaler(), hdr_clip, tmp_path / "o.webm", VideoOptions(lossless=True, codec="vp9"))
+    with pytest.raises(UsageError, match="--crf"):
+        VideoOptions(lossless=True, crf=10)
+    result = upscale_video(NearestUpscaler(), hdr_clip, tmp_path / "o.mp4", VideoOptions(lossless=True))
+    assert result.codec == "libx264" and result.pix_fmt == "yuv420p10le"

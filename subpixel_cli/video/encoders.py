@@ -32,6 +32,11 @@ PRESETS = {"libx264": "veryfast", "libx265": "veryfast"}
 # Codecs a muxer holds although FFmpeg's codec query does not say so (MPEG-TS answers for only a
 # handful, so .ts output fell back to MPEG-2 video, which refuses 1/90000 time bases).
 _ALSO_HOLDS = {"mpegts": {"h264", "hevc"}}
+# --lossless: the encoders that have a lossless mode, and its options. FFV1 is the default where
+# the container is one it belongs in; elsewhere H.264 with QP 0.
+LOSSLESS = {"ffv1": {"level": "3"}, "libx264": {"qp": "0", "preset": "veryfast"},
+            "libx265": {"preset": "veryfast", "x265-params": "lossless=1:log-level=error"}}
+_FFV1_MUXERS = {"matroska", "nut", "avi"}
 # Output suffix -> FFmpeg muxer.
 _MUXERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".avi": "avi",
            ".ts": "mpegts", ".m2ts": "mpegts", ".mts": "mpegts", ".flv": "flv", ".ogv": "ogg", ".nut": "nut"}
@@ -70,6 +75,32 @@ def pick_encoder(codec: str, container: Any, notes: list[str]) -> str:
     raise UsageError(f"--codec {codec}: {fmt} cannot hold {_stream_codec(found[0])}; use an .mkv output or another codec")
 
 
+def pick_lossless_encoder(codec: str, container: Any, notes: list[str]) -> str:
+    """The encoder for ``--lossless``: FFV1 for ``auto`` in .mkv/.nut/.avi, else ``codec`` as
+    :func:`pick_encoder` chooses it if it has a lossless mode (FFV1, x264, x265)."""
+    fmt = container.format.name.split(",")[0]
+    if codec == "auto" and fmt in _FFV1_MUXERS and _encoder_exists("ffv1"):
+        return "ffv1"
+    encoder = pick_encoder(codec, container, notes)
+    if encoder not in LOSSLESS:
+        raise UsageError(f"--lossless works with ffv1, h264 (libx264) and hevc (libx265), not {encoder}")
+    return encoder
+
+
+def lossless_pix_fmt(encoder: str, size: tuple[int, int], notes: list[str], depth: int, chroma: str,
+                     requested: str | None = None) -> str:
+    """FFV1 keeps the model's RGB frames exactly (``bgr0``, or ``gbrp16le`` above 8 bits); x264 and
+    x265 code YUV losslessly at the source's chroma subsampling and depth, after a conversion that
+    rounds (said in a note)."""
+    if requested is None and encoder == "ffv1":
+        return "bgr0" if depth <= 8 else "gbrp16le"
+    pix_fmt = pick_pix_fmt(encoder, size, notes, depth, requested, chroma)
+    if not av.VideoFormat(pix_fmt).is_rgb:
+        notes.append(f"--lossless with {encoder} codes {pix_fmt} without loss, but the model's RGB frames are "
+                     "rounded on the way to YUV; FFV1 (--codec ffv1, .mkv) keeps them exactly")
+    return pix_fmt
+
+
 def _encoder_exists(name: str) -> bool:
     try:
         codec = av.codec.Codec(name, "w")
@@ -92,9 +123,10 @@ def bit_depth(pix_fmt: str | None) -> int:
 
 
 def pick_pix_fmt(encoder: str, size: tuple[int, int], notes: list[str], depth: int = 8,
-                 requested: str | None = None) -> str:
-    """``requested`` if the encoder takes it; else 4:2:0 at the source's ``depth`` where the
-    encoder and the size allow (4:4:4 for odd sizes), the nearest depth it has otherwise."""
+                 requested: str | None = None, chroma: str = "420") -> str:
+    """``requested`` if the encoder takes it; else ``chroma`` subsampling (4:2:0 by default) at the
+    source's ``depth`` where the encoder and the size allow (4:4:4 for odd sizes), the nearest
+    depth it has otherwise."""
     formats = [f.name for f in av.codec.Codec(encoder, "w").video_formats or []]
     if requested is not None:
         if formats and requested not in formats:
@@ -102,9 +134,10 @@ def pick_pix_fmt(encoder: str, size: tuple[int, int], notes: list[str], depth: i
         return requested
     odd = bool(size[0] % 2 or size[1] % 2)
     depths = [depth] + sorted(d for d in (10, 12, 16) if d > depth) + sorted((d for d in (8, 10, 12) if d < depth), reverse=True)
-    for chroma in ("444",) if odd else ("420", "444"):
+    subsamplings = ("444",) if odd else tuple(dict.fromkeys((chroma, "420", "444")))
+    for sub in subsamplings:
         for bits in depths:
-            name = f"yuv{chroma}p" + ("" if bits == 8 else f"{bits}le")
+            name = f"yuv{sub}p" + ("" if bits == 8 else f"{bits}le")
             if name in formats:
                 if bits < depth:
                     notes.append(f"the source has {depth} bits per component but {encoder} writes at most {bits}: "

@@ -45,6 +45,7 @@ class Reader:
     rotation: int = 0  # display rotation, counter-clockwise degrees (phone videos), kept as a tag
     truncated: bool = False  # the data ended before the length the container announced
     depth: int = 8  # bits per component of the source; above 8, frames are uint16 RGB (rgb48)
+    chroma: str = "420"  # the source's chroma subsampling: "420", "422" or "444"
     hdr: Hdr | None = None  # mastering display and content light level of the first frame
 
     def items(self, stop: threading.Event) -> Iterator[Frame | Any]:
@@ -100,6 +101,7 @@ class FileReader(Reader):
         self.rotation, self.hdr = _first_frame_tags(self.source)
         self.colour = Colour(ctx.colorspace, ctx.color_range, ctx.color_primaries, ctx.color_trc)
         self.depth = bit_depth(ctx.pix_fmt)
+        self.chroma = next((sub for sub in ("444", "422") if sub in (ctx.pix_fmt or "")), "420")
         self.offset = (c.start_time or 0) / av.time_base + (self.options.start or 0.0)
         self.end = None if self.options.end is None else (c.start_time or 0) / av.time_base + self.options.end
         self.total = self._expected_frames()

@@ -15,8 +15,8 @@ import numpy as np
 from subpixel_cli.errors import OutputError
 from subpixel_cli.files import move_into_place, temporary_path
 from subpixel_cli.video.colour import MATRIX, RANGE_JPEG, RANGE_MPEG, SWS_FLAGS, output_colour
-from subpixel_cli.video.encoders import (audio_rate, format_for, hdr_options, merge_params, pick_encoder, pick_pix_fmt,
-                                         quality_options)
+from subpixel_cli.video.encoders import (LOSSLESS, audio_rate, format_for, hdr_options, lossless_pix_fmt, merge_params,
+                                         pick_encoder, pick_lossless_encoder, pick_pix_fmt, quality_options)
 from subpixel_cli.video.extras import copy_container_extras, copy_stream_extras
 from subpixel_cli.video.options import VideoOptions
 from subpixel_cli.video.reading import Reader, ffmpeg_reason
@@ -88,11 +88,17 @@ class VideoWriter(Writer):
             raise
 
     def _add_video(self, options: VideoOptions, reader: Reader, size: tuple[int, int]) -> Any:
-        encoder = pick_encoder(options.codec, self.container, self.notes)
+        if options.lossless:
+            encoder = pick_lossless_encoder(options.codec, self.container, self.notes)
+        else:
+            encoder = pick_encoder(options.codec, self.container, self.notes)
         rate = reader.rate.limit_denominator(100_000)
         stream = self.container.add_stream(encoder, rate=rate)
         stream.width, stream.height = size
-        stream.pix_fmt = pick_pix_fmt(encoder, size, self.notes, reader.depth, options.pix_fmt)
+        if options.lossless:
+            stream.pix_fmt = lossless_pix_fmt(encoder, size, self.notes, reader.depth, reader.chroma, options.pix_fmt)
+        else:
+            stream.pix_fmt = pick_pix_fmt(encoder, size, self.notes, reader.depth, options.pix_fmt)
         stream.codec_context.time_base = reader.time_base  # keep every frame's own timestamp (VFR)
         stream.time_base = reader.time_base
         if reader.sample_aspect_ratio:
@@ -103,7 +109,8 @@ class VideoWriter(Writer):
         ctx = stream.codec_context
         ctx.colorspace, ctx.color_range = self.matrix, RANGE_JPEG if self.full_range else RANGE_MPEG
         ctx.color_primaries, ctx.color_trc = reader.colour.primaries, reader.colour.trc
-        stream.options = merge_params(quality_options(encoder, options.crf, stream, rate),
+        quality = dict(LOSSLESS[encoder]) if options.lossless else quality_options(encoder, options.crf, stream, rate)
+        stream.options = merge_params(quality,
                                       hdr_options(encoder, reader.hdr, self.notes))
         return stream
 
@@ -164,6 +171,8 @@ class VideoWriter(Writer):
             if not av.video.format.VideoFormat(self.stream.pix_fmt).is_rgb:
                 frame = frame.reformat(format=self.stream.pix_fmt, src_color_range="JPEG", interpolation=SWS_FLAGS,
                                        dst_colorspace=MATRIX[self.matrix], dst_color_range=full)
+            elif frame.format.name != self.stream.pix_fmt:  # RGB to RGB: a repacking, exact
+                frame = frame.reformat(format=self.stream.pix_fmt)
             frame.pts, frame.time_base = p, self.stream.codec_context.time_base
             mux(self.stream.encode(frame))
             self.frames += 1
