@@ -29,8 +29,9 @@ CLL = (1000, 400)
 BT2020, PQ, LIMITED = 9, 16, 1
 
 
-def make_hdr_clip(path: Path, depth: int = 10, n_frames: int = N, extras: bool = True) -> Path:
-    """A ``depth``-bit HDR10 clip whose luma is a gradient over all its ``2**depth`` levels."""
+def make_hdr_clip(path: Path, depth: int = 10, n_frames: int = N, extras: bool = True, lossless: bool = True) -> Path:
+    """A ``depth``-bit HDR10 clip whose luma is a gradient over all its ``2**depth`` levels
+    (coded losslessly, so that they all survive; ``lossless=False``: CRF 16, High 10)."""
     pix_fmt = f"yuv420p{depth}le"
     with av.open(str(path), "w") as out:
         v = out.add_stream("libx264" if depth <= 10 else "libx265", rate=24)
@@ -38,7 +39,8 @@ def make_hdr_clip(path: Path, depth: int = 10, n_frames: int = N, extras: bool =
         ctx = v.codec_context
         ctx.colorspace, ctx.color_primaries, ctx.color_trc, ctx.color_range = BT2020, BT2020, PQ, LIMITED
         if depth <= 10:
-            v.options = {"x264-params": f"mastering-display={MASTER}:cll={CLL[0]},{CLL[1]}", "qp": "0"}
+            v.options = {"x264-params": f"mastering-display={MASTER}:cll={CLL[0]},{CLL[1]}",
+                         **({"qp": "0"} if lossless else {"crf": "16"})}
         else:
             v.options = {"x265-params": f"lossless=1:log-level=error:master-display={MASTER}:max-cll={CLL[0]},{CLL[1]}"}
         audio = []

@@ -18,9 +18,13 @@ PNG frames for the output (``frames_dir=True``).
 
 The package's parts: :mod:`~subpixel_cli.video.options` (options and the checks before any work),
 :mod:`~subpixel_cli.video.reading` (a video file or a folder of frames in),
-:mod:`~subpixel_cli.video.colour` (YUV <-> RGB), :mod:`~subpixel_cli.video.encoders` (encoder,
-pixel format and quality), :mod:`~subpixel_cli.video.writing` (a video file or PNG frames out) and
-:mod:`~subpixel_cli.video.pipeline` (the threads between them).
+:mod:`~subpixel_cli.video.colour` (YUV <-> RGB, HDR10 metadata), :mod:`~subpixel_cli.video.encoders`
+(encoder, pixel format and depth, quality, lossless), :mod:`~subpixel_cli.video.extras` (chapters,
+attachments, tags, dispositions), :mod:`~subpixel_cli.video.writing` (a video file or PNG frames
+out) and :mod:`~subpixel_cli.video.pipeline` (the threads between them).
+
+Frames are uint8 RGB from 8-bit sources and uint16 RGB from deeper ones (10/12-bit, HDR), which
+the writer encodes back at the source's depth.
 """
 
 from __future__ import annotations
