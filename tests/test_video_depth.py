@@ -140,11 +140,21 @@ def test_8bit_source_stays_8bit(tmp_path: Path) -> None:
     assert result.pix_fmt == "yuv420p" and probe(tmp_path / "out.mp4")["pix_fmt"] == "yuv420p"
 
 
+def test_frames_dir_from_a_10bit_source_writes_16bit_pngs(tmp_path: Path, hdr_clip: Path) -> None:
+    import cv2
+
+    result = upscale_video(NearestUpscaler(), hdr_clip, tmp_path / "frames", frames_dir=True)
+    assert result.frames == N and result.pix_fmt == "rgb48le"
+    png = cv2.imread(str(tmp_path / "frames" / "frame_000001.png"), cv2.IMREAD_UNCHANGED)
+    assert png.dtype == np.uint16 and png.shape == (2 * H, 2 * W, 3) and len(np.unique(png[..., 1])) > 256
+
+
 def test_pix_fmt_overrides_and_is_checked(tmp_path: Path, hdr_clip: Path) -> None:
     result = upscale_video(NearestUpscaler(), hdr_clip, tmp_path / "o.mkv", VideoOptions(pix_fmt="yuv444p10le"))
     assert result.pix_fmt == "yuv444p10le" and probe(tmp_path / "o.mkv")["pix_fmt"] == "yuv444p10le"
     result = upscale_video(NearestUpscaler(), hdr_clip, tmp_path / "8.mkv", VideoOptions(pix_fmt="yuv420p"))
     assert probe(tmp_path / "8.mkv")["pix_fmt"] == "yuv420p"
+    assert any("8-bit but the video is PQ HDR" in n for n in result.notes)  # an HDR claim with 8 bits is named
     with pytest.raises(UsageError, match="--pix-fmt rgb48le"):
         upscale_video(NearestUpscaler(), hdr_clip, tmp_path / "bad.mkv", VideoOptions(pix_fmt="rgb48le"))
 
@@ -322,7 +332,11 @@ def test_lossless_hevc_codes_the_yuv_exactly_at_the_source_depth(tmp_path: Path,
     assert len(got) == len(expected) and all(np.array_equal(a, b) for a, b in zip(got, expected))
 
 
-def test_lossless_checks(tmp_path: Path, hdr_clip: Path) -> None:
+def test_lossless_checks(tmp_path: Path, hdr_clip: Path, model_dir: str) -> None:
+    for args in (["--lossless", "--crf", "10"], ["--pix-fmt", "rgb48le"], ["--lossless", "--codec", "vp9"]):
+        result = run_cli(str(hdr_clip), "-o", str(tmp_path / "o.mkv"), "--model", model_dir, *args)
+        assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert list(tmp_path.iterdir()) == []
     with pytest.raises(UsageError, match="--lossless works with"):
         upscale_video(NearestUpscaler(), hdr_clip, tmp_path / "o.webm", VideoOptions(lossless=True, codec="vp9"))
     with pytest.raises(UsageError, match="--crf"):

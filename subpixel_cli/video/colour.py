@@ -13,6 +13,7 @@ from av.video.reformatter import Interpolation
 # AVColorSpace (stream/frame tag) -> swscale's name for the YUV<->RGB matrix.
 MATRIX = {1: "ITU709", 4: "FCC", 5: "ITU601", 6: "ITU601", 7: "SMPTE240M", 9: "BT2020", 10: "BT2020"}
 SPC_BT709, SPC_SMPTE170M, RANGE_MPEG, RANGE_JPEG, PRI_BT709, TRC_BT709 = 1, 6, 1, 2, 1, 1
+HDR_TRANSFERS = {16: "PQ", 18: "HLG"}  # AVColorTransferCharacteristic: SMPTE ST 2084, ARIB STD-B67
 # swscale flags for YUV<->RGB: exact rounding and full-resolution chroma (the default fast path is
 # off by 1-2 levels per conversion, which adds up over decode + encode).
 SWS_FLAGS = int(Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT

@@ -14,8 +14,8 @@ import numpy as np
 
 from subpixel_cli.errors import OutputError
 from subpixel_cli.files import move_into_place, temporary_path
-from subpixel_cli.video.colour import MATRIX, RANGE_JPEG, RANGE_MPEG, SWS_FLAGS, output_colour
-from subpixel_cli.video.encoders import (LOSSLESS, audio_rate, format_for, hdr_options, lossless_pix_fmt, merge_params,
+from subpixel_cli.video.colour import HDR_TRANSFERS, MATRIX, RANGE_JPEG, RANGE_MPEG, SWS_FLAGS, output_colour
+from subpixel_cli.video.encoders import (LOSSLESS, audio_rate, bit_depth, format_for, hdr_options, lossless_pix_fmt, merge_params,
                                          pick_encoder, pick_lossless_encoder, pick_pix_fmt, quality_options)
 from subpixel_cli.video.extras import copy_container_extras, copy_stream_extras
 from subpixel_cli.video.options import VideoOptions
@@ -109,6 +109,9 @@ class VideoWriter(Writer):
         ctx = stream.codec_context
         ctx.colorspace, ctx.color_range = self.matrix, RANGE_JPEG if self.full_range else RANGE_MPEG
         ctx.color_primaries, ctx.color_trc = reader.colour.primaries, reader.colour.trc
+        if reader.colour.trc in HDR_TRANSFERS and bit_depth(stream.pix_fmt) <= 8:
+            self.notes.append(f"{stream.pix_fmt} is 8-bit but the video is {HDR_TRANSFERS[reader.colour.trc]} HDR: "
+                              "expect banding (leave --pix-fmt out to keep 10 bits)")
         quality = dict(LOSSLESS[encoder]) if options.lossless else quality_options(encoder, options.crf, stream, rate)
         stream.options = merge_params(quality,
                                       hdr_options(encoder, reader.hdr, self.notes))
