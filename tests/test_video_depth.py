@@ -315,11 +315,12 @@ def test_lossless_output_decodes_to_exactly_the_models_frames(tmp_path: Path, hd
     assert not np.array_equal(decoded_rgb(lossy, "rgb24" if depth == 8 else "rgb48le"), expected)
 
 
-def test_lossless_hevc_codes_the_yuv_exactly_at_the_source_depth(tmp_path: Path, hdr_clip: Path) -> None:
+@pytest.mark.parametrize("codec", ["h264", "hevc"])
+def test_lossless_x264_x265_code_the_yuv_exactly_at_the_source_depth(tmp_path: Path, hdr_clip: Path, codec: str) -> None:
     from subpixel_cli.video.colour import SWS_FLAGS
 
-    out = tmp_path / "hevc.mkv"
-    result = upscale_video(NearestUpscaler(), hdr_clip, out, VideoOptions(codec="hevc", lossless=True))
+    out = tmp_path / "lossless.mkv"
+    result = upscale_video(NearestUpscaler(), hdr_clip, out, VideoOptions(codec=codec, lossless=True))
     assert result.pix_fmt == "yuv420p10le" and any("rounded on the way to YUV" in n for n in result.notes)
     with av.open(str(out)) as c:
         got = [np.frombuffer(bytes(p), np.uint8) for f in c.decode(video=0) for p in f.planes]

@@ -113,8 +113,7 @@ class VideoWriter(Writer):
             self.notes.append(f"{stream.pix_fmt} is 8-bit but the video is {HDR_TRANSFERS[reader.colour.trc]} HDR: "
                               "expect banding (leave --pix-fmt out to keep 10 bits)")
         quality = dict(LOSSLESS[encoder]) if options.lossless else quality_options(encoder, options.crf, stream, rate)
-        stream.options = merge_params(quality,
-                                      hdr_options(encoder, reader.hdr, self.notes))
+        stream.options = merge_params(quality, hdr_options(encoder, reader.hdr, self.notes))
         return stream
 
     def _add_passthrough(self, reader: Reader) -> dict[int, tuple[str, Any]]:
