@@ -213,6 +213,8 @@ def test_what_mp4_cannot_hold_is_named_in_one_note_each(tmp_path: Path, hdr_clip
     with av.open(str(tmp_path / "out.mp4")) as c:
         assert [ch["metadata"].get("title") for ch in c.chapters()] == ["Opening", "Close"]
         assert [s.metadata.get("language") for s in c.streams.audio] == ["eng", "fra"]
+    result = upscale_video(NearestUpscaler(), hdr_clip, tmp_path / "out.avi")
+    assert any(n.startswith("2 chapter(s) not kept: avi") for n in result.notes)
 
 
 def test_data_streams_copied_within_mpegts_and_named_otherwise(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ _STALE_TAGS = {"encoder", "major_brand", "minor_version", "compatible_brands", "
                "number_of_bytes", "bps", "_statistics_writing_app", "_statistics_writing_date_utc",
                "_statistics_tags", "vendor_id"}
 _ATTACHMENT_MUXERS = {"matroska"}  # WebM, MP4 and MOV refuse attachments
+_CHAPTER_MUXERS = {"matroska", "webm", "mp4", "mov", "nut"}  # AVI and MPEG-TS drop them silently
 _CHAPTER_TIME_BASE = Fraction(1, 1000)
 
 
@@ -36,9 +37,11 @@ def copy_container_extras(source: Any, out: Any, start: float, end: float | None
     """
     out.metadata.update(kept_tags(dict(source.metadata)))
     chapters = _chapters_in(source, start, end)
-    if chapters:
-        out.set_chapters(chapters)
     fmt = out.format.name.split(",")[0]
+    if chapters and fmt in _CHAPTER_MUXERS:
+        out.set_chapters(chapters)
+    elif chapters:
+        notes.append(f"{len(chapters)} chapter(s) not kept: {fmt} cannot hold chapters (use .mkv or .mp4)")
     attachments = [s for s in source.streams if s.type == "attachment"]
     if attachments and fmt not in _ATTACHMENT_MUXERS:
         names = ", ".join(_attachment_name(s) for s in attachments)

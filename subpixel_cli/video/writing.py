@@ -111,7 +111,7 @@ class VideoWriter(Writer):
         ctx.color_primaries, ctx.color_trc = reader.colour.primaries, reader.colour.trc
         if reader.colour.trc in HDR_TRANSFERS and bit_depth(stream.pix_fmt) <= 8:
             self.notes.append(f"{stream.pix_fmt} is 8-bit but the video is {HDR_TRANSFERS[reader.colour.trc]} HDR: "
-                              "expect banding (leave --pix-fmt out to keep 10 bits)")
+                              "expect banding (H.264 or HEVC in .mkv/.mp4 keep 10 bits)")
         quality = dict(LOSSLESS[encoder]) if options.lossless else quality_options(encoder, options.crf, stream, rate)
         stream.options = merge_params(quality, hdr_options(encoder, reader.hdr, self.notes))
         return stream
