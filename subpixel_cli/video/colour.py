@@ -52,15 +52,33 @@ def output_colour(c: Colour, out_height: int) -> tuple[int, bool]:
 
 @dataclass
 class Hdr:
-    """HDR10 static metadata of the input, in x264/x265's own syntax: the mastering display
-    (SMPTE ST 2086, ``G(x,y)B(x,y)R(x,y)WP(x,y)L(max,min)`` in 0.00002 and 0.0001 cd/m² units)
-    and the content light level (MaxCLL, MaxFALL in cd/m²)."""
+    """HDR10 static metadata of the input: the mastering display (SMPTE ST 2086) as x264/x265
+    count it, ``(gx, gy, bx, by, rx, ry, wx, wy)`` chromaticities in 0.00002 units and
+    ``(max, min)`` luminance in 0.0001 cd/m², and the content light level (MaxCLL, MaxFALL in
+    cd/m²)."""
 
-    master_display: str | None = None
+    display: tuple[int, ...] | None = None  # gx, gy, bx, by, rx, ry, wx, wy, max, min
     max_cll: tuple[int, int] | None = None
 
     def __bool__(self) -> bool:
-        return self.master_display is not None or self.max_cll is not None
+        return self.display is not None or self.max_cll is not None
+
+    @property
+    def master_display(self) -> str | None:
+        """x264/x265 syntax: ``G(x,y)B(x,y)R(x,y)WP(x,y)L(max,min)`` in integer units."""
+        if self.display is None:
+            return None
+        gx, gy, bx, by, rx, ry, wx, wy, lmax, lmin = self.display
+        return f"G({gx},{gy})B({bx},{by})R({rx},{ry})WP({wx},{wy})L({lmax},{lmin})"
+
+    @property
+    def master_display_float(self) -> str | None:
+        """SVT-AV1 syntax: the same in chromaticities and cd/m²."""
+        if self.display is None:
+            return None
+        c = [f"{v / 50000:g}" for v in self.display[:8]]
+        lmax, lmin = (f"{v / 10000:g}" for v in self.display[8:])
+        return f"G({c[0]},{c[1]})B({c[2]},{c[3]})R({c[4]},{c[5]})WP({c[6]},{c[7]})L({lmax},{lmin})"
 
 
 def hdr_from_side_data(side_data: Any) -> Hdr:
@@ -73,10 +91,8 @@ def hdr_from_side_data(side_data: Any) -> Hdr:
             v = struct.unpack_from("<22i", raw)  # R, G, B, white point (x, y rationals), min, max, flags
             ratio = [v[k] / v[k + 1] if v[k + 1] else 0.0 for k in range(0, 20, 2)]
             if v[20] and v[21]:
-                chroma = [round(r * 50000) for r in ratio[:8]]
-                (rx, ry, gx, gy, bx, by, wx, wy) = chroma
-                lmin, lmax = round(ratio[8] * 10000), round(ratio[9] * 10000)
-                hdr.master_display = f"G({gx},{gy})B({bx},{by})R({rx},{ry})WP({wx},{wy})L({lmax},{lmin})"
+                rx, ry, gx, gy, bx, by, wx, wy = (round(r * 50000) for r in ratio[:8])
+                hdr.display = (gx, gy, bx, by, rx, ry, wx, wy, round(ratio[9] * 10000), round(ratio[8] * 10000))
         elif item.type == Type.CONTENT_LIGHT_LEVEL and len(raw) >= 8:
             hdr.max_cll = struct.unpack_from("<2I", raw)
     return hdr

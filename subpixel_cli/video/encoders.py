@@ -51,19 +51,25 @@ def format_for(target: Path) -> str:
     return fmt
 
 
-def pick_encoder(codec: str, container: Any, notes: list[str]) -> str:
-    """An encoder that exists in this FFmpeg build and that the container can hold."""
+def pick_encoder(codec: str, container: Any, notes: list[str], depth: int = 8) -> str:
+    """An encoder that exists in this FFmpeg build and that the container can hold. For ``auto``
+    and a source deeper than 8 bits, one that can write more than 8 bits comes first."""
     fmt = container.format.name.split(",")[0]
     supported = container.supported_codecs | _ALSO_HOLDS.get(fmt, set())
     if codec == "auto":
-        for name in (*CODECS["h264"], container.default_video_codec, "mpeg4"):
-            if _encoder_exists(name) and _stream_codec(name) in supported:
-                name = av.codec.Codec(name, "w").name  # "vp9" -> "libvpx-vp9"
-                if _stream_codec(name) != "h264":
-                    why = "this FFmpeg build has no H.264 encoder" if "h264" in supported else f"{fmt} cannot hold H.264"
-                    notes.append(f"wrote {_stream_codec(name)} ({name}), not H.264: {why}; choose with --codec")
-                return name
-        raise UsageError(f"no video encoder available for {fmt} output; try an .mp4 or .mkv output")
+        usable = [n for n in (*CODECS["h264"], container.default_video_codec, "mpeg4")
+                  if _encoder_exists(n) and _stream_codec(n) in supported]
+        if depth > 8:  # e.g. WebM: AV1 at 10 bits rather than this build's 8-bit-only VP9
+            deep = [n for n in (*usable, *CODECS["hevc"], *CODECS["av1"], *CODECS["vp9"])
+                    if _encoder_exists(n) and _stream_codec(n) in supported and _max_depth(n) > 8]
+            usable = deep[:1] + usable
+        if not usable:
+            raise UsageError(f"no video encoder available for {fmt} output; try an .mp4 or .mkv output")
+        name = av.codec.Codec(usable[0], "w").name  # "vp9" -> "libvpx-vp9"
+        if _stream_codec(name) != "h264":
+            why = "this FFmpeg build has no H.264 encoder" if "h264" in supported else f"{fmt} cannot hold H.264"
+            notes.append(f"wrote {_stream_codec(name)} ({name}), not H.264: {why}; choose with --codec")
+        return name
     candidates = CODECS.get(codec.lower(), (codec,))
     found = [name for name in candidates if _encoder_exists(name)]
     if not found:
@@ -75,13 +81,13 @@ def pick_encoder(codec: str, container: Any, notes: list[str]) -> str:
     raise UsageError(f"--codec {codec}: {fmt} cannot hold {_stream_codec(found[0])}; use an .mkv output or another codec")
 
 
-def pick_lossless_encoder(codec: str, container: Any, notes: list[str]) -> str:
+def pick_lossless_encoder(codec: str, container: Any, notes: list[str], depth: int = 8) -> str:
     """The encoder for ``--lossless``: FFV1 for ``auto`` in .mkv/.nut/.avi, else ``codec`` as
     :func:`pick_encoder` chooses it if it has a lossless mode (FFV1, x264, x265)."""
     fmt = container.format.name.split(",")[0]
     if codec == "auto" and fmt in _FFV1_MUXERS and _encoder_exists("ffv1"):
         return "ffv1"
-    encoder = pick_encoder(codec, container, notes)
+    encoder = pick_encoder(codec, container, notes, depth)
     if encoder not in LOSSLESS:
         raise UsageError(f"--lossless works with ffv1, h264 (libx264) and hevc (libx265), not {encoder}")
     return encoder
@@ -107,6 +113,11 @@ def _encoder_exists(name: str) -> bool:
     except (ValueError, av.error.FFmpegError):
         return False
     return codec.type == "video" and not name.endswith(("_nvenc", "_qsv", "_amf", "_vaapi", "_v4l2m2m", "_videotoolbox"))
+
+
+def _max_depth(encoder: str) -> int:
+    """The most bits per component ``encoder`` writes."""
+    return max((bit_depth(f.name) for f in av.codec.Codec(encoder, "w").video_formats or []), default=8)
 
 
 def _stream_codec(encoder: str) -> str:
@@ -171,7 +182,7 @@ def quality_options(encoder: str, crf: int | None, stream: Any, rate: Fraction) 
 
 
 def hdr_options(encoder: str, hdr: Hdr | None, notes: list[str]) -> dict[str, str]:
-    """x264/x265 parameters that write the input's mastering display and content light level into
+    """x264/x265/SVT-AV1 parameters that write the input's mastering display and content light level into
     the bitstream (SEI), where decoders and players find them; a note for other encoders."""
     if not hdr:
         return {}
@@ -183,8 +194,12 @@ def hdr_options(encoder: str, hdr: Hdr | None, notes: list[str]) -> dict[str, st
         params = ["hdr10=1"] + ([f"master-display={hdr.master_display}"] if hdr.master_display else [])
         params += [f"max-cll={hdr.max_cll[0]},{hdr.max_cll[1]}"] if hdr.max_cll else []
         return {"x265-params": ":".join(params)}
+    if encoder == "libsvtav1":
+        params = [f"mastering-display={hdr.master_display_float}"] if hdr.display else []
+        params += [f"content-light={hdr.max_cll[0]},{hdr.max_cll[1]}"] if hdr.max_cll else []
+        return {"svtav1-params": ":".join(params)}
     notes.append(f"HDR mastering display and content light level not kept: {encoder} cannot carry them "
-                 "(use --codec h264 or hevc)")
+                 "(use --codec h264, hevc or av1)")
     return {}
 
 

@@ -89,9 +89,9 @@ class VideoWriter(Writer):
 
     def _add_video(self, options: VideoOptions, reader: Reader, size: tuple[int, int]) -> Any:
         if options.lossless:
-            encoder = pick_lossless_encoder(options.codec, self.container, self.notes)
+            encoder = pick_lossless_encoder(options.codec, self.container, self.notes, reader.depth)
         else:
-            encoder = pick_encoder(options.codec, self.container, self.notes)
+            encoder = pick_encoder(options.codec, self.container, self.notes, reader.depth)
         rate = reader.rate.limit_denominator(100_000)
         stream = self.container.add_stream(encoder, rate=rate)
         stream.width, stream.height = size
