@@ -576,7 +576,7 @@ def video(source: Path, output: Path | None, scale: int | None, model: str | Non
             err_console.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
         extra = f", {result.audio_streams_copied} audio stream(s) copied" if result.audio_streams_copied else ""
         err_console.print(f"[green]wrote[/] {escape(result.output)}: {result.frames} frames, {result.size[0]}×{result.size[1]}, "
-                          f"{result.frame_rate:.3g} fps, {result.codec}{extra} in {result.seconds:.1f} s "
+                          f"{result.frame_rate:.3g} fps, {result.codec} {result.pix_fmt}{extra} in {result.seconds:.1f} s "
                           f"({result.speed:.1f} frames/s)", soft_wrap=True)
     if not result.complete:
         sys.exit(EXIT_FAILED)  # the input was truncated: what it held was upscaled, the rest is missing

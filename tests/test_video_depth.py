@@ -126,11 +126,25 @@ def test_10bit_source_is_written_at_10_bits_with_more_than_256_levels(tmp_path: 
     assert luma_levels(out) > 256
 
 
-def test_10bit_through_the_model_stays_16bit(tmp_path: Path, hdr_clip: Path, model_dir: str) -> None:
+def test_10bit_through_the_model_stays_16bit(tmp_path: Path, hdr_clip: Path, model_dir: str,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    from subpixel_cli.upscale import Upscaler
+
+    seen: list[np.dtype] = []
+    real = Upscaler.upscale_batch
+
+    def spy(self: Upscaler, frames: np.ndarray) -> np.ndarray:
+        seen.append(frames.dtype)
+        out = real(self, frames)
+        assert out.dtype == np.uint16 and len(np.unique(out)) > 256  # not rounded to 8 bits on the way
+        return out
+
+    monkeypatch.setattr(Upscaler, "upscale_batch", spy)
     out = tmp_path / "out.mkv"
-    result = run_cli(str(hdr_clip), "-o", str(out), "--model", model_dir, "--quiet", "--json")
+    result = run_cli(str(hdr_clip), "-o", str(out), "--model", model_dir, "--json")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["pix_fmt"] == "yuv420p10le"
+    assert json.loads(result.stdout)["pix_fmt"] == "yuv420p10le" and "libx264 yuv420p10le" in result.stderr
+    assert seen and set(seen) == {np.dtype(np.uint16)}
     assert probe(out)["pix_fmt"] == "yuv420p10le"
 
 
