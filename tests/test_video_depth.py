@@ -49,6 +49,8 @@ def make_hdr_clip(path: Path, depth: int = 10, n_frames: int = N, extras: bool =
             for lang in ("eng", "fra"):
                 a = out.add_stream("aac", rate=8000)
                 a.layout, a.metadata["language"], a.metadata["title"] = "mono", lang, f"voice {lang}"
+                if lang == "fra":
+                    a.disposition = av.stream.Disposition.default
                 audio.append(a)
             s = out.add_mux_stream("subrip")
             s.metadata["language"], s.disposition = "ger", av.stream.Disposition.forced
@@ -223,6 +225,7 @@ def test_chapters_attachments_tags_and_dispositions_are_kept(tmp_path: Path, hdr
         assert tags_out == tags_in and disp_out == disp_in
     assert got[1][1]["language"] == "eng" and got[2][1] == {"language": "fra", "title": "voice fra"}
     assert got[3][1]["language"] == "ger" and got[3][2] & int(av.stream.Disposition.forced)
+    assert got[2][2] & int(av.stream.Disposition.default) and not got[1][2] & int(av.stream.Disposition.default)
 
 
 def test_chapters_are_cut_with_start_and_end(tmp_path: Path, hdr_clip: Path) -> None:
