@@ -390,6 +390,9 @@ def eval_command(datasets: tuple[str, ...], model_spec: str | None, bicubic: boo
 @click.option("--codec", default="auto", show_default=True,
               help="auto (H.264 yuv420p, or the container's own codec), h264, hevc, vp9, av1, mpeg4, ffv1, or an FFmpeg encoder.")
 @click.option("--crf", type=click.IntRange(0, 63), help="Constant quality, lower is better (default 18 for H.264).")
+@click.option("--pix-fmt", metavar="FMT", help="Output pixel format (default: 4:2:0 at the source's bit depth, e.g. yuv420p10le).")
+@click.option("--lossless", is_flag=True,
+              help="No loss after the model: FFV1 RGB (exact; .mkv, large files), or x264/x265 lossless with --codec.")
 @click.option("--start", metavar="T", help="Start at T: seconds (12.5) or [HH:]MM:SS[.ms].")
 @click.option("--end", metavar="T", help="Stop at T, counted from the start of the input.")
 @click.option("--fps", metavar="RATE", help="Frame rate of a folder of frames given as INPUT (25, 29.97, 30000/1001).")
@@ -399,9 +402,10 @@ def eval_command(datasets: tuple[str, ...], model_spec: str | None, bicubic: boo
 @click.option("--json", "as_json", is_flag=True, help="One JSON object describing the result on stdout.")
 @handle_errors
 def video(source: Path, output: Path | None, scale: int | None, model: str | None, device: str, precision: str,
-          batch_size: int, tile: int | None, max_memory: int | None, codec: str, crf: int | None, start: str | None,
-          end: str | None, fps: str | None, frames_dir: Path | None, force: bool, quiet: bool, as_json: bool) -> None:
-    """Upscale a video, keeping its frame timing, audio and subtitles.
+          batch_size: int, tile: int | None, max_memory: int | None, codec: str, crf: int | None,
+          pix_fmt: str | None, lossless: bool, start: str | None, end: str | None, fps: str | None,
+          frames_dir: Path | None, force: bool, quiet: bool, as_json: bool) -> None:
+    """Upscale a video, keeping its frame timing, bit depth, HDR metadata, audio, subtitles and chapters.
 
     INPUT is a video file, or a folder of numbered frames with --fps. Frames stream through the
     model (decoding, inference and encoding overlap), so memory stays flat for any length. The
@@ -413,6 +417,7 @@ def video(source: Path, output: Path | None, scale: int | None, model: str | Non
       subpixel video clip.mkv -x3 -o big.mkv --start 1:00 --end 1:30
       subpixel video clip.mp4 -x4 --frames-dir frames/
       subpixel video frames/ --fps 25 -x2 -o movie.mp4
+      subpixel video hdr10.mkv -x2 -o big.mkv --lossless
     """
     import time
 
@@ -423,7 +428,8 @@ def video(source: Path, output: Path | None, scale: int | None, model: str | Non
         raise UsageError("give either -o (a video) or --frames-dir (PNG frames), not both")
     if not source.exists():
         raise InputError(f"{source}: no such file or folder")
-    options = VideoOptions(codec=codec, crf=crf, start=parse_time(start), end=parse_time(end), fps=parse_rate(fps))
+    options = VideoOptions(codec=codec, crf=crf, start=parse_time(start), end=parse_time(end), fps=parse_rate(fps),
+                           pix_fmt=pix_fmt, lossless=lossless)
     upscaler = _load_upscaler(model, scale, device, precision, tile, batch_size, max_memory)
     target = frames_dir or output or default_output(source, upscaler.scale)
     show = not quiet
@@ -444,7 +450,7 @@ def video(source: Path, output: Path | None, scale: int | None, model: str | Non
             err_console.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
         extra = f", {result.audio_streams_copied} audio stream(s) copied" if result.audio_streams_copied else ""
         err_console.print(f"[green]wrote[/] {escape(result.output)}: {result.frames} frames, {result.size[0]}×{result.size[1]}, "
-                          f"{result.frame_rate:.3g} fps, {result.codec}{extra} in {result.seconds:.1f} s "
+                          f"{result.frame_rate:.3g} fps, {result.codec} {result.pix_fmt}{extra} in {result.seconds:.1f} s "
                           f"({result.speed:.1f} frames/s)", soft_wrap=True)
     if not result.complete:
         sys.exit(EXIT_FAILED)  # the input was truncated: what it held was upscaled, the rest is missing

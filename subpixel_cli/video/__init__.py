@@ -18,9 +18,13 @@ PNG frames for the output (``frames_dir=True``).
 
 The package's parts: :mod:`~subpixel_cli.video.options` (options and the checks before any work),
 :mod:`~subpixel_cli.video.reading` (a video file or a folder of frames in),
-:mod:`~subpixel_cli.video.colour` (YUV <-> RGB), :mod:`~subpixel_cli.video.encoders` (encoder,
-pixel format and quality), :mod:`~subpixel_cli.video.writing` (a video file or PNG frames out) and
-:mod:`~subpixel_cli.video.pipeline` (the threads between them).
+:mod:`~subpixel_cli.video.colour` (YUV <-> RGB, HDR10 metadata), :mod:`~subpixel_cli.video.encoders`
+(encoder, pixel format and depth, quality, lossless), :mod:`~subpixel_cli.video.extras` (chapters,
+attachments, tags, dispositions), :mod:`~subpixel_cli.video.writing` (a video file or PNG frames
+out) and :mod:`~subpixel_cli.video.pipeline` (the threads between them).
+
+Frames are uint8 RGB from 8-bit sources and uint16 RGB from deeper ones (10/12-bit, HDR), which
+the writer encodes back at the source's depth.
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ class VideoResult:
     audio_streams_copied: int = 0
     audio_streams_reencoded: int = 0
     subtitle_streams_copied: int = 0
+    data_streams_copied: int = 0
     streams_dropped: int = 0
     notes: list[str] = field(default_factory=list)
     complete: bool = True  # False: the input ended before its announced length (truncated); see notes
@@ -127,6 +132,7 @@ def upscale_video(
         size=size, input_size=(reader.width, reader.height), scale=upscaler.scale,
         seconds=time.perf_counter() - started, codec=stats.codec, pix_fmt=stats.pix_fmt,
         audio_streams_copied=stats.audio_streams_copied, audio_streams_reencoded=stats.audio_streams_reencoded,
-        subtitle_streams_copied=stats.subtitle_streams_copied, streams_dropped=stats.streams_dropped,
+        subtitle_streams_copied=stats.subtitle_streams_copied, data_streams_copied=stats.data_streams_copied,
+        streams_dropped=stats.streams_dropped,
         notes=reader.notes + stats.notes, complete=not reader.truncated,
     )

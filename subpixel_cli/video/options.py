@@ -20,6 +20,9 @@ class VideoOptions:
     ``codec``: ``auto`` (H.264 when the container takes it, else the container's default), a name
     from :data:`CODECS` or any FFmpeg encoder. ``crf``: constant quality (lower is better).
     ``start``/``end``: seconds from the start of the input. ``fps``: the rate of a folder of frames.
+    ``pix_fmt``: the output's pixel format (default: 4:2:0 at the source's bit depth).
+    ``lossless``: encode the model's frames without loss (FFV1 RGB by default; see
+    :func:`~subpixel_cli.video.encoders.lossless_options`).
     """
 
     codec: str = "auto"
@@ -27,6 +30,8 @@ class VideoOptions:
     start: float | None = None
     end: float | None = None
     fps: Fraction | None = None
+    pix_fmt: str | None = None
+    lossless: bool = False
 
     def __post_init__(self) -> None:
         if self.start is not None and self.start < 0:
@@ -35,6 +40,8 @@ class VideoOptions:
             raise UsageError(f"--end {self.end}: must be after --start ({self.start or 0})")
         if self.fps is not None and self.fps <= 0:
             raise UsageError(f"--fps {self.fps}: must be positive")
+        if self.lossless and self.crf is not None:
+            raise UsageError("--lossless and --crf exclude each other: lossless has no quality setting")
 
 
 def parse_time(text: str | None) -> float | None:

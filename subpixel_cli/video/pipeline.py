@@ -24,7 +24,7 @@ class FrameUpscaler(Protocol):
     scale: int
 
     def upscale_batch(self, frames: np.ndarray) -> np.ndarray:
-        """``N×H×W×3`` uint8 RGB -> ``N×rH×rW×3`` uint8 RGB."""
+        """``N×H×W×3`` uint8 or uint16 RGB -> ``N×rH×rW×3`` RGB of the same dtype."""
         ...
 
 

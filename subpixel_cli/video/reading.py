@@ -15,13 +15,16 @@ import numpy as np
 
 from subpixel_cli.errors import InputError, UsageError
 from subpixel_cli.images import IMAGE_SUFFIXES, read_image, to_8bit
-from subpixel_cli.video.colour import MATRIX, PRI_BT709, SWS_FLAGS, TRC_BT709, Colour, input_colour
+from subpixel_cli.video.colour import (MATRIX, PRI_BT709, SWS_FLAGS, TRC_BT709, Colour, Hdr, hdr_from_side_data,
+                                      input_colour)
+from subpixel_cli.video.encoders import bit_depth
 from subpixel_cli.video.options import VideoOptions
 
 
 @dataclass
 class Frame:
-    """One decoded frame: RGB pixels and its presentation time in the reader's time base."""
+    """One decoded frame: RGB pixels (uint8, or uint16 from a source deeper than 8 bits) and its
+    presentation time in the reader's time base."""
 
     rgb: np.ndarray
     pts: int
@@ -41,6 +44,9 @@ class Reader:
     sample_aspect_ratio: Fraction | None = None
     rotation: int = 0  # display rotation, counter-clockwise degrees (phone videos), kept as a tag
     truncated: bool = False  # the data ended before the length the container announced
+    depth: int = 8  # bits per component of the source; above 8, frames are uint16 RGB (rgb48)
+    chroma: str = "420"  # the source's chroma subsampling: "420", "422" or "444"
+    hdr: Hdr | None = None  # mastering display and content light level of the first frame
 
     def items(self, stop: threading.Event) -> Iterator[Frame | Any]:
         raise NotImplementedError
@@ -92,14 +98,16 @@ class FileReader(Reader):
         self.time_base = self.stream.time_base or Fraction(1, 90000)
         self.rate = self.stream.average_rate or self.stream.guessed_rate or self.stream.base_rate or Fraction(25)
         self.sample_aspect_ratio = ctx.sample_aspect_ratio
-        self.rotation = _first_rotation(self.source)
+        self.rotation, self.hdr = _first_frame_tags(self.source)
         self.colour = Colour(ctx.colorspace, ctx.color_range, ctx.color_primaries, ctx.color_trc)
+        self.depth = bit_depth(ctx.pix_fmt)
+        self.chroma = next((sub for sub in ("444", "422") if sub in (ctx.pix_fmt or "")), "420")
         self.offset = (c.start_time or 0) / av.time_base + (self.options.start or 0.0)
         self.end = None if self.options.end is None else (c.start_time or 0) / av.time_base + self.options.end
         self.total = self._expected_frames()
-        self.passthrough = [s for s in c.streams if s.index != self.stream.index and s.type in ("audio", "subtitle")]
+        self.passthrough = [s for s in c.streams if s.index != self.stream.index and s.type in ("audio", "subtitle", "data")]
         for s in c.streams:
-            if s.index != self.stream.index and s not in self.passthrough:
+            if s.index != self.stream.index and s not in self.passthrough and s.type != "attachment":
                 self.notes.append(f"stream {s.index} ({s.type}) not copied")
 
     def _expected_frames(self) -> int | None:
@@ -191,7 +199,8 @@ class FileReader(Reader):
         return True
 
     def _to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
-        """The frame as ``H×W×3`` RGB, converted with its own range and matrix (see :func:`input_colour`)."""
+        """The frame as ``H×W×3`` RGB, converted with its own range and matrix (see :func:`input_colour`):
+        uint8 from 8-bit sources, uint16 (all 16 bits used) from deeper ones, so no level is lost."""
         kwargs: dict[str, Any] = {}
         if not frame.format.is_rgb and frame.format.name not in ("gray", "gray8"):
             matrix, full = input_colour(frame.colorspace, frame.color_range, frame.format.name, frame.height)
@@ -199,20 +208,21 @@ class FileReader(Reader):
                       "dst_color_range": "JPEG"}
         if (frame.width, frame.height) != (self.width, self.height):
             kwargs.update(width=self.width, height=self.height)  # a mid-stream size change: back to the first size
-        return frame.to_ndarray(format="rgb24", interpolation=SWS_FLAGS, **kwargs)
+        return frame.to_ndarray(format="rgb48le" if self.depth > 8 else "rgb24", interpolation=SWS_FLAGS, **kwargs)
 
     def __exit__(self, *exc: object) -> None:
         self.container.close()
 
 
-def _first_rotation(source: Path) -> int:
-    """The display rotation of the first frame (0 if none or unreadable); a separate open, so
-    the main reader starts untouched."""
+def _first_frame_tags(source: Path) -> tuple[int, Hdr]:
+    """The display rotation (counter-clockwise degrees) and HDR metadata of the first frame
+    (0 and none if unreadable); a separate open, so the main reader starts untouched."""
     try:
         with av.open(str(source), metadata_errors="ignore") as c:
-            return round(next(c.decode(video=0)).rotation or 0) % 360
+            frame = next(c.decode(video=0))
+            return round(frame.rotation or 0) % 360, hdr_from_side_data(frame.side_data)
     except (av.error.FFmpegError, StopIteration, OSError, ValueError):
-        return 0
+        return 0, Hdr()
 
 
 class _Clock:

@@ -14,12 +14,17 @@ import numpy as np
 
 from subpixel_cli.errors import OutputError
 from subpixel_cli.files import move_into_place, temporary_path
-from subpixel_cli.video.colour import MATRIX, RANGE_JPEG, RANGE_MPEG, SWS_FLAGS, output_colour
-from subpixel_cli.video.encoders import audio_rate, format_for, pick_encoder, pick_pix_fmt, quality_options
+from subpixel_cli.video.colour import HDR_TRANSFERS, MATRIX, RANGE_JPEG, RANGE_MPEG, SWS_FLAGS, output_colour
+from subpixel_cli.video.encoders import (LOSSLESS, audio_rate, bit_depth, format_for, hdr_options, lossless_pix_fmt, merge_params,
+                                         pick_encoder, pick_lossless_encoder, pick_pix_fmt, quality_options)
+from subpixel_cli.video.extras import copy_container_extras, copy_stream_extras
 from subpixel_cli.video.options import VideoOptions
 from subpixel_cli.video.reading import Reader, ffmpeg_reason
 
 FRAME_PATTERN = "frame_{:06d}.png"  # names written by frames_dir output, numbered from 1
+# Muxers whose data streams (KLV, SCTE-35…) are copied from an input of the same kind; others
+# refuse data codecs when the header is written, which would fail the whole run.
+DATA_MUXERS = {"mpegts"}
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,7 @@ class WriterStats:
     audio_streams_copied: int = 0
     audio_streams_reencoded: int = 0
     subtitle_streams_copied: int = 0
+    data_streams_copied: int = 0
     streams_dropped: int = 0
     notes: list[str] = field(default_factory=list)  # choices that differ from what was asked, streams left out
 
@@ -64,12 +70,15 @@ class VideoWriter(Writer):
 
     def __init__(self, target: Path, options: VideoOptions, reader: Reader, size: tuple[int, int]) -> None:
         self.target, self.notes, self.frames = target, [], 0
-        self.audio_copied = self.audio_reencoded = self.subs_copied = self.dropped = 0
+        self.audio_copied = self.audio_reencoded = self.subs_copied = self.data_copied = self.dropped = 0
         self.tmp = temporary_path(target)
         try:
             self.container = av.open(str(self.tmp), "w", format=format_for(target))
             self.stream = self._add_video(options, reader, size)
             self.routes: dict[int, tuple[str, Any]] = self._add_passthrough(reader)
+            if reader.container is not None:  # chapters, attachments, tags (not for a folder of frames)
+                copy_stream_extras(reader.stream, self.stream)
+                copy_container_extras(reader.container, self.container, reader.offset, reader.end, self.notes)
             self.container.start_encoding()  # opens the encoders now, so a bad one fails before any work
         except av.error.FFmpegError as exc:
             self._discard()
@@ -79,11 +88,17 @@ class VideoWriter(Writer):
             raise
 
     def _add_video(self, options: VideoOptions, reader: Reader, size: tuple[int, int]) -> Any:
-        encoder = pick_encoder(options.codec, self.container, self.notes)
+        if options.lossless:
+            encoder = pick_lossless_encoder(options.codec, self.container, self.notes, reader.depth)
+        else:
+            encoder = pick_encoder(options.codec, self.container, self.notes, reader.depth)
         rate = reader.rate.limit_denominator(100_000)
         stream = self.container.add_stream(encoder, rate=rate)
         stream.width, stream.height = size
-        stream.pix_fmt = pick_pix_fmt(encoder, size, self.notes)
+        if options.lossless:
+            stream.pix_fmt = lossless_pix_fmt(encoder, size, self.notes, reader.depth, reader.chroma, options.pix_fmt)
+        else:
+            stream.pix_fmt = pick_pix_fmt(encoder, size, self.notes, reader.depth, options.pix_fmt)
         stream.codec_context.time_base = reader.time_base  # keep every frame's own timestamp (VFR)
         stream.time_base = reader.time_base
         if reader.sample_aspect_ratio:
@@ -94,13 +109,28 @@ class VideoWriter(Writer):
         ctx = stream.codec_context
         ctx.colorspace, ctx.color_range = self.matrix, RANGE_JPEG if self.full_range else RANGE_MPEG
         ctx.color_primaries, ctx.color_trc = reader.colour.primaries, reader.colour.trc
-        stream.options = quality_options(encoder, options.crf, stream, rate)
+        if reader.colour.trc in HDR_TRANSFERS and bit_depth(stream.pix_fmt) <= 8:
+            self.notes.append(f"{stream.pix_fmt} is 8-bit but the video is {HDR_TRANSFERS[reader.colour.trc]} HDR: "
+                              "expect banding (H.264 or HEVC in .mkv/.mp4 keep 10 bits)")
+        quality = dict(LOSSLESS[encoder]) if options.lossless else quality_options(encoder, options.crf, stream, rate)
+        stream.options = merge_params(quality, hdr_options(encoder, reader.hdr, self.notes))
         return stream
 
     def _add_passthrough(self, reader: Reader) -> dict[int, tuple[str, Any]]:
-        """Copy each audio and subtitle stream the container can hold; re-encode audio it cannot."""
+        """Copy each audio and subtitle stream the container can hold; re-encode audio it cannot.
+        Data streams (KLV, timecodes) are copied between containers of one kind that take them."""
         routes: dict[int, tuple[str, Any]] = {}
+        fmt = self.container.format.name.split(",")[0]
         for s in getattr(reader, "passthrough", []):
+            if s.type == "data":
+                if fmt not in DATA_MUXERS or reader.container.format.name.split(",")[0] != fmt:
+                    self.dropped += 1
+                    self.notes.append(f"data stream {s.index} not copied: only {', '.join(sorted(DATA_MUXERS))} "
+                                      "to the same kind of container carries data streams")
+                    continue
+                routes[s.index] = ("copy", self.container.add_stream_from_template(s))
+                self.data_copied += 1
+                continue
             try:
                 out = self.container.add_stream_from_template(s)
                 routes[s.index] = ("copy", out)
@@ -110,7 +140,6 @@ class VideoWriter(Writer):
                     self.subs_copied += 1
             except ValueError:
                 name = s.codec_context.name if s.codec_context else s.type
-                fmt = self.container.format.name.split(",")[0]
                 if s.type == "audio" and self.container.default_audio_codec not in (None, "none"):
                     codec = self.container.default_audio_codec
                     ctx = s.codec_context
@@ -123,7 +152,7 @@ class VideoWriter(Writer):
                     self.dropped += 1
                     self.notes.append(f"{s.type} stream {s.index} ({name}) dropped: {fmt} cannot hold it (use .mkv)")
                     continue
-            out.metadata.update({k: v for k, v in s.metadata.items() if k in ("language", "title", "handler_name")})
+            copy_stream_extras(s, out)
         return routes
 
     def write(self, frames: np.ndarray, pts: list[int], packets: list[Any]) -> None:
@@ -140,10 +169,12 @@ class VideoWriter(Writer):
                     mux(out.encode(frame))
         full = "JPEG" if self.full_range else "MPEG"
         for rgb, p in zip(frames, pts):
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb48le" if rgb.dtype == np.uint16 else "rgb24")
             if not av.video.format.VideoFormat(self.stream.pix_fmt).is_rgb:
                 frame = frame.reformat(format=self.stream.pix_fmt, src_color_range="JPEG", interpolation=SWS_FLAGS,
                                        dst_colorspace=MATRIX[self.matrix], dst_color_range=full)
+            elif frame.format.name != self.stream.pix_fmt:  # RGB to RGB: a repacking, exact
+                frame = frame.reformat(format=self.stream.pix_fmt)
             frame.pts, frame.time_base = p, self.stream.codec_context.time_base
             mux(self.stream.encode(frame))
             self.frames += 1
@@ -162,7 +193,8 @@ class VideoWriter(Writer):
         move_into_place(self.tmp, self.target)
         return WriterStats(self.stream.codec_context.name, self.stream.pix_fmt, self.frames,
                            audio_streams_copied=self.audio_copied, audio_streams_reencoded=self.audio_reencoded,
-                           subtitle_streams_copied=self.subs_copied, streams_dropped=self.dropped, notes=list(self.notes))
+                           subtitle_streams_copied=self.subs_copied, data_streams_copied=self.data_copied,
+                           streams_dropped=self.dropped, notes=list(self.notes))
 
     def _discard(self) -> None:
         with contextlib.suppress(Exception):
@@ -179,12 +211,15 @@ class FolderWriter(Writer):
 
     def __init__(self, target: Path) -> None:
         self.target, self.notes, self.frames = target, [], 0
+        self.pix_fmt = "rgb24"  # rgb48le once 16-bit frames (from a deeper source) arrive
         self.tmp = temporary_path(target)
         self.tmp.mkdir()
 
     def write(self, frames: np.ndarray, pts: list[int], packets: list[Any]) -> None:
-        for rgb in frames:
+        for rgb in frames:  # 16-bit frames make 16-bit PNGs
             self.frames += 1
+            if rgb.dtype == np.uint16:
+                self.pix_fmt = "rgb48le"
             path = self.tmp / FRAME_PATTERN.format(self.frames)
             ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
             try:
@@ -201,7 +236,7 @@ class FolderWriter(Writer):
             for path in sorted(self.tmp.iterdir()):  # --force into an existing folder: same names are replaced
                 move_into_place(path, self.target / path.name)
             self.tmp.rmdir()
-        return WriterStats("png", "rgb24", self.frames, notes=list(self.notes))
+        return WriterStats("png", self.pix_fmt, self.frames, notes=list(self.notes))
 
     def __exit__(self, *exc: object) -> None:
         if self.tmp.exists():
