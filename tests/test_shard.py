@@ -1,21 +1,51 @@
-"""Sharded upscale: the pixel-balanced split and the cores each process gets."""
+"""Sharded upscale: the pixel-balanced split, `--shard K/N`, and torchrun processes with one report."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from PIL import Image
 
 from subpixel_cli import runtime
+from subpixel_cli.cli import main
 from subpixel_cli.errors import UsageError
 from subpixel_cli.jobs import Job, Report, Result
 from subpixel_cli.shard import Shard, job_pixels, parse_shard, run_part, split
 
 from conftest import random_image
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
 def _jobs(*names: str) -> list[Job]:
     return [Job(Path(f"in/{n}.png"), Path(f"out/{n}_x2.png")) for n in names]
+
+
+def _folder(path: Path, sizes: list[tuple[int, int]], corrupt: str | None = None) -> Path:
+    path.mkdir()
+    for i, (w, h) in enumerate(sizes):
+        Image.fromarray(random_image(h, w, seed=i)).save(path / f"p{i:02d}.png")
+    if corrupt:
+        (path / corrupt).write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
+    return path
+
+
+def _run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def _records(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
 # --- the split --------------------------------------------------------------------------------
@@ -99,3 +129,90 @@ def test_processes_on_one_machine_share_its_cores(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "4")
     runtime.limit_threads()
     assert calls == [2, 1]
+
+
+# --- --shard K/N ------------------------------------------------------------------------------
+
+
+def test_shards_cover_every_file_once_and_equal_a_single_run(tmp_path, model_folder):
+    sizes = [(40, 32), (8, 8), (8, 8), (24, 16), (16, 16), (8, 12), (20, 20)]
+    source = _folder(tmp_path / "in", sizes, corrupt="zz.jpg")
+    model = model_folder(2, 1)
+    single = _run("upscale", source, "-o", tmp_path / "single", "--model", model)
+    assert single.exit_code == 1
+    seen = []
+    for k in (1, 2, 3):
+        result = _run("upscale", source, "-o", tmp_path / "sharded", "--model", model, "--shard", f"{k}/3", "--json")
+        records = _records(result.stdout)
+        assert result.exit_code == (1 if any(r["status"] == "failed" for r in records) else 0)
+        assert records and f"of 8 file(s) (shard {k}/3)" in result.stderr
+        seen += [r["input"] for r in records]
+    assert sorted(seen) == sorted(str(p) for p in source.iterdir())  # each input once
+    assert _files(tmp_path / "sharded") == _files(tmp_path / "single")
+
+
+def test_a_rerun_of_a_shard_writes_only_what_is_missing(tmp_path, model_folder):
+    source = _folder(tmp_path / "in", [(16, 16)] * 6)
+    model = model_folder(2, 1)
+    out = tmp_path / "out"
+    for k in (1, 2):
+        assert _run("upscale", source, "-o", out, "--model", model, "--shard", f"{k}/2", "-q").exit_code == 0
+    (out / "p01_x2.png").unlink()
+    (out / "p04_x2.png").unlink()
+    statuses = {}
+    for k in (1, 2):
+        result = _run("upscale", source, "-o", out, "--model", model, "--shard", f"{k}/2", "--json")
+        assert result.exit_code == 0
+        statuses.update({Path(r["input"]).name: r["status"] for r in _records(result.stdout)})
+    assert {name for name, status in statuses.items() if status == "ok"} == {"p01.png", "p04.png"}
+    assert sorted(statuses.values()).count("skipped") == 4
+
+
+def test_a_bad_shard_is_a_usage_error(tmp_path, model_folder):
+    source = _folder(tmp_path / "in", [(8, 8)])
+    result = _run("upscale", source, "--model", model_folder(2, 1), "--shard", "3/2")
+    assert result.exit_code == 2 and "--shard 3/2" in result.stderr
+
+
+# --- torchrun ---------------------------------------------------------------------------------
+
+
+def _torchrun(*args, nproc: int = 2) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--standalone",
+           "-m", "subpixel_cli", "upscale", *map(str, args)]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+
+
+def _summaries(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if " upscaled" in line]
+
+
+def test_torchrun_processes_write_what_one_process_writes_and_report_once(tmp_path, model_folder):
+    source = _folder(tmp_path / "in", [(40, 32), (8, 8), (24, 16), (16, 16), (8, 12)])
+    model = model_folder(2, 1)
+    assert _run("upscale", source, "-o", tmp_path / "single", "--model", model, "-q").exit_code == 0
+    run = _torchrun(source, "-o", tmp_path / "two", "--model", model, "--json")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert _summaries(run.stderr) == ["5 upscaled in " + _summaries(run.stderr)[0].split(" in ")[1]]
+    assert "in 2 processes" in run.stderr
+    records = _records(run.stdout)
+    assert [Path(r["input"]).name for r in records] == sorted(p.name for p in source.iterdir())  # once, in order
+    assert _files(tmp_path / "two") == _files(tmp_path / "single")
+
+
+def test_torchrun_with_a_corrupt_input_fails_it_once_and_keeps_the_rest(tmp_path, model_folder):
+    source = _folder(tmp_path / "in", [(16, 16)] * 5, corrupt="bad.jpg")
+    model = model_folder(2, 1)
+    out = tmp_path / "out"
+    run = _torchrun(source, "-o", out, "--model", model)
+    assert run.returncode == 1, run.stderr[-3000:]
+    assert sum("failed:" in line and "bad.jpg" in line for line in run.stderr.splitlines()) == 1
+    assert _summaries(run.stderr) == [line for line in run.stderr.splitlines() if "5 upscaled, 1 failed" in line]
+    assert sorted(p.name for p in out.iterdir()) == [f"p{i:02d}_x2.png" for i in range(5)]
+    (out / "p03_x2.png").unlink()
+    rerun = _torchrun(source, "-o", out, "--model", model, "--json")
+    statuses = {Path(r["input"]).name: r["status"] for r in _records(rerun.stdout)}
+    assert statuses == {"bad.jpg": "failed", "p03.png": "ok", **{f"p{i:02d}.png": "skipped" for i in (0, 1, 2, 4)}}
+    assert len(_summaries(rerun.stderr)) == 1 and "1 upscaled, 4 skipped" in rerun.stderr
