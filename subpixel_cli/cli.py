@@ -188,10 +188,7 @@ def upscale(inputs: tuple[str, ...], output: Path | None, scale: int | None, mod
     jobs = plan_jobs(list(inputs), plan, recursive)
     debug = click.get_current_context().find_root().params.get("debug", False)  # read here: results arrive on other threads
     with sharding.joined() as group:
-        if group is not None:
-            mine = sharding.group_jobs(group, jobs, part)
-        else:
-            mine = jobs if part is None else sharding.shard_jobs(jobs, part)
+        mine = sharding.select(jobs, part, group)
         show = not quiet and (group is None or group.main)
         live = group is None  # under torchrun rank 0 shows every process's results after the gather
         if show:
@@ -213,7 +210,7 @@ def upscale(inputs: tuple[str, ...], output: Path | None, scale: int | None, mod
                     progress.update(tiles, completed=done, total=total, visible=True)
 
             runner = Runner(upscaler, force=force, fmt=fmt, quality=quality, on_result=on_result, on_tiles=on_tiles)
-            report = runner.run(mine) if group is None else sharding.run_part(runner, mine, group.rank)
+            report = sharding.run_part(runner, mine, group)
         if group is not None:
             gathered = sharding.gather(group, jobs, report)
             if gathered is None:

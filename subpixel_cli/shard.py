@@ -85,6 +85,13 @@ def shard_jobs(jobs: Sequence[Job], shard: Shard) -> list[Job]:
     return [jobs[i] for i in split(jobs, job_pixels(jobs), shard.count)[shard.index]]
 
 
+def select(jobs: list[Job], shard: Shard | None, group: Group | None) -> list[Job]:
+    """This process's jobs: all of them, its ``--shard``, or its part of a torchrun group's."""
+    if group is not None:
+        return group_jobs(group, jobs, shard)
+    return jobs if shard is None else shard_jobs(jobs, shard)
+
+
 @dataclass(frozen=True)
 class Group:
     """This process's place in a torchrun job: ``rank`` of ``world``, and the gloo group that
@@ -137,10 +144,12 @@ def group_jobs(group: Group, jobs: Sequence[Job], shard: Shard | None = None) ->
     return mine[0]
 
 
-def run_part(runner: Runner, jobs: list[Job], rank: int) -> Report:
-    """``runner.run(jobs)``, except that an error which stops the run (not one file's: those are
+def run_part(runner: Runner, jobs: list[Job], group: Group | None) -> Report:
+    """``runner.run(jobs)``; in a group, an error which stops the run (not one file's: those are
     reported as usual) fails the files it had not reached, so that this process still reaches the
     gather and the others are not left waiting for it."""
+    if group is None:
+        return runner.run(jobs)
     try:
         return runner.run(jobs)
     except Exception as exc:
@@ -151,7 +160,7 @@ def run_part(runner: Runner, jobs: list[Job], rank: int) -> Report:
         for job in jobs:
             if (job.source, job.target) not in reached:
                 runner.report.results.append(Result(job.source, job.target, "failed",
-                                                    f"{job.source}: not done: process {rank} stopped ({reason})",
+                                                    f"{job.source}: not done: process {group.rank} stopped ({reason})",
                                                     traceback=trace))
         return runner.report
 

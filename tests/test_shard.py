@@ -16,7 +16,7 @@ from subpixel_cli import runtime
 from subpixel_cli.cli import main
 from subpixel_cli.errors import UsageError
 from subpixel_cli.jobs import Job, Report, Result
-from subpixel_cli.shard import Shard, job_pixels, parse_shard, run_part, split
+from subpixel_cli.shard import Group, Shard, gather, group_jobs, job_pixels, joined, parse_shard, run_part, shard_jobs, split
 
 from conftest import random_image
 
@@ -110,10 +110,35 @@ def test_an_error_that_stops_a_process_fails_the_files_it_did_not_reach():
             self.report.results.append(Result(todo[0].source, todo[0].target, "ok"))
             raise RuntimeError("lost the device\nmore")
 
-    report = run_part(Stops(), jobs, rank=3)
+    report = run_part(Stops(), jobs, Group(rank=3, world=4))
     assert [r.status for r in report.results] == ["ok", "failed", "failed"]
     assert report.results[1].message == "in/b.png: not done: process 3 stopped (RuntimeError: lost the device)"
     assert report.return_code == 1
+
+
+def test_a_group_scatters_parts_and_gathers_results_in_input_order(tmp_path, monkeypatch):
+    """The torchrun path in one process (a group of one): a group's part of ``--shard K/N`` is
+    that shard's, and the gathered report follows the input order."""
+    for i, (w, h) in enumerate([(8, 8), (40, 40), (16, 16), (30, 30)]):  # p1 alone, the rest together
+        Image.fromarray(random_image(h, w, seed=i)).save(tmp_path / f"p{i}.png")
+    jobs = [Job(tmp_path / f"p{i}.png", tmp_path / f"o{i}.png") for i in range(4)]
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    with joined() as group:
+        assert group is None  # one process: no group, nothing to join
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        monkeypatch.setenv("WORLD_SIZE", "2")  # joined() sees a world; the caller's group is kept
+        with joined() as group:
+            assert group == Group(0, 1, group.handle) and group.handle is not None
+            assert group_jobs(group, jobs, Shard(1, 2)) == shard_jobs(jobs, Shard(1, 2)) == [jobs[0], jobs[2], jobs[3]]
+            assert group_jobs(group, jobs) == jobs
+            shuffled = Report([Result(j.source, j.target, "ok") for j in (jobs[2], jobs[0], jobs[3], jobs[1])])
+            assert [r.source for r in gather(group, jobs, shuffled).results] == [j.source for j in jobs]
+        assert dist.is_initialized()
+    finally:
+        dist.destroy_process_group()
 
 
 def test_processes_on_one_machine_share_its_cores(monkeypatch):
