@@ -124,8 +124,8 @@ def joined() -> Iterator[Group | None]:
     try:
         yield Group(dist.get_rank(), dist.get_world_size(), handle)
     finally:
-        if owned and dist.is_initialized():
-            dist.destroy_process_group()
+        if dist.is_initialized():
+            dist.destroy_process_group(handle)  # ours: the default group if we made it, else the gloo one
 
 
 def group_jobs(group: Group, jobs: Sequence[Job], shard: Shard | None = None) -> list[Job]:
