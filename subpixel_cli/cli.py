@@ -23,7 +23,7 @@ from rich.markup import escape
 from subpixel_cli import __version__
 from subpixel_cli import choices
 from subpixel_cli.console import (emit_json, err_console, eval_progress, print_eval_tables, print_summary,
-                                  progress_bar, short_licence, train_progress)
+                                  progress_bar, short_licence, show_result, train_progress)
 from subpixel_cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, SubpixelError
 
 if TYPE_CHECKING:
@@ -145,11 +145,12 @@ def memory_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--max-pixels", type=click.IntRange(min=1), help="Largest input accepted, in pixels (Pillow's decompression-bomb guard; default 89.5 M).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress or summary on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON result per file on stdout.")
+@click.option("--shard", metavar="K/N", help="Do only part K of N (balanced by pixels), e.g. for a job array.")
 @handle_errors
 def upscale(inputs: tuple[str, ...], output: Path | None, scale: int | None, model: str | None, device: str,
             precision: str, batch_size: int, tile: int | None, max_memory: int | None, fmt: str | None,
             quality: int, suffix: str | None, recursive: bool, force: bool, max_pixels: int | None,
-            quiet: bool, as_json: bool) -> None:
+            quiet: bool, as_json: bool, shard: str | None) -> None:
     """Upscale images: files, folders and globs.
 
     Outputs go beside each input as NAME_x4.png, or into -o DIR. Existing outputs are skipped
@@ -160,9 +161,13 @@ def upscale(inputs: tuple[str, ...], output: Path | None, scale: int | None, mod
       subpixel upscale photo.jpg -x4
       subpixel upscale shots/ -o big/ --recursive --format webp
       subpixel upscale '*.png' --model hf://owner/espcn-x3
+      torchrun --nproc_per_node 8 -m subpixel_cli upscale shots/ -o big/
+      subpixel upscale shots/ -o big/ --shard 2/4
     """
+    from subpixel_cli import shard as sharding
     from subpixel_cli.jobs import OutputPlan, Runner, plan_jobs
 
+    part = sharding.parse_shard(shard) if shard is not None else None
     if max_pixels is not None:
         from PIL import Image
 
@@ -170,35 +175,48 @@ def upscale(inputs: tuple[str, ...], output: Path | None, scale: int | None, mod
     upscaler = _load_upscaler(model, scale, device, precision, tile, batch_size, max_memory)
     plan = OutputPlan(output=output, suffix=suffix if suffix is not None else f"_x{upscaler.scale}", fmt=fmt)
     jobs = plan_jobs(list(inputs), plan, recursive)
-    show = not quiet
     debug = click.get_current_context().find_root().params.get("debug", False)  # read here: results arrive on other threads
-    if show:
-        err_console.print(f"{upscaler.info.name}: ×{upscaler.scale} {upscaler.info.color_space.upper()} model on "
-                          f"{upscaler.device.type} ({str(upscaler.dtype).removeprefix('torch.')}), {len(jobs)} file(s)")
-    with progress_bar(show) as progress:
-        files = progress.add_task("files", total=len(jobs))
-        tiles = progress.add_task("tiles", total=None, visible=False)
+    with sharding.joined() as group:
+        mine = sharding.select(jobs, part, group)
+        show = not quiet and (group is None or group.main)
+        live = group is None  # under torchrun rank 0 shows every process's results after the gather
+        if show:
+            err_console.print(f"{upscaler.info.name}: ×{upscaler.scale} {upscaler.info.color_space.upper()} model on "
+                              f"{upscaler.device.type} ({str(upscaler.dtype).removeprefix('torch.')}), "
+                              f"{_share(len(jobs), len(mine), part, group)}")
+        with progress_bar(show) as progress:
+            files = progress.add_task("files", total=len(mine))
+            tiles = progress.add_task("tiles", total=None, visible=False)
 
-        def on_result(result: "Result") -> None:
-            progress.advance(files)
-            progress.update(tiles, visible=False)
-            if as_json:
-                emit_json(result.as_dict())
-            if result.status == "failed" and show:
-                progress.console.print(f"[red]failed:[/] {escape(result.message)}", soft_wrap=True)
-            elif result.status == "ok" and result.message and show:
-                progress.console.print(f"[yellow]note:[/] {escape(str(result.source))}: {escape(result.message)}", soft_wrap=True)
-            if result.traceback and debug:
-                progress.console.print(result.traceback, markup=False, highlight=False, soft_wrap=True)
+            def on_result(result: "Result") -> None:
+                progress.advance(files)
+                progress.update(tiles, visible=False)
+                if live:
+                    show_result(result, progress.console, as_json, show, debug)
 
-        def on_tiles(done: int, total: int) -> None:
-            if total > 1:
-                progress.update(tiles, completed=done, total=total, visible=True)
+            def on_tiles(done: int, total: int) -> None:
+                if total > 1:
+                    progress.update(tiles, completed=done, total=total, visible=True)
 
-        report = Runner(upscaler, force=force, fmt=fmt, quality=quality, on_result=on_result, on_tiles=on_tiles).run(jobs)
+            runner = Runner(upscaler, force=force, fmt=fmt, quality=quality, on_result=on_result, on_tiles=on_tiles)
+            report = sharding.run_part(runner, mine, group)
+        if group is not None:
+            gathered = sharding.gather(group, jobs, report)
+            if gathered is None:
+                sys.exit(0)  # rank 0 carries the run's exit code: torchrun would end the others on a non-zero one
+            report = gathered
+            for result in report.results:
+                show_result(result, err_console, as_json, not quiet, debug)
     if show:
         print_summary(report)
     sys.exit(report.return_code)
+
+
+def _share(total: int, mine: int, part: "Any", group: "Any") -> str:
+    """The header's count of files: all of them, this shard's, or how many processes share them."""
+    if group is None:
+        return f"{total} file(s)" if part is None else f"{mine} of {total} file(s) (shard {part})"
+    return (f"{total} file(s)" if part is None else f"shard {part} of {total} file(s)") + f" in {group.world} processes"
 
 
 @main.command()

@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 if TYPE_CHECKING:
     from rich.progress import Progress
 
-    from subpixel_cli.jobs import Report
+    from subpixel_cli.jobs import Report, Result
 
 # Messages and progress go to stderr; stdout carries results (--json).
 err_console = Console(stderr=True, highlight=False)
@@ -138,3 +139,15 @@ def print_eval_tables(result: Any) -> None:
             if d.images:
                 summary.add_row(d.name, *cells(d.psnr, d.ssim, d.bicubic_psnr, d.bicubic_ssim))
         console.print(summary)
+
+
+def show_result(result: "Result", console: Console, as_json: bool, show: bool, debug: bool) -> None:
+    """One file's result: its ``--json`` record, and on stderr its failure, note or traceback."""
+    if as_json:
+        emit_json(result.as_dict())
+    if result.status == "failed" and show:
+        console.print(f"[red]failed:[/] {escape(result.message)}", soft_wrap=True)
+    elif result.status == "ok" and result.message and show:
+        console.print(f"[yellow]note:[/] {escape(str(result.source))}: {escape(result.message)}", soft_wrap=True)
+    if result.traceback and debug:
+        console.print(result.traceback, markup=False, highlight=False, soft_wrap=True)

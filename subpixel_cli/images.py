@@ -80,6 +80,18 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if is_image_name(p) and not p.name.startswith(".") and p.is_file())
 
 
+def image_size(path: str | Path) -> tuple[int, int] | None:
+    """``(width, height)`` from the file's header, without decoding its pixels (for planning
+    work); ``None`` when it cannot be read (:func:`read_image` says why when the file's turn comes)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as img:
+                return img.size
+    except Exception:  # any unreadable file: planning must not fail for it
+        return None
+
+
 def read_rgb8(path: str | Path, keep_grey: bool = False) -> np.ndarray:
     """:func:`read_image` as 8-bit pixels for training and evaluation: ``H×W×3`` RGB, alpha
     dropped, 16-bit rounded to 8; with ``keep_grey`` a grey picture is ``H×W``."""

@@ -168,13 +168,23 @@ def cpu_quota() -> int:
     return n
 
 
+def local_world_size() -> int:
+    """How many processes torchrun started on this machine (``LOCAL_WORLD_SIZE``), else 1."""
+    try:
+        return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
 def limit_threads() -> None:
     """Fewer torch threads when the process may use fewer CPUs than torch assumes (its default is
-    the machine's physical cores): oversubscribed threads stall each other at every layer. Only
-    ever lowers the count, and never when ``OMP_NUM_THREADS`` is set."""
+    the machine's physical cores): oversubscribed threads stall each other at every layer. The
+    processes torchrun starts on one machine share its CPUs: each gets ``cpu_quota() //
+    LOCAL_WORLD_SIZE``, at least 1. Only ever lowers the count, and never when ``OMP_NUM_THREADS``
+    is set (torchrun sets it to 1 for several processes unless it is set already)."""
     if "OMP_NUM_THREADS" in os.environ:
         return
-    quota = cpu_quota()
+    quota = max(1, cpu_quota() // local_world_size())
     if torch.get_num_threads() > quota:
         torch.set_num_threads(quota)
 
