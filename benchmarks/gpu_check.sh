@@ -36,8 +36,12 @@ sp() { $PY -m subpixel_cli "$@"; }
     "import json,sys; d=json.load(sys.stdin)['datasets'][0]; print('x$s', d['name'], d['mean']['psnr'])"; done
   gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
   if [ "$gpus" -ge 2 ]; then
-    echo "== 2 processes (torchrun), one GPU each"
-    timeout 60 torchrun --nproc_per_node 2 -m subpixel_cli bench -x 3 --device cuda --seconds 5
+    echo "== sharded upscale: 2 processes (torchrun), one GPU each, against one process"
+    timeout 60 $PY -m subpixel_cli upscale "$CHECK/Set5" -x 2 -o "$OUT/one" --device cuda -q
+    timeout 90 $PY -m torch.distributed.run --nproc_per_node 2 --standalone -m subpixel_cli upscale "$CHECK/Set5" \
+      -x 2 -o "$OUT/two" --device cuda
+    diff -r "$OUT/one" "$OUT/two" && echo "sharded outputs equal the single process's"
+    rm -rf "$OUT/one" "$OUT/two"
   fi
   rm -f "$OUT/car_x2.mp4"  # big; its figures are in the log
 } 2>&1 | tee "$OUT/gpu_check.log"
