@@ -232,7 +232,8 @@ def models(as_json: bool) -> None:
     if as_json:
         for name, info in found.items():
             emit_json({"name": name, "scale": info.scale, "channels": info.config.channels,
-                       "color_space": info.color_space, "metrics": info.metrics, "license": info.license})
+                       "color_space": info.color_space, "metrics": info.metrics, "license": info.license,
+                       "training": info.training})
         return
     table = Table(title="packaged models (use with --model NAME, or -x N for espcn-xN)")
     table.add_column("name", no_wrap=True, min_width=15)

@@ -181,6 +181,7 @@ def test_models_lists_the_packaged_models():
     assert listed.keys() == packaged_models().keys()
     for name, info in packaged_models().items():
         assert listed[name]["scale"] == info.scale
+        assert listed[name]["training"]["steps"] > 0 and listed[name]["license"]  # the card's record
     table = run("models")
     assert table.exit_code == 0 and "packaged models" in table.output
 
