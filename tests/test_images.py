@@ -175,10 +175,10 @@ def test_big_png_outputs_compress_fast_and_decode_exactly(tmp_path, monkeypatch,
     """Outputs over 4 M samples use level 1, through ISA-L when it is installed, else zlib."""
     import subpixel_cli.images as images
 
-    if fast and images._fast_zlib is None:
+    if fast and images.fast_zlib is None:
         pytest.skip("isal is not installed here")
     if not fast:
-        monkeypatch.setattr(images, "_fast_zlib", None)
+        monkeypatch.setattr(images, "fast_zlib", None)
     yy, xx = np.mgrid[0:1200, 0:1300]
     smooth = np.dstack([(xx + yy) % 256, (xx * 2) % 256, (yy * 3) % 256]).astype(np.uint8)
     noisy = np.clip(smooth.astype(int) + random_image(1200, 1300, 3) // 16, 0, 255).astype(np.uint8)

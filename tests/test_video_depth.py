@@ -166,10 +166,10 @@ def test_frames_dir_from_a_10bit_source_writes_16bit_pngs(tmp_path: Path, hdr_cl
 
 
 def test_webm_from_a_10bit_source_gets_a_10bit_encoder(tmp_path: Path, hdr_clip: Path) -> None:
-    from subpixel_cli.video.encoders import _max_depth
+    from subpixel_cli.video.encoders import max_depth
 
     result = upscale_video(NearestUpscaler(), hdr_clip, tmp_path / "out.webm")
-    assert bit_depth_of(result.pix_fmt) == (10 if _max_depth(result.codec) > 8 else 8)
+    assert bit_depth_of(result.pix_fmt) == (10 if max_depth(result.codec) > 8 else 8)
     assert result.pix_fmt == probe(tmp_path / "out.webm")["pix_fmt"] and any("not H.264" in n for n in result.notes)
 
 

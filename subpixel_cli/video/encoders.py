@@ -61,7 +61,7 @@ def pick_encoder(codec: str, container: Any, notes: list[str], depth: int = 8) -
                   if _encoder_exists(n) and _stream_codec(n) in supported]
         if depth > 8:  # e.g. WebM: AV1 at 10 bits rather than this build's 8-bit-only VP9
             deep = [n for n in (*usable, *CODECS["hevc"], *CODECS["av1"], *CODECS["vp9"])
-                    if _encoder_exists(n) and _stream_codec(n) in supported and _max_depth(n) > 8]
+                    if _encoder_exists(n) and _stream_codec(n) in supported and max_depth(n) > 8]
             usable = deep[:1] + usable
         if not usable:
             raise UsageError(f"no video encoder available for {fmt} output; try an .mp4 or .mkv output")
@@ -115,7 +115,7 @@ def _encoder_exists(name: str) -> bool:
     return codec.type == "video" and not name.endswith(("_nvenc", "_qsv", "_amf", "_vaapi", "_v4l2m2m", "_videotoolbox"))
 
 
-def _max_depth(encoder: str) -> int:
+def max_depth(encoder: str) -> int:
     """The most bits per component ``encoder`` writes."""
     return max((bit_depth(f.name) for f in av.codec.Codec(encoder, "w").video_formats or []), default=8)
 
