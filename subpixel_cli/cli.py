@@ -95,8 +95,6 @@ def main(debug: bool) -> None:
         os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
 
 
-
-
 def _load_upscaler(model: str | None, scale: int | None, device: str, precision: str, tile: int | None,
                    batch_size: int, max_memory: int | None) -> "Upscaler":
     from subpixel_cli.registry import load_model
@@ -247,7 +245,6 @@ def models(as_json: bool) -> None:
                       "–" if psnr5 is None else f"{psnr5:.2f} dB", "–" if psnr14 is None else f"{psnr14:.2f} dB",
                       short_licence(info.license))
     Console().print(table)
-
 
 
 def _command_line(ctx: click.Context) -> str:
@@ -515,8 +512,6 @@ def bench(scale: int | None, model: str | None, device: str, precision: str, bat
     threads = f", {result.threads} threads" if result.threads else ""
     click.echo(f"{result.fps:.2f} frames/s ({1000 / result.fps:.1f} ms/frame) for {width}×{height} -> "
                f"{width * result.scale}×{height * result.scale}, {result.gflops:.1f} GFLOP/s{threads}")
-
-
 
 
 @main.command(epilog=EXIT_CODES_HELP)
