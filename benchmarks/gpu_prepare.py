@@ -25,7 +25,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-BUDGET = 60 << 20  # bytes of data per call, under the 64 MiB that travels
+BUDGET = 54 << 20  # bytes of data per call: with the repository (~3 MiB), under the 64 MiB that travels
 
 
 def _exclude(name: str) -> None:

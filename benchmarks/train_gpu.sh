@@ -4,7 +4,7 @@
 # there (--device-data), 16 loading workers — score each run with `subpixel eval`, and leave the
 # model folders, logs and scores in $OUT/gpu_runs.tar.
 #
-#   here:   python benchmarks/gpu_prepare.py train
+#   here:   python benchmarks/gpu_prepare.py train   # T91 + BSD200 (lossless WebP), 67 ImageNet photos, Set5/14: 54 MiB
 #   there:  run(command="bash benchmarks/train_gpu.sh", carry=[".gpu-data"], timeout_s=560)
 #   on a CPU, a few steps to test it: DEVICE=cpu STEPS=3 BATCH=8 STAGE_TIMEOUT=0 DATA=DIR bash benchmarks/train_gpu.sh
 #   (DIR holds train/ and benchmarks/Set5, benchmarks/Set14, as ../shared/data does)
