@@ -416,11 +416,13 @@ def eval_command(datasets: tuple[str, ...], model_spec: str | None, bicubic: boo
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress or summary on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object describing the result on stdout.")
+@click.option("--resume/--no-resume", default=True, show_default=True,
+              help="Continue a stopped run from its finished segments (kept in .NAME.work/ beside the output); --no-resume starts over.")
 @handle_errors
 def video(source: Path, output: Path | None, scale: int | None, model: str | None, device: str, precision: str,
           batch_size: int, tile: int | None, max_memory: int | None, codec: str, crf: int | None,
           pix_fmt: str | None, lossless: bool, start: str | None, end: str | None, fps: str | None,
-          frames_dir: Path | None, force: bool, quiet: bool, as_json: bool) -> None:
+          frames_dir: Path | None, force: bool, quiet: bool, as_json: bool, resume: bool) -> None:
     """Upscale a video, keeping its frame timing, bit depth, HDR metadata, audio, subtitles and chapters.
 
     INPUT is a video file, or a folder of numbered frames with --fps. Frames stream through the
@@ -458,7 +460,7 @@ def video(source: Path, output: Path | None, scale: int | None, model: str | Non
             progress.update(task, completed=done, total=total, rate=f"{fps:.1f} fps" if done else "")
 
         result = upscale_video(upscaler, source, target, options, frames_dir=frames_dir is not None, force=force,
-                               batch_size=batch_size, progress=on_progress)
+                               batch_size=batch_size, progress=on_progress, resume=resume)
     if as_json:
         emit_json(result.as_dict())
     if show:

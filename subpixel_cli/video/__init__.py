@@ -42,6 +42,7 @@ from subpixel_cli.video.encoders import CODECS, CRF_DEFAULTS, PRESETS
 from subpixel_cli.video.options import VideoOptions, check_output, default_output, parse_rate, parse_time
 from subpixel_cli.video.pipeline import FrameUpscaler, Pipeline, Progress
 from subpixel_cli.video.reading import FileReader, Frame, open_reader
+from subpixel_cli.video.segments import JOINABLE, SegmentWriter, SkipFinished, WorkFolder, join_segments, segment_starts
 from subpixel_cli.video.writing import FolderWriter, VideoWriter, Writer, WriterStats
 
 __all__ = [
@@ -71,6 +72,9 @@ class VideoResult:
     streams_dropped: int = 0
     notes: list[str] = field(default_factory=list)
     complete: bool = True  # False: the input ended before its announced length (truncated); see notes
+    segments: int = 1  # pieces the work was cut into (see :mod:`~subpixel_cli.video.segments`)
+    segments_resumed: int = 0  # of them finished by an earlier, stopped run
+    frames_upscaled: int | None = None  # by this run (fewer than ``frames`` when it resumed)
 
     @property
     def speed(self) -> float:
@@ -94,6 +98,7 @@ def upscale_video(
     force: bool = False,
     batch_size: int = 4,
     progress: Progress | None = None,
+    resume: bool = True,
 ) -> VideoResult:
     """Upscale the video (or folder of frames) ``source`` into ``target``.
 
@@ -101,6 +106,10 @@ def upscale_video(
     under a temporary name and renamed when complete; on any error or ``KeyboardInterrupt`` the
     temporary output is removed and the exception propagates. ``progress(done, total)`` is called
     from this thread with the frames written so far and the expected total (``None`` if unknown).
+
+    A video file made from a whole video file is made in segments (see
+    :mod:`~subpixel_cli.video.segments`): a run stopped any way continues, when started again, from
+    the first unfinished segment; ``resume=False`` starts over.
     """
     options = options or VideoOptions()
     source, target = Path(source), Path(target)
@@ -112,17 +121,14 @@ def upscale_video(
         reader = stack.enter_context(open_reader(source, options))
         size = (reader.width * upscaler.scale, reader.height * upscaler.scale)
         writer: Writer
+        if _segmentable(reader, target, options, size, frames_dir):
+            return _upscale_segmented(upscaler, reader, source, target, options, size, batch_size, progress, resume,
+                                      started)
         if frames_dir:
             writer = stack.enter_context(FolderWriter(target))
         else:
             writer = stack.enter_context(VideoWriter(target, options, reader, size))
-        try:
-            Pipeline(reader, upscaler, writer, batch_size, progress).run()
-        except Exception as exc:  # the one out-of-memory message, as `subpixel upscale` gives it
-            if not is_out_of_memory(exc):
-                raise
-            plan = getattr(upscaler, "plan", None)
-            raise SubpixelError(out_of_memory_message(plan.tile if plan else None)) from None
+        _run(upscaler, reader, writer, batch_size, progress)
         if writer.frames == 0:
             span = " between --start and --end" if options.start is not None or options.end is not None else ""
             raise InputError(f"{source}: no video frames decoded{span}")
@@ -136,3 +142,55 @@ def upscale_video(
         streams_dropped=stats.streams_dropped,
         notes=reader.notes + stats.notes, complete=not reader.truncated,
     )
+
+
+def _segmentable(reader: Any, target: Path, options: VideoOptions, size: tuple[int, int], frames_dir: bool) -> bool:
+    """Whether to work in segments: a whole video file into a video file, with an encoder whose
+    segments are known to join by stream copy. Opens the output's encoders once, so that a bad
+    encoder or container fails before any work, as in one pass."""
+    if frames_dir or not isinstance(reader, FileReader) or options.start is not None or options.end is not None:
+        return False
+    probe = VideoWriter(target, options, reader, size)
+    probe.__exit__()
+    return probe.stream.codec_context.name in JOINABLE
+
+
+def _upscale_segmented(upscaler: FrameUpscaler, reader: FileReader, source: Path, target: Path, options: VideoOptions,
+                       size: tuple[int, int], batch_size: int, progress: Progress | None, resume: bool,
+                       started: float) -> VideoResult:
+    """Upscale the unfinished segments into the work folder, then join them all into ``target``."""
+    notes: list[str] = []
+    starts = segment_starts(reader)
+    work = WorkFolder(target, source, options, upscaler, starts, resume, notes)
+    done = work.done()
+    if any(done):
+        notes.append(f"resuming: {sum(done)} of {len(done)} segments done")
+    skipping = SkipFinished(reader, starts, done)
+    if not all(done):
+        with SegmentWriter(work, options, skipping, size) as writer:
+            _run(upscaler, skipping, writer, batch_size, progress)
+            upscaled = writer.finish()
+            if upscaled.frames == 0 and not any(done):
+                raise InputError(f"{source}: no video frames decoded")
+    else:
+        upscaled = WriterStats("", "", 0)
+    stats = join_segments(work, reader, options, target, size)
+    return VideoResult(
+        input=str(source), output=str(target), frames=stats.frames, frame_rate=float(reader.rate),
+        size=size, input_size=(reader.width, reader.height), scale=upscaler.scale,
+        seconds=time.perf_counter() - started, codec=stats.codec, pix_fmt=stats.pix_fmt,
+        audio_streams_copied=stats.audio_streams_copied, audio_streams_reencoded=stats.audio_streams_reencoded,
+        subtitle_streams_copied=stats.subtitle_streams_copied, data_streams_copied=stats.data_streams_copied,
+        streams_dropped=stats.streams_dropped, notes=notes + reader.notes + upscaled.notes + stats.notes,
+        complete=not reader.truncated, segments=len(done), segments_resumed=sum(done), frames_upscaled=upscaled.frames,
+    )
+
+
+def _run(upscaler: FrameUpscaler, reader: Any, writer: Writer, batch_size: int, progress: Progress | None) -> None:
+    try:
+        Pipeline(reader, upscaler, writer, batch_size, progress).run()
+    except Exception as exc:  # the one out-of-memory message, as `subpixel upscale` gives it
+        if not is_out_of_memory(exc):
+            raise
+        plan = getattr(upscaler, "plan", None)
+        raise SubpixelError(out_of_memory_message(plan.tile if plan else None)) from None

@@ -168,6 +168,18 @@ class FileReader(Reader):
             self.notes.append(f"{corrupt} damaged video packet(s) skipped")
         self._check_complete(reached)
 
+    def passthrough_packets(self) -> Iterator[Any]:
+        """The packets of the ``passthrough`` streams alone, as :meth:`items` gives them (a separate
+        demux from the start; for joining segments, whole files only)."""
+        if not self.passthrough:
+            return
+        with av.open(str(self.source), metadata_errors="ignore") as c:
+            streams = [c.streams[s.index] for s in self.passthrough]
+            shift = {s.index: round(self.offset / s.time_base) for s in streams if s.time_base}
+            for packet in c.demux(*streams):
+                if self._in_window(packet, shift):
+                    yield packet
+
     def _check_complete(self, reached: float | None) -> None:
         """At the end of the file: flag data that stops well short of the length the headers
         announce (a copy cut short, a full disk, a recording that was killed)."""

@@ -68,13 +68,17 @@ class Writer:
 class VideoWriter(Writer):
     """Encodes frames and muxes them with the copied streams into a temporary file."""
 
-    def __init__(self, target: Path, options: VideoOptions, reader: Reader, size: tuple[int, int]) -> None:
+    def __init__(self, target: Path, options: VideoOptions, reader: Reader, size: tuple[int, int],
+                 template: Any = None) -> None:
+        """``template``: a video stream whose packets are copied (:meth:`mux_copied_video`) instead
+        of frames encoded, for joining segments."""
         self.target, self.notes, self.frames = target, [], 0
+        self.copying = template is not None
         self.audio_copied = self.audio_reencoded = self.subs_copied = self.data_copied = self.dropped = 0
         self.tmp = temporary_path(target)
         try:
             self.container = av.open(str(self.tmp), "w", format=format_for(target))
-            self.stream = self._add_video(options, reader, size)
+            self.stream = self._add_video(options, reader, size) if template is None else self._add_copy(template, reader)
             self.routes: dict[int, tuple[str, Any]] = self._add_passthrough(reader)
             if reader.container is not None:  # chapters, attachments, tags (not for a folder of frames)
                 copy_stream_extras(reader.stream, self.stream)
@@ -115,6 +119,20 @@ class VideoWriter(Writer):
         quality = dict(LOSSLESS[encoder]) if options.lossless else quality_options(encoder, options.crf, stream, rate)
         stream.options = merge_params(quality, hdr_options(encoder, reader.hdr, self.notes))
         return stream
+
+    def _add_copy(self, template: Any, reader: Reader) -> Any:
+        stream = self.container.add_stream_from_template(template)
+        stream.time_base = template.time_base
+        self.matrix, self.full_range = None, False  # nothing is encoded
+        if reader.rotation:
+            stream.set_display_rotation(reader.rotation)
+        return stream
+
+    def mux_copied_video(self, packet: Any) -> None:
+        """One packet of an encoded segment, copied unchanged."""
+        packet.stream = self.stream
+        self.container.mux(packet)
+        self.frames += 1
 
     def _add_passthrough(self, reader: Reader) -> dict[int, tuple[str, Any]]:
         """Copy each audio and subtitle stream the container can hold; re-encode audio it cannot.
@@ -180,7 +198,8 @@ class VideoWriter(Writer):
             self.frames += 1
 
     def flush(self) -> None:
-        self.container.mux(self.stream.encode(None))
+        if not self.copying:
+            self.container.mux(self.stream.encode(None))
         for kind, out in self.routes.values():
             if kind == "encode":
                 self.container.mux(out.encode(None))

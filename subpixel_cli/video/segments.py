@@ -1,0 +1,227 @@
+"""Resumable video: the work is cut at keyframes into segments, each kept, encoded, in a hidden
+work folder beside the target (``.NAME.work/``) until the end, then joined by stream copy.
+
+A run stopped any way (Ctrl-C, ``kill -9``, a power cut) and started again with the same command
+upscales only the segments not yet finished. The work folder's ``manifest.json`` records the
+source's identity (size, mtime, a hash of its first MiB), the options and the model; a folder
+whose manifest differs is not reused. The source is still decoded from its start on a resume
+(decoding is cheap beside the model): only the upscaling and encoding of finished segments is
+skipped, and every frame keeps the timestamp a single pass gives it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+from subpixel_cli.files import make_folder, remove, write_text
+from subpixel_cli.video.options import VideoOptions
+from subpixel_cli.video.reading import FileReader, Frame, Reader
+from subpixel_cli.video.writing import VideoWriter, Writer, WriterStats
+
+MIN_SEGMENT_SECONDS = 2.0  # a segment is at least this long (more where keyframes are sparse)
+MANIFEST = "manifest.json"
+# Encoders whose segments are tested to join by stream copy into one stream equal to a single
+# pass; others (AV1, VP9, HEVC) work in one pass, without resume.
+JOINABLE = {"libx264", "ffv1", "mpeg4"}
+_HEAD_BYTES = 1 << 20
+_VERSION = 1
+
+
+def work_folder(target: Path) -> Path:
+    """The hidden folder beside ``target`` that holds finished segments."""
+    return target.with_name(f".{target.name}.work")
+
+
+def segment_starts(reader: FileReader, min_seconds: float = MIN_SEGMENT_SECONDS) -> list[int]:
+    """Frame indices (in presentation order) at which segments start: keyframes found from the
+    source's packets (no decoding), at least ``min_seconds`` apart. ``[0]``: one segment."""
+    pts, keys = [], []
+    with av.open(str(reader.source), metadata_errors="ignore") as c:
+        for packet in c.demux(c.streams.video[reader.stream.index]):
+            if packet.size == 0:
+                continue
+            if packet.pts is None:
+                return [0]  # no timestamps to place keyframes: one segment
+            pts.append(packet.pts)
+            if packet.is_keyframe:
+                keys.append(packet.pts)
+    order = {p: i for i, p in enumerate(sorted(set(pts)))}
+    min_frames = max(1, round(min_seconds * float(reader.rate)))
+    starts = [0]
+    for k in sorted(order[p] for p in keys):
+        if k - starts[-1] >= min_frames and len(order) - k >= min_frames // 2:
+            starts.append(k)
+    return starts
+
+
+def _source_identity(source: Path) -> dict[str, Any]:
+    st = source.stat()
+    with open(source, "rb") as f:
+        head = hashlib.sha256(f.read(_HEAD_BYTES)).hexdigest()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "head_sha256": head}
+
+
+def _model_identity(upscaler: Any) -> dict[str, Any]:
+    """Scale, precision and a hash of the weights, where the upscaler has them."""
+    digest = hashlib.sha256()
+    model = getattr(upscaler, "_source_model", None)
+    if model is not None:
+        for name, tensor in sorted(model.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return {"scale": upscaler.scale, "precision": repr(getattr(upscaler, "precision", None)),
+            "weights_sha256": digest.hexdigest() if model is not None else type(upscaler).__qualname__}
+
+
+class WorkFolder:
+    """The work folder of one target: its manifest, finished segments and their names."""
+
+    def __init__(self, target: Path, source: Path, options: VideoOptions, upscaler: Any, starts: list[int],
+                 resume: bool, notes: list[str]) -> None:
+        self.path, self.suffix, self.starts = work_folder(target), target.suffix, starts
+        opts = asdict(options)
+        opts["fps"] = None if options.fps is None else str(options.fps)
+        manifest = {"version": _VERSION, "source": _source_identity(source), "options": opts,
+                    "model": _model_identity(upscaler), "suffix": self.suffix, "starts": starts}
+        old = self._read_manifest()
+        if old is not None and (not resume or old != manifest):
+            if resume:
+                notes.append("not resuming: the source, options or model changed since the unfinished run; starting over")
+            remove(self.path)
+        make_folder(self.path)
+        started = time.time()
+        for stale in self.path.glob(".*.partial"):  # a segment being written when the run was killed
+            if stale.stat().st_mtime < started:
+                remove(stale)
+        if old != manifest or not resume:
+            write_text(self.path / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
+
+    def _read_manifest(self) -> dict[str, Any] | None:
+        try:
+            return json.loads((self.path / MANIFEST).read_text("utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def segment(self, k: int) -> Path:
+        return self.path / f"segment_{k:05d}{self.suffix}"
+
+    def done(self) -> list[bool]:
+        return [self.segment(k).is_file() for k in range(len(self.starts))]
+
+
+class SkipFinished(Reader):
+    """The source's frames without those of finished segments, and without packets to copy
+    (the join copies them once); remembers each frame's segment for :class:`SegmentWriter`."""
+
+    def __init__(self, reader: FileReader, starts: list[int], done: list[bool]) -> None:
+        self.reader, self.starts, self.finished = reader, starts, done
+        for name in ("width", "height", "rate", "time_base", "colour", "notes", "sample_aspect_ratio", "rotation",
+                     "depth", "chroma", "hdr"):
+            setattr(self, name, getattr(reader, name))
+        self.container, self.passthrough = None, []
+        skipped = sum(self._length(k) for k, d in enumerate(done) if d)
+        self.total = None if reader.total is None else max(0, reader.total - skipped)
+        self.segment_of: dict[int, int] = {}
+
+    def _length(self, k: int) -> int:
+        end = self.starts[k + 1] if k + 1 < len(self.starts) else (self.reader.total or self.starts[k])
+        return max(0, end - self.starts[k])
+
+    def items(self, stop: threading.Event) -> Iterator[Frame]:
+        index, k = 0, 0
+        for item in self.reader.items(stop):
+            if not isinstance(item, Frame):
+                continue
+            while k + 1 < len(self.starts) and index >= self.starts[k + 1]:
+                k += 1
+            index += 1
+            if not self.finished[k]:
+                self.segment_of[item.pts] = k
+                yield item
+
+    @property
+    def truncated(self) -> bool:  # type: ignore[override]
+        return self.reader.truncated
+
+
+class SegmentWriter(Writer):
+    """Encodes each segment into its own file in the work folder; a segment is kept (renamed into
+    place) only once all its frames are encoded."""
+
+    def __init__(self, work: WorkFolder, options: VideoOptions, reader: SkipFinished, size: tuple[int, int]) -> None:
+        self.work, self.options, self.reader, self.size = work, options, reader, size
+        self.notes, self.frames, self.written = [], 0, 0
+        self.current: tuple[int, VideoWriter] | None = None
+
+    def write(self, frames: np.ndarray, pts: list[int], packets: list[Any]) -> None:
+        for rgb, p in zip(frames, pts):
+            k = self.reader.segment_of.pop(p)
+            if self.current is None or self.current[0] != k:
+                self._close()
+                self.current = (k, VideoWriter(self.work.segment(k), self.options, self.reader, self.size))
+            self.current[1].write(rgb[None], [p], [])
+            self.frames += 1
+
+    def _close(self) -> None:
+        if self.current is not None:
+            writer = self.current[1]
+            writer.flush()
+            writer.finish()
+            self.notes.extend(n for n in writer.notes if n not in self.notes)
+            self.current = None
+
+    def flush(self) -> None:
+        self._close()
+
+    def finish(self) -> WriterStats:
+        self._close()
+        return WriterStats("", "", self.frames, notes=list(self.notes))
+
+    def __exit__(self, *exc: object) -> None:
+        if self.current is not None:
+            self.current[1].__exit__(*exc)
+
+
+def join_segments(work: WorkFolder, reader: FileReader, options: VideoOptions, target: Path,
+                  size: tuple[int, int]) -> WriterStats:
+    """Stream-copy the segments, in order, with the source's audio and subtitles into ``target``
+    (a temporary name renamed into place); then remove the work folder."""
+    with av.open(str(work.segment(0))) as first:
+        template = first.streams.video[0]
+        with VideoWriter(target, options, reader, size, template=template) as writer:
+            merged = heapq.merge(_segment_packets(work), _source_packets(reader), key=lambda p: p[0])
+            for _, is_video, packet in merged:
+                if is_video:
+                    writer.mux_copied_video(packet)
+                else:
+                    writer.write(np.empty((0, 0, 0, 3), np.uint8), [], [packet])
+            writer.flush()
+            stats = writer.finish()
+    remove(work.path)
+    return stats
+
+
+def _segment_packets(work: WorkFolder) -> Iterator[tuple[float, bool, Any]]:
+    for k in range(len(work.starts)):
+        with av.open(str(work.segment(k))) as c:
+            for packet in c.demux(c.streams.video[0]):
+                if packet.size == 0:
+                    continue
+                when = packet.dts if packet.dts is not None else packet.pts  # Matroska stores no dts
+                yield float((when or 0) * packet.time_base), True, packet
+
+
+def _source_packets(reader: FileReader) -> Iterator[tuple[float, bool, Any]]:
+    for packet in reader.passthrough_packets():
+        yield float(packet.dts * packet.time_base), False, packet

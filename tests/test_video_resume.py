@@ -1,0 +1,180 @@
+"""``subpixel video`` in segments: a stopped run resumes, the joined file equals a single pass.
+
+Clips are made here: 64×48, 10 fps, a keyframe every 20 frames (so 2 s segments), sine AAC audio.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from subpixel_cli.cli import main
+from subpixel_cli.hub import ModelInfo, save_model
+from subpixel_cli.model import ESPCN, ESPCNConfig
+from subpixel_cli.video import segments
+
+ROOT = Path(__file__).resolve().parents[1]
+W, H, FPS, GOP, RATE = 64, 48, 10, 20, 44100
+
+
+def make_clip(path: Path, n_frames: int = 120, gop: int = GOP) -> Path:
+    """Moving gradients, H.264 with B-frames and a keyframe every ``gop`` frames, and AAC audio."""
+    with av.open(str(path), "w") as out:
+        v = out.add_stream("libx264", rate=FPS)
+        v.width, v.height, v.pix_fmt = W, H, "yuv420p"
+        v.options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"}
+        a = out.add_stream("aac", rate=RATE)
+        a.layout = "mono"
+        yy, xx = np.mgrid[0:H, 0:W]
+        samples = 0
+        for i in range(n_frames):
+            rgb = np.stack([(xx * 4 + i * 3) % 256, (yy * 5 + i) % 256, (xx + yy + i * 7) % 256], -1).astype(np.uint8)
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = i
+            out.mux(v.encode(frame))
+            while samples < (i + 1) * RATE // FPS:
+                tone = (0.3 * np.sin(np.arange(samples, samples + 1024) / 10)).astype(np.float32)[None]
+                af = av.AudioFrame.from_ndarray(tone, format="fltp", layout="mono")
+                af.sample_rate, af.pts = RATE, samples
+                samples += 1024
+                out.mux(a.encode(af))
+        out.mux(v.encode(None))
+        out.mux(a.encode(None))
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    torch.manual_seed(0)
+    config = ESPCNConfig(scale=2, features=(16, 8))
+    folder = tmp_path_factory.mktemp("model") / "espcn-test-x2"
+    save_model(folder, ESPCN(config), ModelInfo(name="espcn-test-x2", config=config))
+    return str(folder)
+
+
+def run_json(*args: str) -> dict:
+    result = CliRunner().invoke(main, ["video", *args, "--json", "-q"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def timing(path: Path) -> tuple[list[int], float, int]:
+    """Video frame pts, container duration and audio packets."""
+    with av.open(str(path)) as c:
+        pts = [f.pts for f in c.decode(video=0)]
+        duration = c.duration / av.time_base
+    with av.open(str(path)) as c:
+        audio = sum(1 for p in c.demux(audio=0) if p.size)
+    return pts, duration, audio
+
+
+def rgb_frames(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+def test_segments_start_at_keyframes(tmp_path: Path) -> None:
+    from subpixel_cli.video import FileReader, VideoOptions
+
+    with FileReader(make_clip(tmp_path / "a.mp4"), VideoOptions()) as reader:
+        assert segments.segment_starts(reader) == [0, 20, 40, 60, 80, 100]
+    with FileReader(make_clip(tmp_path / "one.mp4", 60, gop=250), VideoOptions()) as reader:
+        assert segments.segment_starts(reader) == [0]  # one keyframe: one segment
+
+
+def test_joined_equals_single_pass(tmp_path: Path, model_dir: str) -> None:
+    clip = make_clip(tmp_path / "a.mp4")
+    seg = run_json(str(clip), "--model", model_dir, "-o", str(tmp_path / "seg.mp4"))
+    # --end beyond the clip: the single pass (a window is never segmented)
+    single = run_json(str(clip), "--model", model_dir, "-o", str(tmp_path / "one.mp4"), "--end", "1000")
+    assert seg["segments"] == 6 and single["segments"] == 1 and seg["frames"] == single["frames"] == 120
+    assert seg["audio_streams_copied"] == 1
+    assert timing(tmp_path / "seg.mp4") == timing(tmp_path / "one.mp4")
+    assert not (tmp_path / ".seg.mp4.work").exists()
+
+
+def test_lossless_segments_equal_png_frames(tmp_path: Path, model_dir: str) -> None:
+    clip = make_clip(tmp_path / "a.mp4", 60)
+    out = run_json(str(clip), "--model", model_dir, "-o", str(tmp_path / "seg.mkv"), "--lossless")
+    assert out["segments"] == 3 and out["codec"] == "ffv1"
+    run_json(str(clip), "--model", model_dir, "--frames-dir", str(tmp_path / "frames"))
+    import cv2
+
+    pngs = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in sorted((tmp_path / "frames").iterdir())]
+    joined = rgb_frames(tmp_path / "seg.mkv")
+    assert len(joined) == len(pngs) == 60
+    assert all(np.array_equal(a, b) for a, b in zip(joined, pngs))
+
+
+def _leave_work(monkeypatch: pytest.MonkeyPatch, *args: str) -> None:
+    """A run stopped after its segments are done, before the join."""
+    import subpixel_cli.video as video
+
+    def stop(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(video, "join_segments", stop)
+        result = CliRunner().invoke(main, ["video", *args, "-q"], catch_exceptions=False)
+        assert result.exit_code != 0  # interrupted
+
+
+def test_resume_and_what_stops_it(tmp_path: Path, model_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    clip = make_clip(tmp_path / "a.mp4", 60)
+    target = tmp_path / "out.mp4"
+    args = (str(clip), "--model", model_dir, "-o", str(target))
+    _leave_work(monkeypatch, *args)
+    assert len(list((tmp_path / ".out.mp4.work").glob("segment_*.mp4"))) == 3 and not target.exists()
+    done = run_json(*args)
+    assert (done["segments_resumed"], done["frames_upscaled"], done["frames"]) == (3, 0, 60)
+    assert "resuming: 3 of 3 segments done" in done["notes"]
+    assert not (tmp_path / ".out.mp4.work").exists()
+
+    for change in ("touch", "--crf", "--no-resume"):
+        target.unlink()
+        _leave_work(monkeypatch, *args)
+        extra: tuple[str, ...] = ()
+        if change == "touch":
+            os.utime(clip, (time.time() + 10, time.time() + 10))
+        else:
+            extra = ("--crf", "30") if change == "--crf" else ("--no-resume",)
+        again = run_json(*args, *extra)
+        assert (again["segments_resumed"], again["frames_upscaled"]) == (0, 60), change
+        assert again["frames"] == 60
+
+
+def test_killed_run_resumes(tmp_path: Path, model_dir: str) -> None:
+    clip = make_clip(tmp_path / "a.mp4", 240)
+    target = tmp_path / "out.mp4"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    cmd = [sys.executable, "-m", "subpixel_cli", "video", str(clip), "--model", model_dir, "-o", str(target),
+           "--batch-size", "1", "--json", "-q"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    work = tmp_path / ".out.mp4.work"
+    deadline = time.monotonic() + 60
+    while not list(work.glob("segment_*.mp4")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    finished = len(list(work.glob("segment_*.mp4")))
+    assert not target.exists() and 1 <= finished < 12, finished
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["segments"] == 12 and result["segments_resumed"] >= finished
+    assert result["frames_upscaled"] < 240 and result["frames"] == 240
+    assert f"resuming: {result['segments_resumed']} of 12 segments done" in result["notes"]
+    pts, duration, audio = timing(target)
+    assert pts == sorted(pts) and len(pts) == 240 and abs(duration - 24) < 0.2 and audio > 0
+    assert not work.exists() and not list(tmp_path.glob(".*.partial"))
