@@ -124,7 +124,7 @@ def _check_video_folder(folder: Path, target: Path, frames: int) -> tuple[int, i
             complete += 1
         elif path.name == f".{target.name}.work":  # finished segments, kept for a resume
             for part in path.iterdir():
-                assert re.match(VIDEO_TEMPORARY, part.name) or re.match(r"^(manifest\.json|segment_\d{5}\.mp4)$", part.name)
+                assert re.match(VIDEO_TEMPORARY, part.name) or re.match(r"^(manifest\.json|segment_\d{5}_\d+\.mp4)$", part.name)
                 if part.name.startswith("segment_"):
                     assert count_frames(part) > 0, "a partial segment"
         else:

@@ -28,10 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 W, H, FPS, GOP, RATE = 64, 48, 10, 20, 44100
 
 
-def make_clip(path: Path, n_frames: int = 120, gop: int = GOP) -> Path:
+def make_clip(path: Path, n_frames: int = 120, gop: int = GOP, fps: int = FPS) -> Path:
     """Moving gradients, H.264 with B-frames and a keyframe every ``gop`` frames, and AAC audio."""
     with av.open(str(path), "w") as out:
-        v = out.add_stream("libx264", rate=FPS)
+        v = out.add_stream("libx264", rate=fps)
         v.width, v.height, v.pix_fmt = W, H, "yuv420p"
         v.options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"}
         a = out.add_stream("aac", rate=RATE)
@@ -43,7 +43,7 @@ def make_clip(path: Path, n_frames: int = 120, gop: int = GOP) -> Path:
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             frame.pts = i
             out.mux(v.encode(frame))
-            while samples < (i + 1) * RATE // FPS:
+            while samples < (i + 1) * RATE // fps:
                 tone = (0.3 * np.sin(np.arange(samples, samples + 1024) / 10)).astype(np.float32)[None]
                 af = av.AudioFrame.from_ndarray(tone, format="fltp", layout="mono")
                 af.sample_rate, af.pts = RATE, samples
@@ -93,15 +93,18 @@ def test_segments_start_at_keyframes(tmp_path: Path) -> None:
         assert segments.segment_starts(reader) == [0]  # one keyframe: one segment
 
 
-def test_joined_equals_single_pass(tmp_path: Path, model_dir: str) -> None:
-    clip = make_clip(tmp_path / "a.mp4")
-    seg = run_json(str(clip), "--model", model_dir, "-o", str(tmp_path / "seg.mp4"))
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_joined_equals_single_pass(tmp_path: Path, model_dir: str, suffix: str) -> None:
+    # 30 fps, a keyframe every 16 frames: cuts at 64 and 128 frames (2.133 s, 4.267 s), times no
+    # container clock of milliseconds holds exactly
+    clip = make_clip(tmp_path / "a.mp4", 160, gop=16, fps=30)
+    seg = run_json(str(clip), "--model", model_dir, "-o", str(tmp_path / f"seg{suffix}"))
     # --end beyond the clip: the single pass (a window is never segmented)
-    single = run_json(str(clip), "--model", model_dir, "-o", str(tmp_path / "one.mp4"), "--end", "1000")
-    assert seg["segments"] == 6 and single["segments"] == 1 and seg["frames"] == single["frames"] == 120
+    single = run_json(str(clip), "--model", model_dir, "-o", str(tmp_path / f"one{suffix}"), "--end", "1000")
+    assert seg["segments"] == 3 and single["segments"] == 1 and seg["frames"] == single["frames"] == 160
     assert seg["audio_streams_copied"] == 1
-    assert timing(tmp_path / "seg.mp4") == timing(tmp_path / "one.mp4")
-    assert not (tmp_path / ".seg.mp4.work").exists()
+    assert timing(tmp_path / f"seg{suffix}") == timing(tmp_path / f"one{suffix}")
+    assert not (tmp_path / f".seg{suffix}.work").exists()
 
 
 def test_lossless_segments_equal_png_frames(tmp_path: Path, model_dir: str) -> None:
@@ -135,7 +138,7 @@ def test_resume_and_what_stops_it(tmp_path: Path, model_dir: str, monkeypatch: p
     target = tmp_path / "out.mp4"
     args = (str(clip), "--model", model_dir, "-o", str(target))
     _leave_work(monkeypatch, *args)
-    assert len(list((tmp_path / ".out.mp4.work").glob("segment_*.mp4"))) == 3 and not target.exists()
+    assert len(list((tmp_path / ".out.mp4.work").glob("segment_*_*.mp4"))) == 3 and not target.exists()
     done = run_json(*args)
     assert (done["segments_resumed"], done["frames_upscaled"], done["frames"]) == (3, 0, 60)
     assert "resuming: 3 of 3 segments done" in done["notes"]
@@ -163,11 +166,11 @@ def test_killed_run_resumes(tmp_path: Path, model_dir: str) -> None:
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     work = tmp_path / ".out.mp4.work"
     deadline = time.monotonic() + 60
-    while not list(work.glob("segment_*.mp4")) and proc.poll() is None and time.monotonic() < deadline:
+    while not list(work.glob("segment_*_*.mp4")) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
-    finished = len(list(work.glob("segment_*.mp4")))
+    finished = len(list(work.glob("segment_*_*.mp4")))
     assert not target.exists() and 1 <= finished < 12, finished
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -34,6 +34,9 @@ MANIFEST = "manifest.json"
 # Encoders whose segments are tested to join by stream copy into one stream equal to a single
 # pass; others (AV1, VP9, HEVC) work in one pass, without resume.
 JOINABLE = {"libx264", "ffv1", "mpeg4"}
+# Containers whose segments start at time 0 (MP4/MOV round a later start to their movie clock);
+# the others keep each frame's own time, which a millisecond clock (Matroska) rounds as one pass does.
+REBASED = {".mp4", ".mov", ".m4v"}
 _HEAD_BYTES = 1 << 20
 _VERSION = 1
 
@@ -113,11 +116,22 @@ class WorkFolder:
         except (OSError, ValueError):
             return None
 
-    def segment(self, k: int) -> Path:
-        return self.path / f"segment_{k:05d}{self.suffix}"
+    def segment(self, k: int, offset: int) -> Path:
+        """Segment ``k``, whose frames were shifted back by ``offset`` (the pts of its first frame,
+        in the source's time base) so that it starts at 0, as a whole file does: containers
+        such as MP4 round a start later than 0 to their own, coarser, clock."""
+        return self.path / f"segment_{k:05d}_{offset}{self.suffix}"
+
+    def finished(self, k: int) -> tuple[Path, int] | None:
+        """Segment ``k``'s file and offset, if it is done."""
+        for path in self.path.glob(f"segment_{k:05d}_*{self.suffix}"):
+            offset = path.name[len(f"segment_{k:05d}_"):-len(self.suffix) or None]
+            if offset.isdigit():
+                return path, int(offset)
+        return None
 
     def done(self) -> list[bool]:
-        return [self.segment(k).is_file() for k in range(len(self.starts))]
+        return [self.finished(k) is not None for k in range(len(self.starts))]
 
 
 class SkipFinished(Reader):
@@ -163,14 +177,16 @@ class SegmentWriter(Writer):
         self.work, self.options, self.reader, self.size = work, options, reader, size
         self.notes, self.frames, self.written = [], 0, 0
         self.current: tuple[int, VideoWriter] | None = None
+        self.offset = 0  # the current segment's first pts
 
     def write(self, frames: np.ndarray, pts: list[int], packets: list[Any]) -> None:
         for rgb, p in zip(frames, pts):
             k = self.reader.segment_of.pop(p)
             if self.current is None or self.current[0] != k:
                 self._close()
-                self.current = (k, VideoWriter(self.work.segment(k), self.options, self.reader, self.size))
-            self.current[1].write(rgb[None], [p], [])
+                self.offset = p if self.work.suffix.lower() in REBASED else 0
+                self.current = (k, VideoWriter(self.work.segment(k, self.offset), self.options, self.reader, self.size))
+            self.current[1].write(rgb[None], [p - self.offset], [])
             self.frames += 1
 
     def _close(self) -> None:
@@ -197,10 +213,10 @@ def join_segments(work: WorkFolder, reader: FileReader, options: VideoOptions, t
                   size: tuple[int, int]) -> WriterStats:
     """Stream-copy the segments, in order, with the source's audio and subtitles into ``target``
     (a temporary name renamed into place); then remove the work folder."""
-    with av.open(str(work.segment(0))) as first:
+    with av.open(str(work.finished(0)[0])) as first:
         template = first.streams.video[0]
         with VideoWriter(target, options, reader, size, template=template) as writer:
-            merged = heapq.merge(_segment_packets(work), _source_packets(reader), key=lambda p: p[0])
+            merged = heapq.merge(_segment_packets(work, reader.time_base), _source_packets(reader), key=lambda p: p[0])
             for _, is_video, packet in merged:
                 if is_video:
                     writer.mux_copied_video(packet)
@@ -212,14 +228,29 @@ def join_segments(work: WorkFolder, reader: FileReader, options: VideoOptions, t
     return stats
 
 
-def _segment_packets(work: WorkFolder) -> Iterator[tuple[float, bool, Any]]:
+def _segment_packets(work: WorkFolder, time_base: Any) -> Iterator[tuple[float, bool, Any]]:
+    """The segments' video packets in order. Each encoder starts its decode times a few frames
+    before its first frame, by nominal frame lengths; where frames before a cut were shorter (a
+    variable rate) they overlap the last segment's, and are moved just after it (never past the
+    packet's own presentation time), so decode times keep increasing across the joins."""
+    last: Any = None  # the last decode time, in seconds (segments share one time base)
     for k in range(len(work.starts)):
-        with av.open(str(work.segment(k))) as c:
+        path, offset = work.finished(k)
+        with av.open(str(path)) as c:
             for packet in c.demux(c.streams.video[0]):
                 if packet.size == 0:
                     continue
-                when = packet.dts if packet.dts is not None else packet.pts  # Matroska stores no dts
-                yield float((when or 0) * packet.time_base), True, packet
+                shift = round(offset * time_base / packet.time_base)  # back to the frames' own times
+                if packet.pts is not None:
+                    packet.pts += shift
+                if packet.dts is not None:
+                    packet.dts += shift
+                if packet.dts is None:  # Matroska stores none: one after the last (the muxer needs them increasing)
+                    packet.dts = packet.pts if last is None or packet.pts is None else int(last / packet.time_base) + 1
+                if last is not None and packet.dts * packet.time_base <= last:
+                    packet.dts = min(int(last / packet.time_base) + 1, packet.pts if packet.pts is not None else packet.dts)
+                last = packet.dts * packet.time_base
+                yield float(packet.dts * packet.time_base), True, packet
 
 
 def _source_packets(reader: FileReader) -> Iterator[tuple[float, bool, Any]]:
