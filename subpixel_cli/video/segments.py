@@ -98,8 +98,8 @@ class WorkFolder:
         manifest = {"version": _VERSION, "source": _source_identity(source), "options": opts,
                     "model": _model_identity(upscaler), "suffix": self.suffix, "starts": starts}
         old = self._read_manifest()
-        if old is not None and (not resume or old != manifest):
-            if resume:
+        if not resume or old != manifest:  # a folder without a readable manifest is not trusted either
+            if resume and old is not None:
                 notes.append("not resuming: the source, options or model changed since the unfinished run; starting over")
             remove(self.path)
         make_folder(self.path)
