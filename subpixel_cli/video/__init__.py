@@ -133,14 +133,19 @@ def upscale_video(
             span = " between --start and --end" if options.start is not None or options.end is not None else ""
             raise InputError(f"{source}: no video frames decoded{span}")
         stats = writer.finish()
+    return _result(upscaler, reader, source, target, size, started, stats, reader.notes + stats.notes)
+
+
+def _result(upscaler: FrameUpscaler, reader: Any, source: Path, target: Path, size: tuple[int, int], started: float,
+            stats: WriterStats, notes: list[str], **segmented: int) -> VideoResult:
+    """The :class:`VideoResult` of a finished run from what its writer reports."""
     return VideoResult(
         input=str(source), output=str(target), frames=stats.frames, frame_rate=float(reader.rate),
         size=size, input_size=(reader.width, reader.height), scale=upscaler.scale,
         seconds=time.perf_counter() - started, codec=stats.codec, pix_fmt=stats.pix_fmt,
         audio_streams_copied=stats.audio_streams_copied, audio_streams_reencoded=stats.audio_streams_reencoded,
         subtitle_streams_copied=stats.subtitle_streams_copied, data_streams_copied=stats.data_streams_copied,
-        streams_dropped=stats.streams_dropped,
-        notes=reader.notes + stats.notes, complete=not reader.truncated,
+        streams_dropped=stats.streams_dropped, notes=notes, complete=not reader.truncated, **segmented,
     )
 
 
@@ -175,15 +180,9 @@ def _upscale_segmented(upscaler: FrameUpscaler, reader: FileReader, source: Path
     else:
         upscaled = WriterStats("", "", 0)
     stats = join_segments(work, reader, options, target, size)
-    return VideoResult(
-        input=str(source), output=str(target), frames=stats.frames, frame_rate=float(reader.rate),
-        size=size, input_size=(reader.width, reader.height), scale=upscaler.scale,
-        seconds=time.perf_counter() - started, codec=stats.codec, pix_fmt=stats.pix_fmt,
-        audio_streams_copied=stats.audio_streams_copied, audio_streams_reencoded=stats.audio_streams_reencoded,
-        subtitle_streams_copied=stats.subtitle_streams_copied, data_streams_copied=stats.data_streams_copied,
-        streams_dropped=stats.streams_dropped, notes=notes + reader.notes + upscaled.notes + stats.notes,
-        complete=not reader.truncated, segments=len(done), segments_resumed=sum(done), frames_upscaled=upscaled.frames,
-    )
+    return _result(upscaler, reader, source, target, size, started, stats,
+                   notes + reader.notes + upscaled.notes + stats.notes,
+                   segments=len(done), segments_resumed=sum(done), frames_upscaled=upscaled.frames)
 
 
 def _run(upscaler: FrameUpscaler, reader: Any, writer: Writer, batch_size: int, progress: Progress | None) -> None:
