@@ -21,7 +21,8 @@ sp() { $PY -m subpixel_cli "$@"; }
 {
   echo "== machine"; nvidia-smi -L 2>&1; $PY -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))"
   echo "== CUDA tests"
-  timeout 150 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_upscale.py tests/test_speed_paths.py
+  timeout 150 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py \
+    tests/test_data.py::test_device_patches_cut_the_same_batches_as_the_dataset tests/test_upscale.py tests/test_speed_paths.py
   echo "== bench (model only, 1080p out)"
   for s in 2 3 4; do
     for p in auto fp32; do

@@ -42,6 +42,16 @@ def model_folder(tmp_path_factory):
     return build
 
 
+@pytest.fixture(scope="session")
+def video_model_dir(tmp_path_factory) -> str:
+    """A small random-init ×2 Y model folder (features 16, 8): fast enough for video tests."""
+    torch.manual_seed(0)
+    config = ESPCNConfig(scale=2, features=(16, 8))
+    folder = tmp_path_factory.mktemp("model") / "espcn-test-x2"
+    save_model(folder, ESPCN(config), ModelInfo(name="espcn-test-x2", config=config))
+    return str(folder)
+
+
 def random_image(height: int, width: int, channels: int = 3, dtype=np.uint8, seed: int = 0) -> np.ndarray:
     """A smooth-plus-noise test picture, so upscaling has structure to work on."""
     rng = np.random.default_rng(seed)

@@ -1,6 +1,6 @@
 """The CUDA paths, run where a GPU is (benchmarks/gpu_check.sh on a device machine; CI has none):
-the GPU's pixels against the CPU's fp32 reference, tiles, 16-bit pictures, training steps and the
-device-resident patches."""
+the GPU's pixels against the CPU's fp32 reference, tiles, 16-bit pictures and training steps
+(the device-resident patches are tested in test_data.py, on the GPU where there is one)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from conftest import make_model, random_image
-from subpixel_cli import data
 from subpixel_cli.hub import LoadedModel, ModelInfo
 from subpixel_cli.runtime import resolve_device
 from subpixel_cli.upscale import Upscaler
@@ -60,19 +59,6 @@ def test_gpu_sixteen_bit_pictures_stay_sixteen_bit():
 def test_the_gpu_of_each_local_rank(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", str(torch.cuda.device_count()))  # one past the last: wraps round
     assert resolve_device("cuda") == torch.device("cuda", 0)
-
-
-def test_patches_cut_on_the_gpu_equal_the_dataset(tmp_path):
-    from PIL import Image
-
-    paths = []
-    for i in range(3):
-        paths.append(tmp_path / f"p{i}.png")
-        Image.fromarray(random_image(66, 70, seed=i)).save(paths[-1])
-    ds = data.PatchDataset.from_files(paths, 3, 1, patch_size=12, versions=2, smallest=0.7, patches_per_image=8)
-    lr, hr = data.DevicePatches(ds, torch.device("cuda")).batch(list(range(24)))
-    want_lr, want_hr = ds.__getitems__(list(range(24)))
-    assert torch.equal(lr.cpu(), want_lr) and torch.equal(hr.cpu(), want_hr)
 
 
 def test_a_few_training_steps_on_the_gpu(tmp_path):

@@ -232,7 +232,9 @@ def test_spread_holdout_takes_evenly_spaced_files_and_keeps_the_rest():
         data.split_spread(files, 30)
 
 
-def test_device_patches_cut_the_same_batches_as_the_dataset(tmp_path):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
+def test_device_patches_cut_the_same_batches_as_the_dataset(tmp_path, device):
     paths = []
     for i in range(3):
         paths.append(tmp_path / f"p{i}.png")
@@ -240,12 +242,12 @@ def test_device_patches_cut_the_same_batches_as_the_dataset(tmp_path):
     for channels in (1, 3):
         ds = data.PatchDataset.from_files(paths, 2, channels, patch_size=10, versions=2, smallest=0.6,
                                           patches_per_image=8, seed=3)
-        on_device = data.DevicePatches(ds, torch.device("cpu"))
+        on_device = data.DevicePatches(ds, torch.device(device))
         keys = list(range(0, 150, 2))
         assert {ds.draw(k)[3:] for k in keys} == {(k, f) for k in range(4) for f in (False, True)}  # all 8 turns
         lr, hr = on_device.batch(keys)
         want_lr, want_hr = ds.__getitems__(keys)
-        assert torch.equal(lr, want_lr) and torch.equal(hr, want_hr)
+        assert torch.equal(lr.cpu(), want_lr) and torch.equal(hr.cpu(), want_hr)
 
 
 def test_loading_in_worker_processes_gives_the_same_pools(tmp_path):

@@ -26,8 +26,6 @@ from click.testing import CliRunner
 
 from subpixel_cli.cli import main
 from subpixel_cli.errors import InputError, UsageError
-from subpixel_cli.hub import ModelInfo, save_model
-from subpixel_cli.model import ESPCN, ESPCNConfig
 from subpixel_cli.video import FileReader, VideoOptions, parse_rate, parse_time, upscale_video
 
 W, H, FPS, SECONDS, RATE = 64, 48, 30, 2, 44100
@@ -154,15 +152,6 @@ class NearestUpscaler:
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    torch.manual_seed(0)
-    config = ESPCNConfig(scale=2, features=(16, 8))
-    folder = tmp_path_factory.mktemp("model") / "espcn-test-x2"
-    save_model(folder, ESPCN(config), ModelInfo(name="espcn-test-x2", config=config))
-    return str(folder)
-
-
-@pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_video(tmp_path_factory.mktemp("clip") / "clip.mp4")
 
@@ -179,9 +168,9 @@ def leftovers(folder: Path) -> list[str]:
 # --- the happy path -------------------------------------------------------------------------
 
 
-def test_same_frames_rate_r_times_size_and_audio_copied(tmp_path: Path, clip: Path, model_dir: str) -> None:
+def test_same_frames_rate_r_times_size_and_audio_copied(tmp_path: Path, clip: Path, video_model_dir: str) -> None:
     out = tmp_path / "out.mp4"
-    result = run_cli(str(clip), "-o", str(out), "--model", model_dir, "--json", "--quiet")
+    result = run_cli(str(clip), "-o", str(out), "--model", video_model_dir, "--json", "--quiet")
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert record["frames"] == FPS * SECONDS and record["size"] == [2 * W, 2 * H]
@@ -197,10 +186,10 @@ def test_same_frames_rate_r_times_size_and_audio_copied(tmp_path: Path, clip: Pa
     assert leftovers(tmp_path) == []
 
 
-def test_default_output_goes_beside_the_input(tmp_path: Path, clip: Path, model_dir: str) -> None:
+def test_default_output_goes_beside_the_input(tmp_path: Path, clip: Path, video_model_dir: str) -> None:
     src = tmp_path / "holiday.mp4"
     src.write_bytes(clip.read_bytes())
-    result = run_cli(str(src), "--model", model_dir, "--quiet")
+    result = run_cli(str(src), "--model", video_model_dir, "--quiet")
     assert result.exit_code == 0, result.output
     assert probe(tmp_path / "holiday_x2.mp4")["frames"] == FPS * SECONDS
 
@@ -270,9 +259,9 @@ def test_colour_range_and_matrix_round_trip(tmp_path: Path, matrix: str | None, 
 # --- frame folders --------------------------------------------------------------------------
 
 
-def test_frames_dir_writes_numbered_pngs(tmp_path: Path, clip: Path, model_dir: str) -> None:
+def test_frames_dir_writes_numbered_pngs(tmp_path: Path, clip: Path, video_model_dir: str) -> None:
     frames = tmp_path / "frames"
-    result = run_cli(str(clip), "--frames-dir", str(frames), "--model", model_dir, "--quiet", "--json")
+    result = run_cli(str(clip), "--frames-dir", str(frames), "--model", video_model_dir, "--quiet", "--json")
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert (record["codec"], record["pix_fmt"], record["frames"]) == ("png", "rgb24", FPS * SECONDS)
@@ -282,13 +271,13 @@ def test_frames_dir_writes_numbered_pngs(tmp_path: Path, clip: Path, model_dir: 
     assert leftovers(tmp_path) == []
 
 
-def test_folder_of_frames_becomes_a_video(tmp_path: Path, model_dir: str) -> None:
+def test_folder_of_frames_becomes_a_video(tmp_path: Path, video_model_dir: str) -> None:
     folder = tmp_path / "shots"
     folder.mkdir()
     for i in range(1, 12):  # frame_2 sorts before frame_10
         cv2.imwrite(str(folder / f"frame_{i}.png"), np.full((H, W, 3), i * 20, np.uint8))
-    assert run_cli(str(folder), "--model", model_dir, "--quiet").exit_code == 2  # --fps is required
-    result = run_cli(str(folder), "--fps", "25", "-o", str(tmp_path / "shots.mp4"), "--model", model_dir, "--quiet")
+    assert run_cli(str(folder), "--model", video_model_dir, "--quiet").exit_code == 2  # --fps is required
+    result = run_cli(str(folder), "--fps", "25", "-o", str(tmp_path / "shots.mp4"), "--model", video_model_dir, "--quiet")
     assert result.exit_code == 0, result.output
     got = probe(tmp_path / "shots.mp4")
     assert got["frames"] == 11 and got["rate"] == 25 and got["size"] == (2 * W, 2 * H)
@@ -348,34 +337,34 @@ def test_audio_the_container_cannot_hold_is_reencoded(tmp_path: Path, clip: Path
 # --- errors ---------------------------------------------------------------------------------
 
 
-def test_existing_output_needs_force(tmp_path: Path, clip: Path, model_dir: str) -> None:
+def test_existing_output_needs_force(tmp_path: Path, clip: Path, video_model_dir: str) -> None:
     out = tmp_path / "out.mp4"
     out.write_bytes(b"keep me")
-    result = run_cli(str(clip), "-o", str(out), "--model", model_dir)
+    result = run_cli(str(clip), "-o", str(out), "--model", video_model_dir)
     assert result.exit_code == 1 and "--force" in result.stderr
     assert out.read_bytes() == b"keep me"
-    assert run_cli(str(clip), "-o", str(out), "--model", model_dir, "--force", "--quiet").exit_code == 0
+    assert run_cli(str(clip), "-o", str(out), "--model", video_model_dir, "--force", "--quiet").exit_code == 0
     assert probe(out)["frames"] == FPS * SECONDS
 
 
-def test_unreadable_file(tmp_path: Path, model_dir: str) -> None:
+def test_unreadable_file(tmp_path: Path, video_model_dir: str) -> None:
     bad = tmp_path / "notes.mp4"
     bad.write_text("not a video")
-    result = run_cli(str(bad), "--model", model_dir)
+    result = run_cli(str(bad), "--model", video_model_dir)
     assert result.exit_code == 1 and "cannot read" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "notes_x2.mp4").exists()
 
 
-def test_missing_file_and_still_image(tmp_path: Path, model_dir: str) -> None:
-    assert run_cli(str(tmp_path / "nope.mp4"), "--model", model_dir).exit_code == 1
+def test_missing_file_and_still_image(tmp_path: Path, video_model_dir: str) -> None:
+    assert run_cli(str(tmp_path / "nope.mp4"), "--model", video_model_dir).exit_code == 1
     image = tmp_path / "photo.png"
     cv2.imwrite(str(image), np.zeros((H, W, 3), np.uint8))
-    result = run_cli(str(image), "--model", model_dir)
+    result = run_cli(str(image), "--model", video_model_dir)
     assert result.exit_code == 1 and "subpixel upscale" in result.stderr
 
 
-def test_audio_only_file_has_no_video_stream(tmp_path: Path, model_dir: str) -> None:
+def test_audio_only_file_has_no_video_stream(tmp_path: Path, video_model_dir: str) -> None:
     src = tmp_path / "song.m4a"
     with av.open(str(src), "w") as out:
         a = out.add_stream("aac", rate=8000)
@@ -384,16 +373,16 @@ def test_audio_only_file_has_no_video_stream(tmp_path: Path, model_dir: str) -> 
         frame.sample_rate, frame.pts = 8000, 0
         out.mux(a.encode(frame))
         out.mux(a.encode(None))
-    result = run_cli(str(src), "--model", model_dir)
+    result = run_cli(str(src), "--model", video_model_dir)
     assert result.exit_code == 1 and "no video stream" in result.stderr
 
 
-def test_zero_frames(tmp_path: Path, clip: Path, model_dir: str) -> None:
+def test_zero_frames(tmp_path: Path, clip: Path, video_model_dir: str) -> None:
     src = make_video(tmp_path / "empty.mkv", n_frames=0, audio_seconds=0.5)  # a video track with no frames
-    result = run_cli(str(src), "--model", model_dir)
+    result = run_cli(str(src), "--model", video_model_dir)
     assert result.exit_code == 1 and "no video frames" in result.stderr
     assert not (tmp_path / "empty_x2.mp4").exists() and leftovers(tmp_path) == []
-    result = run_cli(str(clip), "--start", "10", "-o", str(tmp_path / "late.mp4"), "--model", model_dir)
+    result = run_cli(str(clip), "--start", "10", "-o", str(tmp_path / "late.mp4"), "--model", video_model_dir)
     assert result.exit_code == 1 and "between --start and --end" in result.stderr
     assert not (tmp_path / "late.mp4").exists() and leftovers(tmp_path) == []
 
@@ -408,11 +397,11 @@ def test_zero_frames(tmp_path: Path, clip: Path, model_dir: str) -> None:
     (["--fps", "25"], "folder of frames"),
     (["-o", "{tmp}/a.mp4", "--frames-dir", "{tmp}/f"], "not both"),
 ])
-def test_usage_errors_exit_2(tmp_path: Path, clip: Path, model_dir: str, args: list[str], message: str) -> None:
+def test_usage_errors_exit_2(tmp_path: Path, clip: Path, video_model_dir: str, args: list[str], message: str) -> None:
     args = [a.format(tmp=tmp_path) for a in args]
     if "-o" not in args:
         args += ["-o", str(tmp_path / "out.mp4")]
-    result = run_cli(str(clip), "--model", model_dir, *args)
+    result = run_cli(str(clip), "--model", video_model_dir, *args)
     assert result.exit_code == 2 and message in result.stderr, result.stderr
     assert [p.name for p in tmp_path.iterdir()] == []
 
@@ -427,19 +416,19 @@ def test_parse_time_and_rate() -> None:
         parse_rate("0")
 
 
-def test_tile_and_max_memory_give_the_same_frames(tmp_path: Path, model_dir: str) -> None:
+def test_tile_and_max_memory_give_the_same_frames(tmp_path: Path, video_model_dir: str) -> None:
     """``--tile``/``--max-memory`` mean what they mean for ``subpixel upscale``; tiling is exact."""
     src = make_video(tmp_path / "short.mp4", n_frames=6, audio_seconds=None)
     runs = {"whole": [], "tiled": ["--tile", "16"], "budget": ["--max-memory", "64"], "both": ["--tile", "24", "--max-memory", "64"]}
     for name, extra in runs.items():
-        result = run_cli(str(src), "--frames-dir", str(tmp_path / name), "--model", model_dir, "--quiet", *extra)
+        result = run_cli(str(src), "--frames-dir", str(tmp_path / name), "--model", video_model_dir, "--quiet", *extra)
         assert result.exit_code == 0, result.output
     whole = [cv2.imread(str(p)) for p in sorted((tmp_path / "whole").iterdir())]
     assert len(whole) == 6 and whole[0].shape == (2 * H, 2 * W, 3)
     for name in ("tiled", "budget", "both"):
         other = [cv2.imread(str(p)) for p in sorted((tmp_path / name).iterdir())]
         assert len(other) == 6 and all(np.array_equal(a, b) for a, b in zip(whole, other)), name
-    assert run_cli(str(src), "--tile", "4", "--model", model_dir).exit_code == 2  # as for upscale: at least 8
+    assert run_cli(str(src), "--tile", "4", "--model", video_model_dir).exit_code == 2  # as for upscale: at least 8
 
 
 def _out_of_memory(kind: str) -> BaseException:
@@ -450,7 +439,7 @@ def _out_of_memory(kind: str) -> BaseException:
 
 @pytest.mark.parametrize("kind", ["cuda", "cpu"])
 @pytest.mark.parametrize("frames_dir", [False, True])
-def test_out_of_memory_says_which_tile_to_try(tmp_path: Path, clip: Path, model_dir: str,
+def test_out_of_memory_says_which_tile_to_try(tmp_path: Path, clip: Path, video_model_dir: str,
                                               monkeypatch: pytest.MonkeyPatch, kind: str, frames_dir: bool) -> None:
     from subpixel_cli.runtime import out_of_memory_message
     from subpixel_cli.upscale import Upscaler
@@ -467,7 +456,7 @@ def test_out_of_memory_says_which_tile_to_try(tmp_path: Path, clip: Path, model_
     monkeypatch.setattr(Upscaler, "upscale_batch", short_of_memory)
     out = tmp_path / ("frames" if frames_dir else "out.mp4")
     where = ["--frames-dir", str(out)] if frames_dir else ["-o", str(out)]
-    result = run_cli(str(clip), *where, "--model", model_dir, "--tile", "32", "--quiet")
+    result = run_cli(str(clip), *where, "--model", video_model_dir, "--tile", "32", "--quiet")
     assert result.exit_code == 1 and calls["n"] == 3
     assert result.stderr.strip() == f"error: {out_of_memory_message(32)}"  # one line, the same as `upscale`'s
     assert "--tile 16" in result.stderr
@@ -477,7 +466,7 @@ def test_out_of_memory_says_which_tile_to_try(tmp_path: Path, clip: Path, model_
 # --- interruption ---------------------------------------------------------------------------
 
 
-def test_ctrl_c_mid_stream_leaves_no_output(tmp_path: Path, clip: Path, model_dir: str,
+def test_ctrl_c_mid_stream_leaves_no_output(tmp_path: Path, clip: Path, video_model_dir: str,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     from subpixel_cli.upscale import Upscaler
 
@@ -492,7 +481,7 @@ def test_ctrl_c_mid_stream_leaves_no_output(tmp_path: Path, clip: Path, model_di
 
     monkeypatch.setattr(Upscaler, "upscale_batch", interrupted)
     out = tmp_path / "out.mp4"
-    result = run_cli(str(clip), "-o", str(out), "--model", model_dir, "--quiet")
+    result = run_cli(str(clip), "-o", str(out), "--model", video_model_dir, "--quiet")
     assert result.exit_code == 130 and calls["n"] == 3
     assert not out.exists() and leftovers(tmp_path) == []
 
@@ -513,12 +502,12 @@ def test_errors_in_any_thread_leave_no_output(tmp_path: Path, clip: Path, frames
     assert not out.exists() and leftovers(tmp_path) == []
 
 
-def test_sigint_to_the_process_leaves_no_output(tmp_path: Path, model_dir: str) -> None:
+def test_sigint_to_the_process_leaves_no_output(tmp_path: Path, video_model_dir: str) -> None:
     src = make_video(tmp_path / "long.mp4", n_frames=150, size=(320, 240), codec="mpeg4")  # mpeg4: quick to make
     out = tmp_path / "out.mp4"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "subpixel_cli", "video", str(src), "-o", str(out),
-                             "--model", model_dir, "--batch-size", "1"], env=env,
+                             "--model", video_model_dir, "--batch-size", "1"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     work = tmp_path / ".out.mp4.work"  # segments in progress (kept for a resume, see test_video_resume.py)

@@ -87,20 +87,6 @@ def hdr_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_hdr_clip(tmp_path_factory.mktemp("hdr") / "hdr.mkv")
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    import torch
-
-    from subpixel_cli.hub import ModelInfo, save_model
-    from subpixel_cli.model import ESPCN, ESPCNConfig
-
-    torch.manual_seed(0)
-    config = ESPCNConfig(scale=2, features=(16, 8))
-    folder = tmp_path_factory.mktemp("model") / "espcn-test-x2"
-    save_model(folder, ESPCN(config), ModelInfo(name="espcn-test-x2", config=config))
-    return str(folder)
-
-
 def run_cli(*args: str) -> "CliRunner.Result":
     return CliRunner().invoke(main, ["video", *args], catch_exceptions=False)
 
@@ -128,7 +114,7 @@ def test_10bit_source_is_written_at_10_bits_with_more_than_256_levels(tmp_path: 
     assert luma_levels(out) > 256
 
 
-def test_10bit_through_the_model_stays_16bit(tmp_path: Path, hdr_clip: Path, model_dir: str,
+def test_10bit_through_the_model_stays_16bit(tmp_path: Path, hdr_clip: Path, video_model_dir: str,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     from subpixel_cli.upscale import Upscaler
 
@@ -143,7 +129,7 @@ def test_10bit_through_the_model_stays_16bit(tmp_path: Path, hdr_clip: Path, mod
 
     monkeypatch.setattr(Upscaler, "upscale_batch", spy)
     out = tmp_path / "out.mkv"
-    result = run_cli(str(hdr_clip), "-o", str(out), "--model", model_dir, "--json")
+    result = run_cli(str(hdr_clip), "-o", str(out), "--model", video_model_dir, "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["pix_fmt"] == "yuv420p10le" and "libx264 yuv420p10le" in result.stderr
     assert seen and set(seen) == {np.dtype(np.uint16)}
@@ -328,15 +314,15 @@ def decoded_rgb(path: Path, fmt: str) -> np.ndarray:
 
 
 @pytest.mark.parametrize("depth", [8, 10])
-def test_lossless_output_decodes_to_exactly_the_models_frames(tmp_path: Path, hdr_clip: Path, model_dir: str,
+def test_lossless_output_decodes_to_exactly_the_models_frames(tmp_path: Path, hdr_clip: Path, video_model_dir: str,
                                                               depth: int) -> None:
     from subpixel_cli.registry import load_model
     from subpixel_cli.upscale import Upscaler
 
     src = hdr_clip if depth == 10 else make_video(tmp_path / "sdr.mkv", n_frames=N, audio_seconds=None)
-    upscaler = Upscaler(load_model(model_dir, None))  # as the CLI builds it: --device auto, --precision auto
+    upscaler = Upscaler(load_model(video_model_dir, None))  # as the CLI builds it: --device auto, --precision auto
     out = tmp_path / "lossless.mkv"
-    result = run_cli(str(src), "-o", str(out), "--model", model_dir, "--lossless", "--quiet", "--json")
+    result = run_cli(str(src), "-o", str(out), "--model", video_model_dir, "--lossless", "--quiet", "--json")
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert record["codec"] == "ffv1" and record["pix_fmt"] == ("bgr0" if depth == 8 else "gbrp16le")
@@ -345,7 +331,7 @@ def test_lossless_output_decodes_to_exactly_the_models_frames(tmp_path: Path, hd
     got = decoded_rgb(out, "rgb24" if depth == 8 else "rgb48le")
     assert got.shape == expected.shape and np.array_equal(got, expected)
     lossy = tmp_path / "lossy.mkv"
-    assert run_cli(str(src), "-o", str(lossy), "--model", model_dir, "--quiet").exit_code == 0
+    assert run_cli(str(src), "-o", str(lossy), "--model", video_model_dir, "--quiet").exit_code == 0
     assert not np.array_equal(decoded_rgb(lossy, "rgb24" if depth == 8 else "rgb48le"), expected)
 
 
@@ -367,9 +353,9 @@ def test_lossless_x264_x265_code_the_yuv_exactly_at_the_source_depth(tmp_path: P
     assert len(got) == len(expected) and all(np.array_equal(a, b) for a, b in zip(got, expected))
 
 
-def test_lossless_checks(tmp_path: Path, hdr_clip: Path, model_dir: str) -> None:
+def test_lossless_checks(tmp_path: Path, hdr_clip: Path, video_model_dir: str) -> None:
     for args in (["--lossless", "--crf", "10"], ["--pix-fmt", "rgb48le"], ["--lossless", "--codec", "vp9"]):
-        result = run_cli(str(hdr_clip), "-o", str(tmp_path / "o.mkv"), "--model", model_dir, *args)
+        result = run_cli(str(hdr_clip), "-o", str(tmp_path / "o.mkv"), "--model", video_model_dir, *args)
         assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(UsageError, match="--lossless works with"):

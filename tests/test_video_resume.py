@@ -16,12 +16,9 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
 from subpixel_cli.cli import main
-from subpixel_cli.hub import ModelInfo, save_model
-from subpixel_cli.model import ESPCN, ESPCNConfig
 from subpixel_cli.video import segments
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,15 +49,6 @@ def make_clip(path: Path, n_frames: int = 120, gop: int = GOP, fps: int = FPS) -
         out.mux(v.encode(None))
         out.mux(a.encode(None))
     return path
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    torch.manual_seed(0)
-    config = ESPCNConfig(scale=2, features=(16, 8))
-    folder = tmp_path_factory.mktemp("model") / "espcn-test-x2"
-    save_model(folder, ESPCN(config), ModelInfo(name="espcn-test-x2", config=config))
-    return str(folder)
 
 
 def run_json(*args: str) -> dict:
@@ -94,24 +82,24 @@ def test_segments_start_at_keyframes(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
-def test_joined_equals_single_pass(tmp_path: Path, model_dir: str, suffix: str) -> None:
+def test_joined_equals_single_pass(tmp_path: Path, video_model_dir: str, suffix: str) -> None:
     # 30 fps, a keyframe every 16 frames: cuts at 64 and 128 frames (2.133 s, 4.267 s), times no
     # container clock of milliseconds holds exactly
     clip = make_clip(tmp_path / "a.mp4", 160, gop=16, fps=30)
-    seg = run_json(str(clip), "--model", model_dir, "-o", str(tmp_path / f"seg{suffix}"))
+    seg = run_json(str(clip), "--model", video_model_dir, "-o", str(tmp_path / f"seg{suffix}"))
     # --end beyond the clip: the single pass (a window is never segmented)
-    single = run_json(str(clip), "--model", model_dir, "-o", str(tmp_path / f"one{suffix}"), "--end", "1000")
+    single = run_json(str(clip), "--model", video_model_dir, "-o", str(tmp_path / f"one{suffix}"), "--end", "1000")
     assert seg["segments"] == 3 and single["segments"] == 1 and seg["frames"] == single["frames"] == 160
     assert seg["audio_streams_copied"] == 1
     assert timing(tmp_path / f"seg{suffix}") == timing(tmp_path / f"one{suffix}")
     assert not (tmp_path / f".seg{suffix}.work").exists()
 
 
-def test_lossless_segments_equal_png_frames(tmp_path: Path, model_dir: str) -> None:
+def test_lossless_segments_equal_png_frames(tmp_path: Path, video_model_dir: str) -> None:
     clip = make_clip(tmp_path / "a.mp4", 60)
-    out = run_json(str(clip), "--model", model_dir, "-o", str(tmp_path / "seg.mkv"), "--lossless")
+    out = run_json(str(clip), "--model", video_model_dir, "-o", str(tmp_path / "seg.mkv"), "--lossless")
     assert out["segments"] == 3 and out["codec"] == "ffv1"
-    run_json(str(clip), "--model", model_dir, "--frames-dir", str(tmp_path / "frames"))
+    run_json(str(clip), "--model", video_model_dir, "--frames-dir", str(tmp_path / "frames"))
     import cv2
 
     pngs = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in sorted((tmp_path / "frames").iterdir())]
@@ -133,10 +121,10 @@ def _leave_work(monkeypatch: pytest.MonkeyPatch, *args: str) -> None:
         assert result.exit_code != 0  # interrupted
 
 
-def test_resume_and_what_stops_it(tmp_path: Path, model_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resume_and_what_stops_it(tmp_path: Path, video_model_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
     clip = make_clip(tmp_path / "a.mp4", 60)
     target = tmp_path / "out.mp4"
-    args = (str(clip), "--model", model_dir, "-o", str(target))
+    args = (str(clip), "--model", video_model_dir, "-o", str(target))
     _leave_work(monkeypatch, *args)
     assert len(list((tmp_path / ".out.mp4.work").glob("segment_*_*.mp4"))) == 3 and not target.exists()
     done = run_json(*args)
@@ -157,11 +145,11 @@ def test_resume_and_what_stops_it(tmp_path: Path, model_dir: str, monkeypatch: p
         assert again["frames"] == 60
 
 
-def test_killed_run_resumes(tmp_path: Path, model_dir: str) -> None:
+def test_killed_run_resumes(tmp_path: Path, video_model_dir: str) -> None:
     clip = make_clip(tmp_path / "a.mp4", 240)
     target = tmp_path / "out.mp4"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-    cmd = [sys.executable, "-m", "subpixel_cli", "video", str(clip), "--model", model_dir, "-o", str(target),
+    cmd = [sys.executable, "-m", "subpixel_cli", "video", str(clip), "--model", video_model_dir, "-o", str(target),
            "--batch-size", "1", "--json", "-q"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     work = tmp_path / ".out.mp4.work"
