@@ -15,6 +15,7 @@ tiled result equals the untiled one, and image borders never see the convolution
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -95,6 +96,15 @@ class Upscaler:
     def dtype(self) -> torch.dtype:
         """The chosen precision: the fused 8-bit path's dtype (see :attr:`precision`)."""
         return self.precision.fused
+
+    def weights_sha256(self) -> str:
+        """A hash of the weights this upscaler runs (names and values), e.g. to tell whether
+        finished work came from the same model."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self._source_model.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
 
     def _prepare(self, dtype: torch.dtype) -> torch.nn.Module:
         """The network as a module in ``dtype``, for what the fused path does not take."""

@@ -77,14 +77,9 @@ def _source_identity(source: Path) -> dict[str, Any]:
 
 def _model_identity(upscaler: Any) -> dict[str, Any]:
     """Scale, precision and a hash of the weights, where the upscaler has them."""
-    digest = hashlib.sha256()
-    model = getattr(upscaler, "_source_model", None)
-    if model is not None:
-        for name, tensor in sorted(model.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    weights = getattr(upscaler, "weights_sha256", None)
     return {"scale": upscaler.scale, "precision": repr(getattr(upscaler, "precision", None)),
-            "weights_sha256": digest.hexdigest() if model is not None else type(upscaler).__qualname__}
+            "weights_sha256": weights() if weights is not None else type(upscaler).__qualname__}
 
 
 class WorkFolder:
