@@ -33,7 +33,7 @@ import contextlib
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from subpixel_cli.errors import InputError, SubpixelError
 from subpixel_cli.files import make_folder, remove_stale_temporaries
@@ -41,9 +41,14 @@ from subpixel_cli.runtime import is_out_of_memory, out_of_memory_message
 from subpixel_cli.video.encoders import CODECS, CRF_DEFAULTS, PRESETS
 from subpixel_cli.video.options import VideoOptions, check_output, default_output, parse_rate, parse_time
 from subpixel_cli.video.pipeline import FrameUpscaler, Pipeline, Progress
-from subpixel_cli.video.reading import FileReader, Frame, open_reader
-from subpixel_cli.video.segments import JOINABLE, SegmentWriter, SkipFinished, WorkFolder, join_segments, segment_starts
+from subpixel_cli.video.reading import FileReader, Frame, Reader, open_reader
+from subpixel_cli.video.segments import (JOINABLE, SegmentWriter, SkipFinished, WorkFolder, join_segments,
+                                         segment_lengths, segment_starts)
+from subpixel_cli.video.sharded import Part, Plan, check_parts, failed_part, from_rank_0, gather_parts, split_segments
 from subpixel_cli.video.writing import FolderWriter, VideoWriter, Writer, WriterStats
+
+if TYPE_CHECKING:
+    from subpixel_cli.shard import Group
 
 __all__ = [
     "CODECS", "CRF_DEFAULTS", "PRESETS", "FileReader", "Frame", "FrameUpscaler", "Progress", "VideoOptions",
@@ -75,6 +80,7 @@ class VideoResult:
     segments: int = 1  # pieces the work was cut into (see :mod:`~subpixel_cli.video.segments`)
     segments_resumed: int = 0  # of them finished by an earlier, stopped run
     frames_upscaled: int | None = None  # by this run (fewer than ``frames`` when it resumed)
+    segments_per_process: list[int] | None = None  # under torchrun: segments each rank upscaled in this run
 
     @property
     def speed(self) -> float:
@@ -99,7 +105,8 @@ def upscale_video(
     batch_size: int = 4,
     progress: Progress | None = None,
     resume: bool = True,
-) -> VideoResult:
+    group: Group | None = None,
+) -> VideoResult | None:
     """Upscale the video (or folder of frames) ``source`` into ``target``.
 
     ``target`` is a video file, or with ``frames_dir`` a folder of numbered PNGs. It is written
@@ -110,20 +117,29 @@ def upscale_video(
     A video file made from a whole video file is made in segments (see
     :mod:`~subpixel_cli.video.segments`): a run stopped any way continues, when started again, from
     the first unfinished segment; ``resume=False`` starts over.
+
+    Under torchrun, ``group`` (from :func:`subpixel_cli.shard.joined`) shares the segments among
+    its processes (:mod:`~subpixel_cli.video.sharded`): rank 0 returns the result, the others
+    ``None``. An output that is not made in segments is made by rank 0 alone, with a note.
     """
     options = options or VideoOptions()
     source, target = Path(source), Path(target)
-    check_output(source, target, frames_dir, force)
-    make_folder(target.parent)
-    remove_stale_temporaries(target, time.time())
     started = time.perf_counter()
+    notes: list[str] = []
     with contextlib.ExitStack() as stack:
-        reader = stack.enter_context(open_reader(source, options))
-        size = (reader.width * upscaler.scale, reader.height * upscaler.scale)
+        opened = _open(upscaler, source, target, options, frames_dir, force, group)
+        if opened is None:
+            return None  # not rank 0, and rank 0 does the whole job or failed (and says why)
+        reader, size, segmented = opened
+        stack.enter_context(reader)
         writer: Writer
-        if _segmentable(reader, target, options, size, frames_dir):
+        if segmented:
             return _upscale_segmented(upscaler, reader, source, target, options, size, batch_size, progress, resume,
-                                      started)
+                                      started, group)
+        if group is not None:
+            notes.append(f"made in one pass, not in segments, so process 0 did it alone and the other "
+                         f"{group.world - 1} had nothing to do (segments need a whole video file into a video "
+                         f"file, without --start/--end, with {', '.join(sorted(JOINABLE))})")
         if frames_dir:
             writer = stack.enter_context(FolderWriter(target))
         else:
@@ -133,11 +149,43 @@ def upscale_video(
             span = " between --start and --end" if options.start is not None or options.end is not None else ""
             raise InputError(f"{source}: no video frames decoded{span}")
         stats = writer.finish()
-    return _result(upscaler, reader, source, target, size, started, stats, reader.notes + stats.notes)
+    return _result(upscaler, reader, source, target, size, started, stats, notes + reader.notes + stats.notes)
+
+
+def _open(upscaler: FrameUpscaler, source: Path, target: Path, options: VideoOptions, frames_dir: bool, force: bool,
+          group: Group | None) -> tuple[Reader, tuple[int, int], bool] | None:
+    """The checked output, the opened source, the output size and whether to work in segments.
+    In a group rank 0 checks, cleans up and decides, then tells the others: they open the
+    source only to share its segments, and get ``None`` when rank 0 works alone or failed."""
+    if group is not None and not group.main:
+        if not from_rank_0(group, None):
+            return None
+        reader = open_reader(source, options)
+        return reader, (reader.width * upscaler.scale, reader.height * upscaler.scale), True
+    try:
+        check_output(source, target, frames_dir, force)
+        make_folder(target.parent)
+        remove_stale_temporaries(target, time.time())
+        reader = open_reader(source, options)
+    except Exception:
+        if group is not None:
+            from_rank_0(group, None)
+        raise
+    size = (reader.width * upscaler.scale, reader.height * upscaler.scale)
+    try:
+        segmented = _segmentable(reader, target, options, size, frames_dir)
+    except BaseException:
+        reader.__exit__(None, None, None)
+        if group is not None:
+            from_rank_0(group, None)
+        raise
+    if group is not None:
+        from_rank_0(group, segmented)
+    return reader, size, segmented
 
 
 def _result(upscaler: FrameUpscaler, reader: Any, source: Path, target: Path, size: tuple[int, int], started: float,
-            stats: WriterStats, notes: list[str], **segmented: int) -> VideoResult:
+            stats: WriterStats, notes: list[str], complete: bool | None = None, **segmented: Any) -> VideoResult:
     """The :class:`VideoResult` of a finished run from what its writer reports."""
     return VideoResult(
         input=str(source), output=str(target), frames=stats.frames, frame_rate=float(reader.rate),
@@ -145,7 +193,8 @@ def _result(upscaler: FrameUpscaler, reader: Any, source: Path, target: Path, si
         seconds=time.perf_counter() - started, codec=stats.codec, pix_fmt=stats.pix_fmt,
         audio_streams_copied=stats.audio_streams_copied, audio_streams_reencoded=stats.audio_streams_reencoded,
         subtitle_streams_copied=stats.subtitle_streams_copied, data_streams_copied=stats.data_streams_copied,
-        streams_dropped=stats.streams_dropped, notes=notes, complete=not reader.truncated, **segmented,
+        streams_dropped=stats.streams_dropped, notes=list(dict.fromkeys(notes)),
+        complete=not reader.truncated if complete is None else complete, **segmented,
     )
 
 
@@ -162,27 +211,78 @@ def _segmentable(reader: Any, target: Path, options: VideoOptions, size: tuple[i
 
 def _upscale_segmented(upscaler: FrameUpscaler, reader: FileReader, source: Path, target: Path, options: VideoOptions,
                        size: tuple[int, int], batch_size: int, progress: Progress | None, resume: bool,
-                       started: float) -> VideoResult:
-    """Upscale the unfinished segments into the work folder, then join them all into ``target``."""
+                       started: float, group: Group | None) -> VideoResult | None:
+    """Upscale the unfinished segments (in a group, this process's share of them) into the work
+    folder, then join them all into ``target`` (in a group, rank 0 does, once all are done)."""
     notes: list[str] = []
-    starts = segment_starts(reader)
-    work = WorkFolder(target, source, options, upscaler, starts, resume, notes)
-    done = work.done()
-    if any(done):
-        notes.append(f"resuming: {sum(done)} of {len(done)} segments done")
-    skipping = SkipFinished(reader, starts, done)
-    if not all(done):
-        with SegmentWriter(work, options, skipping, size) as writer:
-            _run(upscaler, skipping, writer, batch_size, progress)
-            upscaled = writer.finish()
-            if upscaled.frames == 0 and not any(done):
-                raise InputError(f"{source}: no video frames decoded")
+    planned = _plan(upscaler, reader, source, target, options, resume, notes, group)
+    if planned is None:
+        return None  # rank 0 could not make the work folder ready: it reports why
+    work, plan = planned
+    rank = group.rank if group is not None else 0
+    if group is None:
+        parts = [_upscale_part(upscaler, reader, work, plan, rank, options, size, batch_size, progress)]
     else:
-        upscaled = WriterStats("", "", 0)
+        try:
+            part = _upscale_part(upscaler, reader, work, plan, rank, options, size, batch_size, progress)
+        except Exception as exc:  # noqa: BLE001 - handed to rank 0, so that no process waits for this one in vain
+            part = failed_part(rank, exc)
+        gathered = gather_parts(group, part)
+        if gathered is None:
+            return None
+        parts = gathered
+        check_parts(parts, work.path, sum(work.done()), len(plan.starts))
+    frames = sum(p.frames for p in parts)
+    if frames == 0 and not any(plan.done):
+        raise InputError(f"{source}: no video frames decoded")
+    if any(plan.done):
+        notes.append(f"resuming: {sum(plan.done)} of {len(plan.done)} segments done")
     stats = join_segments(work, reader, options, target, size)
     return _result(upscaler, reader, source, target, size, started, stats,
-                   notes + reader.notes + upscaled.notes + stats.notes,
-                   segments=len(done), segments_resumed=sum(done), frames_upscaled=upscaled.frames)
+                   notes + reader.notes + [n for p in parts for n in p.notes] + stats.notes,
+                   complete=not any(p.truncated for p in parts), segments=len(plan.done),
+                   segments_resumed=sum(plan.done), frames_upscaled=frames,
+                   segments_per_process=None if group is None else [len(p.segments) for p in parts])
+
+
+def _plan(upscaler: FrameUpscaler, reader: FileReader, source: Path, target: Path, options: VideoOptions,
+          resume: bool, notes: list[str], group: Group | None) -> tuple[WorkFolder, Plan] | None:
+    """The work folder, made ready by rank 0 (or the one process), and the plan it sends to the
+    others once it is; ``None`` on the others if rank 0 failed."""
+    if group is not None and not group.main:
+        plan = from_rank_0(group, None)
+        return None if plan is None else (WorkFolder(target, plan.starts), plan)
+    try:
+        starts = segment_starts(reader)
+        work = WorkFolder.prepare(target, source, options, upscaler, starts, resume, notes)
+        done = work.done()
+        todo = [k for k, d in enumerate(done) if not d]
+        plan = Plan(starts, done, split_segments(segment_lengths(starts, reader.total), todo,
+                                                 1 if group is None else group.world))
+    except Exception:
+        if group is not None:
+            from_rank_0(group, None)
+        raise
+    if group is not None:
+        from_rank_0(group, plan)
+    return work, plan
+
+
+def _upscale_part(upscaler: FrameUpscaler, reader: FileReader, work: WorkFolder, plan: Plan, rank: int,
+                  options: VideoOptions, size: tuple[int, int], batch_size: int, progress: Progress | None) -> Part:
+    """Upscale this process's segments of ``plan`` into the work folder. The process with the last
+    segment to do reads the source to its end (as one pass does, to notice a truncated source);
+    the others stop after their own last segment."""
+    mine = plan.parts[rank]
+    if not mine:
+        return Part(rank)
+    others = [k not in mine for k in range(len(plan.starts))]
+    read_to_end = mine[-1] == max(k for part in plan.parts for k in part)
+    skipping = SkipFinished(reader, plan.starts, others, read_to_end)
+    with SegmentWriter(work, options, skipping, size) as writer:
+        _run(upscaler, skipping, writer, batch_size, progress)
+        upscaled = writer.finish()
+    return Part(rank, mine, upscaled.frames, (reader.notes if rank else []) + upscaled.notes, reader.truncated)
 
 
 def _run(upscaler: FrameUpscaler, reader: Any, writer: Writer, batch_size: int, progress: Progress | None) -> None:

@@ -68,6 +68,12 @@ def segment_starts(reader: FileReader, min_seconds: float = MIN_SEGMENT_SECONDS)
     return starts
 
 
+def segment_lengths(starts: list[int], total: int | None) -> list[int]:
+    """Each segment's frame count; the last one's is 0 when the source's ``total`` is unknown."""
+    ends = [*starts[1:], total or starts[-1]]
+    return [max(0, end - start) for start, end in zip(starts, ends)]
+
+
 def _source_identity(source: Path) -> dict[str, Any]:
     st = source.stat()
     with open(source, "rb") as f:
@@ -83,27 +89,35 @@ def _model_identity(upscaler: Any) -> dict[str, Any]:
 
 
 class WorkFolder:
-    """The work folder of one target: its manifest, finished segments and their names."""
+    """The work folder of one target: its manifest, finished segments and their names. Made
+    ready by :meth:`prepare` (once, by one process); any process may then add segments."""
 
-    def __init__(self, target: Path, source: Path, options: VideoOptions, upscaler: Any, starts: list[int],
-                 resume: bool, notes: list[str]) -> None:
+    def __init__(self, target: Path, starts: list[int]) -> None:
         self.path, self.suffix, self.starts = work_folder(target), target.suffix, starts
+
+    @classmethod
+    def prepare(cls, target: Path, source: Path, options: VideoOptions, upscaler: Any, starts: list[int],
+                resume: bool, notes: list[str]) -> WorkFolder:
+        """The work folder for this source, options and model: the existing one when its manifest
+        matches and ``resume``, else a fresh one; a killed run's half-written segments are removed."""
+        work = cls(target, starts)
         opts = asdict(options)
         opts["fps"] = None if options.fps is None else str(options.fps)
         manifest = {"version": _VERSION, "source": _source_identity(source), "options": opts,
-                    "model": _model_identity(upscaler), "suffix": self.suffix, "starts": starts}
-        old = self._read_manifest()
+                    "model": _model_identity(upscaler), "suffix": work.suffix, "starts": starts}
+        old = work._read_manifest()
         if not resume or old != manifest:  # a folder without a readable manifest is not trusted either
             if resume and old is not None:
                 notes.append("not resuming: the source, options or model changed since the unfinished run; starting over")
-            remove(self.path)
-        make_folder(self.path)
+            remove(work.path)
+        make_folder(work.path)
         started = time.time()
-        for stale in self.path.glob(".*.partial"):  # a segment being written when the run was killed
+        for stale in work.path.glob(".*.partial"):  # a segment being written when the run was killed
             if stale.stat().st_mtime < started:
                 remove(stale)
         if old != manifest or not resume:
-            write_text(self.path / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
+            write_text(work.path / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
+        return work
 
     def _read_manifest(self) -> dict[str, Any] | None:
         try:
@@ -130,22 +144,23 @@ class WorkFolder:
 
 
 class SkipFinished(Reader):
-    """The source's frames without those of finished segments, and without packets to copy
-    (the join copies them once); remembers each frame's segment for :class:`SegmentWriter`."""
+    """The source's frames without those of finished segments (``done``: finished, or another
+    process's), and without packets to copy (the join copies them once); remembers each frame's
+    segment for :class:`SegmentWriter`. Without ``read_to_end`` decoding stops after the last
+    segment not done; with it the source is read to its end, which notices a truncated one."""
 
-    def __init__(self, reader: FileReader, starts: list[int], done: list[bool]) -> None:
+    def __init__(self, reader: FileReader, starts: list[int], done: list[bool], read_to_end: bool = True) -> None:
         self.reader, self.starts, self.finished = reader, starts, done
+        todo = [k for k, d in enumerate(done) if not d]
+        self.last = len(starts) - 1 if read_to_end or not todo else todo[-1]
         for name in ("width", "height", "rate", "time_base", "colour", "notes", "sample_aspect_ratio", "rotation",
                      "depth", "chroma", "hdr"):
             setattr(self, name, getattr(reader, name))
         self.container, self.passthrough = None, []
-        skipped = sum(self._length(k) for k, d in enumerate(done) if d)
+        lengths = segment_lengths(starts, reader.total)
+        skipped = sum(n for n, d in zip(lengths, done) if d)
         self.total = None if reader.total is None else max(0, reader.total - skipped)
         self.segment_of: dict[int, int] = {}
-
-    def _length(self, k: int) -> int:
-        end = self.starts[k + 1] if k + 1 < len(self.starts) else (self.reader.total or self.starts[k])
-        return max(0, end - self.starts[k])
 
     def items(self, stop: threading.Event) -> Iterator[Frame]:
         index, k = 0, 0
@@ -154,6 +169,8 @@ class SkipFinished(Reader):
                 continue
             while k + 1 < len(self.starts) and index >= self.starts[k + 1]:
                 k += 1
+            if k > self.last:
+                return
             index += 1
             if not self.finished[k]:
                 self.segment_of[item.pts] = k
