@@ -436,9 +436,11 @@ def video(source: Path, output: Path | None, scale: int | None, model: str | Non
       subpixel video clip.mp4 -x4 --frames-dir frames/
       subpixel video frames/ --fps 25 -x2 -o movie.mp4
       subpixel video hdr10.mkv -x2 -o big.mkv --lossless
+      torchrun --nproc_per_node 4 -m subpixel_cli video long.mp4 -x2
     """
     import time
 
+    from subpixel_cli import shard as sharding
     from subpixel_cli.errors import InputError, UsageError
     from subpixel_cli.video import VideoOptions, default_output, parse_rate, parse_time, upscale_video
 
@@ -450,23 +452,28 @@ def video(source: Path, output: Path | None, scale: int | None, model: str | Non
                            pix_fmt=pix_fmt, lossless=lossless)
     upscaler = _load_upscaler(model, scale, device, precision, tile, batch_size, max_memory)
     target = frames_dir or output or default_output(source, upscaler.scale)
-    show = not quiet
-    with progress_bar(show, "{task.fields[rate]}") as progress:
-        task = progress.add_task("frames", total=None, rate="")
-        started = time.perf_counter()
+    with sharding.joined() as group:
+        show = not quiet and (group is None or group.main)  # under torchrun: rank 0's progress, for its own part
+        with progress_bar(show, "{task.fields[rate]}") as progress:
+            task = progress.add_task("frames", total=None, rate="")
+            started = time.perf_counter()
 
-        def on_progress(done: int, total: int | None) -> None:
-            fps = done / max(time.perf_counter() - started, 1e-9)
-            progress.update(task, completed=done, total=total, rate=f"{fps:.1f} fps" if done else "")
+            def on_progress(done: int, total: int | None) -> None:
+                fps = done / max(time.perf_counter() - started, 1e-9)
+                progress.update(task, completed=done, total=total, rate=f"{fps:.1f} fps" if done else "")
 
-        result = upscale_video(upscaler, source, target, options, frames_dir=frames_dir is not None, force=force,
-                               batch_size=batch_size, progress=on_progress, resume=resume)
+            result = upscale_video(upscaler, source, target, options, frames_dir=frames_dir is not None, force=force,
+                                   batch_size=batch_size, progress=on_progress, resume=resume, group=group)
+        if result is None:
+            sys.exit(0)  # not rank 0: rank 0 reports the run and carries its exit code
     if as_json:
         emit_json(result.as_dict())
     if show:
         for note in result.notes:
             err_console.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
         extra = f", {result.audio_streams_copied} audio stream(s) copied" if result.audio_streams_copied else ""
+        if result.segments_per_process is not None:
+            extra += f", segments in {len(result.segments_per_process)} processes"
         err_console.print(f"[green]wrote[/] {escape(result.output)}: {result.frames} frames, {result.size[0]}×{result.size[1]}, "
                           f"{result.frame_rate:.3g} fps, {result.codec} {result.pix_fmt}{extra} in {result.seconds:.1f} s "
                           f"({result.speed:.1f} frames/s)", soft_wrap=True)
