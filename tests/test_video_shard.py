@@ -35,7 +35,7 @@ def _torchrun(*args: object) -> subprocess.CompletedProcess:
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
            "-m", "subpixel_cli", "video", *map(str, args), "--json", "-q"]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180, check=False)
 
 
 def _result(run: subprocess.CompletedProcess) -> dict:
