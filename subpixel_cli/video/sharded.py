@@ -20,10 +20,12 @@ from __future__ import annotations
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from subpixel_cli.errors import SubpixelError
-from subpixel_cli.shard import Group
+
+if TYPE_CHECKING:
+    from subpixel_cli.shard import Group
 
 
 @dataclass(frozen=True)
