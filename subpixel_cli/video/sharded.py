@@ -96,16 +96,17 @@ def gather_parts(group: Group, part: Part) -> list[Part] | None:
     return parts
 
 
+class ProcessTracebacks(Exception):
+    """The tracebacks of failed processes, as text: the cause that ``--debug`` shows."""
+
+
 def check_parts(parts: list[Part], work_path: Any, finished: int, total: int) -> None:
-    """Raise one :class:`SubpixelError` naming every process that failed (their tracebacks as
-    notes, shown with ``--debug``); the finished segments stay for the next run."""
+    """Raise one :class:`SubpixelError` naming every process that failed (their tracebacks in
+    its cause, shown with ``--debug``); the finished segments stay for the next run."""
     failures = [p for p in parts if p.error is not None]
     if not failures:
         return
     reasons = "; ".join(f"process {p.rank}: {p.error}" for p in failures)
-    error = SubpixelError(f"{reasons}; {finished} of {total} segments are finished and kept in {work_path}: "
-                          "run the same command again to continue")
-    for p in failures:
-        if p.traceback:
-            error.add_note(f"process {p.rank}:\n{p.traceback}")
-    raise error
+    traces = "\n".join(f"process {p.rank}:\n{p.traceback}" for p in failures if p.traceback)
+    raise SubpixelError(f"{reasons}; {finished} of {total} segments are finished and kept in {work_path}: "
+                        "run the same command again to continue") from ProcessTracebacks(traces)
