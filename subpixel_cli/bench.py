@@ -1,4 +1,6 @@
-"""What ``subpixel bench`` measures: the Upscaler's throughput on synthetic same-size frames."""
+"""What ``subpixel bench`` measures: the Upscaler's throughput on synthetic same-size frames, the
+share of its steps (``--profile``), and the machine's matrix-multiply peak in the same precision
+to compare it with."""
 
 from __future__ import annotations
 
@@ -10,7 +12,10 @@ import numpy as np
 import torch
 
 from subpixel_cli.errors import UsageError
+from subpixel_cli.fused import Laps
 from subpixel_cli.upscale import Upscaler
+
+_PEAK_SIDES = (1024, 2048)  # square matrices; the larger is nearer the peak on most CPUs
 
 
 @dataclass
@@ -26,6 +31,7 @@ class Throughput:
     batch: int
     threads: int
     macs_per_frame: int
+    peak_gflops: float | None = None  # the machine's matmul peak in this precision (GOP/s for int8)
 
     @property
     def fps(self) -> float:
@@ -36,23 +42,63 @@ class Throughput:
         """Achieved GFLOP/s, counting the network's multiply-accumulates as two operations."""
         return 2 * self.macs_per_frame * self.fps / 1e9
 
+    @property
+    def peak_share(self) -> float | None:
+        return None if not self.peak_gflops else self.gflops / self.peak_gflops
+
     def as_dict(self) -> dict[str, Any]:
         w, h = self.size
+        share = self.peak_share
         return {"frames": self.frames, "seconds": round(self.seconds, 4), "fps": round(self.fps, 3),
                 "ms_per_frame": round(1000 / self.fps, 2), "gflops": round(self.gflops, 2),
                 "input_size": [w, h], "output_size": [w * self.scale, h * self.scale], "scale": self.scale,
-                "device": self.device, "precision": self.precision, "batch": self.batch, "threads": self.threads}
+                "device": self.device, "precision": self.precision, "batch": self.batch, "threads": self.threads,
+                "matmul_peak_gflops": None if self.peak_gflops is None else round(self.peak_gflops, 1),
+                "peak_share": None if share is None else round(share, 3)}
 
 
-def measure_throughput(upscaler: Upscaler, width: int, height: int, seconds: float = 5.0) -> Throughput:
-    """Time :meth:`Upscaler.upscale_batch` on synthetic ``height×width`` uint8 RGB frames, one
-    batch of ``batch_size`` after another, for about ``seconds`` (at least two batches) after
-    one untimed warm-up batch."""
+def matmul_peak(dtype: torch.dtype, device: torch.device, seconds: float = 1.0) -> float | None:
+    """The best GFLOP/s (GOP/s for int8: ``torch._int_mm``) of square matrix products in ``dtype``
+    on ``device``, over about ``seconds``; ``None`` where there is no such product."""
+    best = 0.0
+    for side in _PEAK_SIDES:
+        try:
+            if dtype == torch.int8:
+                a = torch.randint(-64, 64, (side, side), dtype=torch.int8, device=device)
+                product = lambda: torch._int_mm(a, a)  # noqa: E731
+            else:
+                a = torch.randn(side, side, device=device).to(dtype)
+                product = lambda: torch.mm(a, a)  # noqa: E731
+            product()
+        except (RuntimeError, AttributeError, NotImplementedError):
+            return None
+        deadline = time.perf_counter() + seconds / len(_PEAK_SIDES)
+        while True:
+            started = time.perf_counter()
+            product()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            now = time.perf_counter()
+            best = max(best, 2 * side**3 / (now - started) / 1e9)
+            if now > deadline:
+                break
+    return best or None
+
+
+def _frames(upscaler: Upscaler, width: int, height: int) -> np.ndarray:
     if width < 1 or height < 1:
         raise UsageError(f"frame size {width}×{height}: both sides must be at least 1 pixel")
     yy, xx = np.mgrid[0:height, 0:width]
     frame = ((np.sin(xx / 9.0) + np.cos(yy / 7.0) + 2) * 60).astype(np.uint8)
-    frames = np.repeat(frame[None, ..., None], upscaler.batch_size, axis=0).repeat(3, axis=3)
+    return np.repeat(frame[None, ..., None], upscaler.batch_size, axis=0).repeat(3, axis=3)
+
+
+def measure_throughput(upscaler: Upscaler, width: int, height: int, seconds: float = 5.0,
+                       peak: bool = False) -> Throughput:
+    """Time :meth:`Upscaler.upscale_batch` on synthetic ``height×width`` uint8 RGB frames, one
+    batch of ``batch_size`` after another, for about ``seconds`` (at least two batches) after
+    one untimed warm-up batch. ``peak``: also measure :func:`matmul_peak` in the precision used."""
+    frames = _frames(upscaler, width, height)
     upscaler.upscale_batch(frames)
     done, started = 0, time.perf_counter()
     while done < 2 * len(frames) or time.perf_counter() - started < seconds:
@@ -60,5 +106,23 @@ def measure_throughput(upscaler: Upscaler, width: int, height: int, seconds: flo
         done += len(frames)
     elapsed = time.perf_counter() - started
     threads = torch.get_num_threads() if upscaler.device.type == "cpu" else 0
+    peak_gflops = matmul_peak(upscaler.precision.fused, upscaler.device) if peak else None
     return Throughput(done, elapsed, (width, height), upscaler.scale, upscaler.device.type, upscaler.precision.name,
-                      len(frames), threads, upscaler.info.config.macs_per_pixel() * width * height)
+                      len(frames), threads, upscaler.info.config.macs_per_pixel() * width * height, peak_gflops)
+
+
+def profile_steps(upscaler: Upscaler, width: int, height: int, rounds: int = 5) -> dict[str, float]:
+    """Milliseconds per frame in each step of the fused path (pad, input, colour to Y, conv1 + act,
+    …, write), the best of ``rounds`` batches for each step after one warm-up batch. CPU only:
+    on GPUs the steps run asynchronously and would be timed as queued, not as run."""
+    if upscaler.device.type != "cpu":
+        raise UsageError("--profile times the steps on the CPU only (GPU work is asynchronous)")
+    frames = _frames(upscaler, width, height)
+    upscaler.upscale_batch(frames)
+    best: dict[str, float] = {}
+    for _ in range(rounds):
+        laps = Laps()
+        upscaler.upscale_batch(frames, lap=laps)
+        for step, seconds in laps.seconds.items():
+            best[step] = min(best.get(step, float("inf")), 1000 * seconds / len(frames))
+    return best

@@ -23,7 +23,7 @@ from rich.markup import escape
 from subpixel_cli import __version__
 from subpixel_cli import choices
 from subpixel_cli.console import (emit_json, err_console, eval_progress, print_eval_tables, print_summary,
-                                  progress_bar, short_licence, show_result, train_progress)
+                                  progress_bar, short_licence, show_result, show_steps, train_progress)
 from subpixel_cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, SubpixelError
 
 if TYPE_CHECKING:
@@ -494,33 +494,44 @@ def _parse_size(text: str | None) -> tuple[int, int] | None:
 @model_options
 @click.option("--size", metavar="WxH", help="Input frame size (default: whatever makes 1920×1080 at this scale).")
 @click.option("--seconds", type=click.FloatRange(min=0), default=5.0, show_default=True, help="How long to time (after one warm-up batch).")
+@click.option("--profile", is_flag=True, help="Also time each step of the path (CPU): where a frame's time goes.")
 @click.option("--json", "as_json", is_flag=True, help="The result as one JSON object on stdout.")
 @handle_errors
 def bench(scale: int | None, model: str | None, device: str, precision: str, batch_size: int, size: str | None,
-          seconds: float, as_json: bool) -> None:
-    """Measure upscaling speed on this machine: frames/s on same-size RGB frames.
+          seconds: float, profile: bool, as_json: bool) -> None:
+    """Measure upscaling speed on this machine: frames/s on same-size RGB frames, and the share
+    of the machine's matrix-multiply peak in the same precision that it reaches.
 
     \b
     Examples:
       subpixel bench -x3                      # 640×360 -> 1080p
+      subpixel bench -x3 --precision int8 --profile
       subpixel bench -x2 --device cuda --precision fp16 --batch-size 16
       subpixel bench --model my-model/ --size 1280x720 --json
     """
-    from subpixel_cli.bench import measure_throughput
+    from subpixel_cli.bench import measure_throughput, profile_steps
 
     frame = _parse_size(size)
     upscaler = _load_upscaler(model, scale, device, precision, None, batch_size, None)
     width, height = frame or (1920 // upscaler.scale, 1080 // upscaler.scale)
+    if upscaler.notice and not as_json:
+        err_console.print(f"[yellow]note:[/] {escape(upscaler.notice)}", soft_wrap=True)
     if not as_json:
         err_console.print(f"{upscaler.info.name}: ×{upscaler.scale} on {upscaler.device.type} "
-                          f"({str(upscaler.dtype).removeprefix('torch.')}), {width}×{height} frames, batches of {batch_size}…")
-    result = measure_throughput(upscaler, width, height, seconds)
+                          f"({upscaler.precision.name}), {width}×{height} frames, batches of {batch_size}…")
+    steps = profile_steps(upscaler, width, height) if profile else None
+    result = measure_throughput(upscaler, width, height, seconds, peak=True)
     if as_json:
-        emit_json({"model": upscaler.info.name, **result.as_dict()})
+        emit_json({"model": upscaler.info.name, **result.as_dict(), "notice": upscaler.notice,
+                   **({"steps_ms": {k: round(v, 3) for k, v in steps.items()}} if steps else {})})
         return
     threads = f", {result.threads} threads" if result.threads else ""
+    share = (f", {result.peak_share:.0%} of this machine's {result.precision} matmul peak ({result.peak_gflops:.0f} "
+             f"{'GOP' if result.precision == 'int8' else 'GFLOP'}/s)") if result.peak_share else ""
     click.echo(f"{result.fps:.2f} frames/s ({1000 / result.fps:.1f} ms/frame) for {width}×{height} -> "
-               f"{width * result.scale}×{height * result.scale}, {result.gflops:.1f} GFLOP/s{threads}")
+               f"{width * result.scale}×{height * result.scale} in {result.precision}, {result.gflops:.1f} GFLOP/s{share}{threads}")
+    if steps:
+        show_steps(steps)
 
 
 @main.command(epilog=EXIT_CODES_HELP)
@@ -554,3 +565,56 @@ def export(model_spec: str, output: Path, rgb: bool, precision: str, force: bool
     else:
         err_console.print(f"[green]wrote[/] {escape(str(result.path))} ({result.form}, {result.precision}, "
                           f"{result.size_bytes / 1024:.0f} KiB) and {escape(str(result.card))}", soft_wrap=True)
+
+
+@main.command(epilog=EXIT_CODES_HELP)
+@click.argument("model_spec", metavar="MODEL")
+@click.option("--data", "data", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="Training images to calibrate on (folders inside are searched too); default $SUBPIXEL_DATA/train.")
+@click.option("--images", type=click.IntRange(min=1), default=48, show_default=True, help="How many of them (spread over the folder).")
+@click.option("-o", "--output", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+              help="Write a copy of the model with its calibration here (needed for packaged and hub models).")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Where Set5 and Set14 are looked up for the accuracy check; default $SUBPIXEL_DATA.")
+@click.option("--force", is_flag=True, help="Replace an existing calibration or model in the target folder.")
+@click.option("--json", "as_json", is_flag=True, help="The result as one JSON object on stdout.")
+@handle_errors
+def quantize(model_spec: str, data: Path | None, images: int, output: Path | None, data_dir: str | None,
+             force: bool, as_json: bool) -> None:
+    """Calibrate MODEL for the int8 path (`--precision int8`) and check its accuracy.
+
+    Runs the model on training images to find the range of each of conv1's activation channels,
+    then scores fp32 and int8 on Set5 and Set14 (where they can be found) as `subpixel upscale`
+    makes them. The calibration goes into the model folder as quantization.safetensors;
+    `--precision auto` uses int8 only where that check is within 0.05 dB of fp32 and the CPU has
+    fast int8 (AVX-512 VNNI or AMX).
+
+    \b
+    Examples:
+      subpixel quantize runs/x3/ --data ~/data/train
+      subpixel quantize espcn-x2 -o models/espcn-x2-int8 --data ~/data/train
+    """
+    from subpixel_cli.data import DATA_ENV
+    from subpixel_cli.quantize import quantize_model
+
+    if data is None:
+        root = os.environ.get(DATA_ENV)
+        if not root:
+            raise click.UsageError(f"give --data DIR (training images to calibrate on), or set {DATA_ENV}")
+        data = Path(root) / "train"
+    with progress_bar(err_console.is_terminal and not as_json, timing=False) as bar:
+        task = bar.add_task("calibrating", total=images)
+        result = quantize_model(model_spec, data, output, images, data_dir, force,
+                                progress=lambda done, total: bar.update(task, completed=done, total=total))
+    if as_json:
+        emit_json(result.as_dict())
+        return
+    cal = result.calibration
+    err_console.print(f"[green]wrote[/] {escape(str(result.folder))}/quantization.safetensors "
+                      f"({cal.images} images, {cal.pixels / 1e6:.1f} M LR pixels, {result.seconds:.0f} s)", soft_wrap=True)
+    for check in cal.checks:
+        err_console.print(f"  {check.dataset}: fp32 {check.fp32:.2f} dB, int8 {check.int8:.2f} dB ({-check.loss:+.3f})")
+    if not cal.checks:
+        err_console.print("[yellow]note:[/] Set5/Set14 not found (--data-dir): int8 is unchecked, and "
+                          "--precision auto will not use it; --precision int8 still does")
+    elif not cal.accurate():
+        err_console.print("[yellow]note:[/] int8 loses more than 0.05 dB here: --precision auto will not use it")

@@ -141,6 +141,21 @@ def print_eval_tables(result: Any) -> None:
         console.print(summary)
 
 
+def show_steps(steps_ms: dict[str, float]) -> None:
+    """``subpixel bench --profile``: milliseconds per frame of each step and its share."""
+    from rich.table import Table
+
+    total = sum(steps_ms.values()) or 1.0
+    table = Table(title="where a frame's time goes (best of 5 batches per step)")
+    for k, column in enumerate(["step", "ms/frame", "share"]):
+        table.add_column(column, justify="left" if k == 0 else "right")
+    for step, ms in steps_ms.items():
+        table.add_row(step, f"{ms:.2f}", f"{ms / total:.0%}")
+    table.add_section()
+    table.add_row("sum", f"{total:.2f}", "100%", style="bold")
+    Console().print(table)
+
+
 def show_result(result: "Result", console: Console, as_json: bool, show: bool, debug: bool) -> None:
     """One file's result: its ``--json`` record, and on stderr its failure, note or traceback."""
     if as_json:

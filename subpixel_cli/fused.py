@@ -8,9 +8,21 @@ resized: by OpenCV's float bicubic on the CPU (then saturating adds of the shuff
 fixed 5×5 phase filters on GPUs (then an add, a clamp and one strided copy to uint8). The
 convolutions are unpadded: what zero padding would change lies in the reflect padding that is
 cut off anyway.
+
+On the CPU the reduced-precision paths keep every layer in that precision: bf16 runs all three
+convolutions in bf16, with the last layer's output and the Y plane centred on zero (a bias of −128
+levels, or −½) so that bf16's 8 bits of mantissa round them to ¼–½ of a level instead of 1; int8
+runs conv2 on oneDNN's u8×s8 kernels (:mod:`subpixel_cli.quantize`) between bf16 layers.
+:meth:`FusedPath.__call__` takes a :class:`Laps` to time each step (``subpixel bench --profile``).
 """
 
 from __future__ import annotations
+
+import time
+import warnings
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
 
 import cv2
 import torch
@@ -19,6 +31,14 @@ import torch.nn.functional as F
 from subpixel_cli.color import Y_OFFSET, Y_RANGE, matrices
 from subpixel_cli.model import ESPCN
 from subpixel_cli.runtime import MKLDNN_CONV, native_bf16
+
+# The centre a bf16 last layer's outputs (0…255) and Y plane (0…1) are moved to: a bf16 number
+# between 128 and 256 is a whole number, between 64 and 128 a multiple of ½, so output values
+# centred on 0 keep 4× finer steps than 0…255 would (−0.01 dB of Set5 ×3 becomes −0.001).
+_HEAD_CENTRE, _Y_CENTRE = 128.0, 0.5
+# torch marks its quantized tensor types deprecated; the int8 path uses one only as the output of
+# its quantizer, viewed as plain uint8 at once (runtime.int8_kernels says whether it is there).
+warnings.filterwarnings("ignore", message="torch.quantize_per_tensor", category=UserWarning)
 
 _BICUBIC_REACH = 2  # low-resolution pixels on each side that a bicubic output pixel reads
 
@@ -58,6 +78,26 @@ _BF16_POST_OPS = {**_POST_OPS, "tanh": ("tanh", 1.0, 1.0, 0.0)}
 _ACTIVATIONS = {"sigmoid": torch.sigmoid_, "tanh": torch.tanh_, "relu": torch.relu_}  # off oneDNN
 
 
+class Laps:
+    """Seconds spent in each named step of the path, summed over calls (for profiling)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self._last = time.perf_counter()
+
+    def start(self) -> None:
+        self._last = time.perf_counter()
+
+    def __call__(self, step: str) -> None:
+        now = time.perf_counter()
+        self.seconds[step] += now - self._last
+        self._last = now
+
+
+def _no_lap(step: str) -> None:
+    pass
+
+
 class FusedPath:
     """The network folded for uint8 ``C``-channel pictures (C = 3, or 1 for Y models).
 
@@ -71,31 +111,43 @@ class FusedPath:
     bicubic resize (the same filter as ``F.interpolate``) and saturating adds of the Y plane take
     half the time of the phase-filter convolution and three torch passes at high resolution.
     Elsewhere it is the 5×5 phase filter at low resolution, added, clamped and copied by torch.
+
+    ``dtype`` ``torch.int8`` is the int8 path: it needs the model's ``calibration``
+    (:class:`~subpixel_cli.quantize.Calibration`) and oneDNN's quantized convolution.
     """
 
     def __init__(self, model: ESPCN, in_channels: int, device: torch.device, dtype: torch.dtype,
-                 opencv: bool | None = None) -> None:
+                 opencv: bool | None = None, calibration: Any = None) -> None:
         cfg, r = model.config, model.config.scale
+        int8 = dtype == torch.int8
+        if int8 and (calibration is None or device.type != "cpu"):
+            raise ValueError("the int8 path runs on the CPU, with a calibration")
+        float_dtype = (torch.bfloat16 if native_bf16() else torch.float32) if int8 else dtype
         layers = [(c.weight.detach().to("cpu", torch.float64), c.bias.detach().to("cpu", torch.float64))
                   for c in (model.conv1, model.conv2, model.conv3)]
         (w1, b1), (w3, b3) = layers[0], layers[2]
         colour = cfg.channels == 1 and in_channels == 3
         self.opencv = colour and (device.type == "cpu" if opencv is None else opencv)
         half = 0.0 if self.opencv else 0.5  # OpenCV's saturating casts round; torch's truncate
+        # bf16 on the CPU keeps the last layer in bf16 too, its outputs centred on zero.
+        centred = float_dtype == torch.bfloat16 and device.type == "cpu"
+        self.centre = _HEAD_CENTRE if centred else 0.0
         to_y = None
         if cfg.channels == 1:
             a, a_inv = _colour_matrices()
             if colour:
                 # Y by a 1×1 convolution: oneDNN runs conv1 on one channel ~2× faster than on three.
-                to_y = ((a[0] / 255).view(1, 3, 1, 1), torch.tensor([Y_OFFSET], dtype=torch.float64))
+                y_centre = _Y_CENTRE if centred else 0.0
+                to_y = ((a[0] / 255).view(1, 3, 1, 1), torch.tensor([Y_OFFSET - y_centre], dtype=torch.float64))
+                layers[0] = (w1, b1 + y_centre * w1.sum(dim=(1, 2, 3)))
             else:  # grey g is Y = 16/255 + g·219/255
                 layers[0] = (w1 * Y_RANGE / 255, b1 + Y_OFFSET * w1.sum(dim=(1, 2, 3)))
             # Y' -> RGB: every colour gets (Y' − 16/255)/(219/255) plus the chroma term.
             gain = 255 / Y_RANGE
-            layers[2] = (gain * w3, gain * (b3 - Y_OFFSET) + half)
+            layers[2] = (gain * w3, gain * (b3 - Y_OFFSET) + half - self.centre)
         else:  # an RGB model on RGB; its channels are already in (i, j, c) order
-            layers[0], layers[2] = (w1 / 255, b1), (255 * w3, 255 * b3 + half)
-        post_ops = _BF16_POST_OPS if dtype == torch.bfloat16 else _POST_OPS
+            layers[0], layers[2] = (w1 / 255, b1), (255 * w3, 255 * b3 + half - self.centre)
+        post_ops = _BF16_POST_OPS if float_dtype == torch.bfloat16 else _POST_OPS
         post_op, gamma, alpha, beta = post_ops[cfg.activation]
         for k in (1, 2):  # the next layer reads α·s + β instead of the activation
             w, b = layers[k]
@@ -103,18 +155,26 @@ class FusedPath:
         for k in (0, 1):
             layers[k] = (gamma * layers[k][0], gamma * layers[k][1])
 
-        self.scale, self.radius, self.post_op, self.dtype = r, cfg.receptive_radius, post_op, dtype
-        # bf16 keeps 8 bits of mantissa: too coarse for 0…255 outputs, so the last layer stays fp32.
-        self.head_dtype = torch.float32 if dtype == torch.bfloat16 else dtype
+        self.scale, self.radius, self.post_op, self.dtype = r, cfg.receptive_radius, post_op, float_dtype
+        # fp16, and bf16 off the CPU, keep the last layer in fp32: 8 bits of mantissa would round
+        # 0…255 to whole levels.
+        self.head_dtype = torch.float32 if dtype == torch.bfloat16 and not centred else float_dtype
+        self.chroma_dtype = torch.float32 if centred else self.head_dtype  # the colours' own precision
         self.mkldnn = MKLDNN_CONV is not None and device.type == "cpu" and (
-            dtype == torch.float32 or (dtype == torch.bfloat16 and native_bf16()))
-        dtypes = (dtype, dtype, self.head_dtype)
+            float_dtype == torch.float32 or (float_dtype == torch.bfloat16 and native_bf16()))
+        self.int8 = None
+        if int8:
+            self.int8 = _Int8Layer(layers[1], calibration, alpha, beta, gamma, float_dtype)
+            f2 = cfg.features[1]  # what is left of conv2 in float: its activation, on a 1×1 identity
+            layers[1] = (torch.eye(f2, dtype=torch.float64).view(f2, f2, 1, 1), None)
+        dtypes = (float_dtype, float_dtype, self.head_dtype)
         self.layers = [self._weights(w, b, dt, device) for (w, b), dt in zip(layers, dtypes)]
-        self.to_y = None if to_y is None else self._weights(*to_y, dtype, device)
+        self.to_y = None if to_y is None else self._weights(*to_y, float_dtype, device)
         self.chroma = None
         if colour:  # the chroma's RGB contribution: a 3×3 matrix on RGB, or with the filter
             p = a_inv[:, 1:] @ a[1:]
-            self.chroma = p.to(device, torch.float32) if self.opencv else self._weights(chroma_filter(r), None, self.head_dtype, device)[0]
+            self.chroma = (p.to(device, torch.float32) if self.opencv
+                           else self._weights(chroma_filter(r), None, self.chroma_dtype, device)[0])
 
     def _weights(self, w: torch.Tensor, b: torch.Tensor | None, dtype: torch.dtype,
                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -129,22 +189,37 @@ class FusedPath:
             bias_dtype = dtype
         return w, None if b is None else b.to(device, bias_dtype)
 
-    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def __call__(self, x: torch.Tensor, lap: Laps | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``x``: padded ``N×C×H×W`` (channels last) floats in 0…255. Returns the phases
-        (``H − 2·radius`` rows) and the chroma term: ``N×3×H×W`` planes for OpenCV, phases
-        (``H − 4`` rows) otherwise, or ``None``. Neither is clamped yet."""
+        (``H − 2·radius`` rows, less :attr:`centre`) and the chroma term: ``N×3×H×W`` planes for
+        OpenCV, phases (``H − 4`` rows) otherwise, or ``None``. Neither is clamped yet. ``lap``
+        is told when each step ends."""
+        lap = lap or _no_lap
         (w1, b1), (w2, b2), (w3, b3) = self.layers
-        xh, x = x.to(self.head_dtype), x.to(self.dtype)
+        xh, x = x.to(self.chroma_dtype), x.to(self.dtype)
+        lap("input")
         if self.to_y is not None:
             x = self._conv(x, *self.to_y)
+            lap("colour to Y")
         f = self._conv(x, w1, b1, self.post_op)
-        f = self._conv(f, w2, b2, self.post_op).to(self.head_dtype)
-        t = self._conv(f, w3, b3)
+        lap("conv1 + act")
+        if self.int8 is not None:
+            f = self.int8(f, lap)
+            f = self._conv(f, w2, b2, self.post_op)
+            lap("act2")
+        else:
+            f = self._conv(f, w2, b2, self.post_op)
+            lap("conv2 + act")
+        t = self._conv(f.to(self.head_dtype), w3, b3)
+        lap("conv3")
         if self.chroma is None:
             return t, None
         if self.opencv:
-            return t, torch.einsum("cd,ndhw->nchw", self.chroma, xh.float()).contiguous()
-        return t, self._conv(xh, self.chroma, None)
+            d = torch.einsum("cd,ndhw->nchw", self.chroma, xh.float()).contiguous()
+        else:
+            d = self._conv(xh, self.chroma, None)
+        lap("chroma")
+        return t, d
 
     def _conv(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, post_op: str = "none") -> torch.Tensor:
         """An unpadded convolution and its activation: one oneDNN call, or two torch ops."""
@@ -153,9 +228,11 @@ class FusedPath:
         y = F.conv2d(x, w, b)
         return _ACTIVATIONS[post_op](y) if post_op in _ACTIVATIONS else y
 
-    def write(self, t: torch.Tensor, d: torch.Tensor | None, out: torch.Tensor, pad: int) -> None:
+    def write(self, t: torch.Tensor, d: torch.Tensor | None, out: torch.Tensor, pad: int,
+              lap: Laps | None = None) -> None:
         """Pixels ``out`` (``N×rh×rw×C`` uint8) from :meth:`__call__`'s results for an input
         reflect-padded by ``pad`` low-resolution pixels, which are cut off."""
+        lap = lap or _no_lap
         n, hr, wr, c = out.shape
         r = self.scale
         h, w = hr // r, wr // r
@@ -163,7 +240,7 @@ class FusedPath:
         phases = _phase_view(t, r, crop_t, h, w)
         if self.opencv:
             y = phases[..., 0].permute(0, 1, 3, 2, 4).reshape(n, hr, wr).float().numpy()
-            planes, pixels = d.numpy(), out.numpy()
+            planes, pixels = d.add_(self.centre).numpy(), out.numpy()  # a constant passes through bicubic
             for k in range(n):
                 colours = []
                 for plane in planes[k]:  # bicubic reaches 2 pixels: resize a 2-pixel margin too
@@ -171,11 +248,56 @@ class FusedPath:
                     hr_plane = cv2.resize(lr, (wr + 4 * r, hr + 4 * r), interpolation=cv2.INTER_CUBIC)
                     colours.append(cv2.add(y[k], hr_plane[2 * r : 2 * r + hr, 2 * r : 2 * r + wr], dtype=cv2.CV_8U))
                 cv2.merge(colours, dst=pixels[k])
+            lap("write")
             return
         if d is not None:
             phases = torch.add(_phase_view(d, r, crop_d, h, w), phases)
+        elif self.centre:
+            phases = phases.float()
+        if self.centre:
+            phases.add_(self.centre)
         phases.clamp_(0.0, 255.0)
         out.view(n, h, r, w, r, c).copy_(phases.permute(0, 1, 3, 2, 4, 5))
+        lap("write")
+
+
+class _Int8Layer:
+    """conv2 on oneDNN's u8×s8 kernels, from conv1's post-op output ``s`` (the activation is
+    α·s + β) to conv2's pre-activation (times γ, what the post-op of act2 expects).
+
+    ``s`` is quantized per channel to 256 levels between the calibrated extremes (one fp32
+    multiply-add and oneDNN's quantizer, viewed as uint8 without a copy); the calibration's int8
+    weights are conv2's weights times each input channel's level step, rounded per output channel
+    with error feedback (:func:`~subpixel_cli.quantize.round_weights`). The levels' offsets go
+    into the bias (exact: the convolution is unpadded), so the kernel sees a zero point of 0 and
+    an input scale of 1."""
+
+    def __init__(self, layer: tuple[torch.Tensor, torch.Tensor], calibration: Any, alpha: float, beta: float,
+                 gamma: float, out_dtype: torch.dtype) -> None:
+        w, b = layer  # conv2 as folded: α·γ·w and γ·(b + β·Σw), on s
+        lo = (calibration.act_min.to(torch.float64) - beta) / alpha
+        hi = (calibration.act_max.to(torch.float64) - beta) / alpha
+        step = (hi - lo).clamp_min(1e-6) / 255
+        self.bias = (b + (w * lo.view(1, -1, 1, 1)).sum(dim=(1, 2, 3))).float()
+        # The calibration's weights approximate w·step of the activation (α = γ = 1); here the
+        # levels are of s, whose step is step_a/α, and the layer is γ times as large.
+        self.w_scale = (gamma * calibration.weight_scale.double()).float()
+        self.weight = torch.ops.onednn.qconv_prepack(calibration.weight_int8, self.w_scale, 1.0, 0,
+                                                     [1, 1], [0, 0], [1, 1], 1, None)
+        self.w_zero = torch.zeros(len(self.bias), dtype=torch.long)
+        self.gain = (1 / step).float().view(1, -1, 1, 1)
+        self.shift = (-lo / step).float().view(1, -1, 1, 1)
+        self.out_dtype = out_dtype
+
+    def __call__(self, s: torch.Tensor, lap: Callable[[str], None]) -> torch.Tensor:
+        levels = torch.quantize_per_tensor(torch.addcmul(self.shift, s, self.gain), 1.0, 0, torch.quint8)
+        q = torch.empty(0, dtype=torch.uint8).set_(levels.untyped_storage(), levels.storage_offset(),
+                                                    levels.shape, levels.stride())
+        lap("quantize")
+        z = torch.ops.onednn.qconv2d_pointwise(q, 1.0, 0, self.weight, self.w_scale, self.w_zero, self.bias,
+                                               [1, 1], [0, 0], [1, 1], 1, 1.0, 0, self.out_dtype, "none", [], None)
+        lap("conv2 (int8)")
+        return z
 
 
 def _phase_view(t: torch.Tensor, r: int, crop: int, h: int, w: int) -> torch.Tensor:

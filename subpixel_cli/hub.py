@@ -102,6 +102,7 @@ class ModelInfo:
 class LoadedModel:
     model: ESPCN
     info: ModelInfo
+    calibration: Any = None  # the int8 path's, from the model folder (subpixel_cli.quantize.Calibration)
 
 
 def save_model(folder: str | Path, model: ESPCN, info: ModelInfo, card: str | None = None) -> Path:
@@ -237,7 +238,11 @@ def load_folder(folder: Path, source: str | None = None) -> LoadedModel:
         pickles = [p.name for p in folder.glob("*") if p.suffix in PICKLE_SUFFIXES]
         hint = f" (found {', '.join(pickles)}: pickled checkpoints are not loaded)" if pickles else ""
         raise ModelError(f"{source}: no {WEIGHTS_NAME} in this folder{hint}")
-    return load_from_files(weights, folder / CONFIG_NAME, source)
+    from subpixel_cli.quantize import load_calibration
+
+    loaded = load_from_files(weights, folder / CONFIG_NAME, source)
+    loaded.calibration = load_calibration(folder, tuple(loaded.model.conv2.weight.shape))
+    return loaded
 
 
 def parse_hf_spec(spec: str) -> tuple[str, str | None]:

@@ -17,7 +17,7 @@ from subpixel_cli.choices import DEVICES
 from subpixel_cli.choices import PRECISIONS as PRECISION_NAMES
 from subpixel_cli.errors import UsageError
 
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "int8": torch.int8}
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of activations per forward pass on the CPU
 
 
@@ -50,45 +50,62 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def resolve_precision(name: str, device: torch.device) -> torch.dtype:
-    """``auto`` is fp16 on GPUs (with an fp32 retry on non-finite output); on CPUs it is bf16
-    where they compute it natively (AVX-512 BF16 or AMX: ~1.5–2× faster, within 0.03 dB of
-    fp32 on Set5/Set14, benchmarks/README.md) and fp32 elsewhere. On the CPU, ``auto`` means bf16
-    only for the fused 8-bit path: the Upscaler keeps 16-bit pictures in fp32."""
+def resolve_precision(name: str, device: torch.device, int8_ready: bool = False) -> torch.dtype:
+    """``auto`` is fp16 on GPUs (with an fp32 retry on non-finite output); on CPUs it is int8
+    where ``int8_ready`` (a calibration checked within 0.05 dB of fp32) and the CPU has fast int8
+    (:func:`fast_int8`), else bf16 where the CPU computes it natively (AVX-512 BF16 or AMX: ~1.5–2×
+    faster, within 0.03 dB of fp32 on Set5/Set14, benchmarks/README.md), else fp32. On the CPU,
+    ``auto`` means int8 or bf16 only for the fused 8-bit path: the Upscaler keeps 16-bit pictures
+    in fp32."""
     if name == "auto":
         if device.type in ("cuda", "mps"):
             return torch.float16
+        if device.type == "cpu" and int8_ready and fast_int8():
+            return torch.int8
         return torch.bfloat16 if device.type == "cpu" and fast_bf16() else torch.float32
     if name not in PRECISIONS:
         raise UsageError(f"unknown precision {name!r} (use {', '.join(PRECISION_NAMES)})")
+    if name == "int8" and device.type != "cpu":
+        raise UsageError(f"--precision int8 runs on the CPU (oneDNN); on {device.type} use fp16 or auto")
     return PRECISIONS[name]
 
 
 @dataclass(frozen=True)
 class Precision:
     """What a precision choice means for inference: ``fused``, the dtype of the fused 8-bit path
-    (:mod:`subpixel_cli.fused`); ``module``, the dtype of the network as a module (16-bit pictures,
-    RGB models on grey); ``checks_overflow``, whether results are checked for non-finite values
-    and redone in fp32."""
+    (:mod:`subpixel_cli.fused`; ``torch.int8`` for the int8 path); ``module``, the dtype of the
+    network as a module (16-bit pictures, RGB models on grey); ``checks_overflow``, whether
+    results are checked for non-finite values and redone in fp32; ``notice``, why the precision
+    asked for was not the one given, if it was not."""
 
     fused: torch.dtype
     module: torch.dtype
     checks_overflow: bool
+    notice: str | None = None
 
     @property
     def name(self) -> str:
-        """The fused path's precision as ``--precision`` spells it: fp32, fp16 or bf16."""
+        """The fused path's precision as ``--precision`` spells it: fp32, fp16, bf16 or int8."""
         return next(name for name, dtype in PRECISIONS.items() if dtype == self.fused)
 
 
-def inference_precision(name: str, device: torch.device) -> Precision:
+def inference_precision(name: str, device: torch.device, calibration: Any = None) -> Precision:
     """:func:`resolve_precision` for the Upscaler. ``auto`` on the CPU keeps the module in fp32:
     its values in [0, 1] need more than bf16's 8 bits of mantissa. fp16 tops out at 65504; bf16
     has fp32's range, so only fp16 output is checked (a pass over the result that costs a seventh
-    of a bf16 batch on the CPU)."""
-    dtype = resolve_precision(name, device)
-    module = torch.float32 if name == "auto" and device.type == "cpu" else dtype
-    return Precision(fused=dtype, module=module, checks_overflow=dtype == torch.float16)
+    of a bf16 batch on the CPU). ``int8`` without a calibration, or where this torch has no
+    quantized kernels, falls back to what ``auto`` would choose, with a notice."""
+    notice = None
+    if name == "int8" and device.type == "cpu" and (calibration is None or not int8_kernels()):
+        notice = ("--precision int8: this model has no calibration (run `subpixel quantize`)" if calibration is None
+                  else "--precision int8: this torch build has no oneDNN quantized convolution")
+        name, calibration = "auto", None
+    int8_ready = calibration is not None and int8_kernels() and calibration.accurate()
+    dtype = resolve_precision(name, device, int8_ready)
+    if notice:
+        notice += f"; using {next(k for k, v in PRECISIONS.items() if v == dtype)}"
+    module = torch.float32 if name in ("auto", "int8") and device.type == "cpu" else dtype
+    return Precision(fused=dtype, module=module, checks_overflow=dtype == torch.float16, notice=notice)
 
 
 def default_memory_budget(device: torch.device) -> int:
@@ -133,6 +150,28 @@ def fast_bf16() -> bool:
     except (AttributeError, RuntimeError):
         native = False
     return native and MKLDNN_CONV is not None and native_bf16()
+
+
+def int8_kernels() -> bool:
+    """Whether this torch build has what the int8 path runs on: oneDNN's quantized convolution
+    and the per-tensor quantizer."""
+    try:
+        return (MKLDNN_CONV is not None and hasattr(torch, "quantize_per_tensor")
+                and hasattr(torch.ops.onednn, "qconv2d_pointwise") and hasattr(torch.ops.onednn, "qconv_prepack"))
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def fast_int8() -> bool:
+    """Whether the int8 path beats bf16 on this CPU: u8×s8 dot products of its own (AVX-512 VNNI
+    or AMX) for conv2, and native bf16 for the layers around it (benchmarks/README.md)."""
+    cpu = getattr(torch, "cpu", None)
+    checks = [getattr(cpu, name, None) for name in ("_is_vnni_supported", "_is_amx_tile_supported")]
+    try:
+        vnni = any(check() for check in checks if check is not None)
+    except (AttributeError, RuntimeError):
+        vnni = False
+    return vnni and int8_kernels() and fast_bf16()
 
 
 # --- process-wide tuning ----------------------------------------------------------------------

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from subpixel_cli.color import Y_OFFSET, Y_RANGE, rgb_to_y
 from subpixel_cli.errors import UsageError
-from subpixel_cli.fused import FusedPath, chroma_filter
+from subpixel_cli.fused import FusedPath, Laps, chroma_filter
 from subpixel_cli.hub import LoadedModel
 from subpixel_cli.model import phase_shift
 from subpixel_cli.runtime import default_memory_budget, inference_precision, resolve_device, tune_for
@@ -59,6 +59,8 @@ class Upscaler:
     same-size images :meth:`upscale_batch` runs at once. ``fused``: uint8 pictures go through
     the fused 8-bit path (:mod:`subpixel_cli.fused`); ``False`` sends them through the float
     path that 16-bit pictures take (same pixels within one level, slower; for comparisons).
+    ``calibration``: the int8 path's (:mod:`subpixel_cli.quantize`), by default the model
+    folder's; :attr:`notice` says why a precision asked for was not used, if it was not.
     """
 
     def __init__(
@@ -70,6 +72,7 @@ class Upscaler:
         batch_size: int = 4,
         memory_budget: int | None = None,
         fused: bool = True,
+        calibration: Any = None,
     ) -> None:
         if tile is not None and tile < 8:
             raise UsageError(f"--tile {tile}: tiles must be at least 8 pixels")
@@ -78,7 +81,9 @@ class Upscaler:
         self.info = loaded.info
         self.scale = loaded.info.scale
         self.device = resolve_device(device)
-        self.precision = inference_precision(precision, self.device)
+        self.calibration = calibration if calibration is not None else loaded.calibration
+        self.precision = inference_precision(precision, self.device, self.calibration)
+        self.notice = self.precision.notice
         self.batch_size = batch_size
         self.pad = loaded.info.config.receptive_radius + 2  # + the bicubic kernel's reach
         tune_for(self.device)
@@ -115,7 +120,7 @@ class Upscaler:
         """Fused 8-bit paths by input channels: RGB, and grey for Y models (an RGB model's grey
         output is the mean of clamped colours, which does not fold into its convolutions)."""
         channels = (1, 3) if self.info.config.channels == 1 else (3,)
-        return {c: FusedPath(self._source_model, c, self.device, dtype) for c in channels}
+        return {c: FusedPath(self._source_model, c, self.device, dtype, calibration=self.calibration) for c in channels}
 
     @cached_property
     def _fp32_model(self) -> torch.nn.Module:
@@ -161,17 +166,17 @@ class Upscaler:
             return self._network(x.expand(-1, 3, -1, -1)).clamp_(0, 1).mean(dim=1, keepdim=True)
         return self._network(x).clamp_(0, 1)
 
-    def _fused_pass(self, padded: np.ndarray, out: np.ndarray) -> _Pending:
+    def _fused_pass(self, padded: np.ndarray, out: np.ndarray, lap: Laps | None = None) -> _Pending:
         """Upscale padded uint8 ``N×H×W×C`` into ``out`` through the fused path. On CUDA with a
         pinned ``out`` the copy back is left in flight on a side stream, so the caller can queue
-        the next batch before it :meth:`_finish` es this one."""
+        the next batch before it :meth:`_finish` es this one. ``lap`` times the steps."""
         fused = self._fused[padded.shape[-1]]
-        t, d = fused(_to_tensor(padded, self.device))
+        t, d = fused(_to_tensor(padded, self.device), lap)
         # Checked on the device and read in _finish, so that CUDA work is not serialised here.
         bad = ~torch.isfinite(t).all() if self.precision.checks_overflow else None
         dst = torch.from_numpy(out)
         if self._copy_stream is None or not dst.is_pinned():
-            self._write_pixels(fused, t, d, out)
+            self._write_pixels(fused, t, d, out, lap)
             return _Pending(None, bad, padded, out)
         pixels = torch.empty(out.shape, dtype=torch.uint8, device=self.device)
         self._write_pixels(fused, t, d, pixels)
@@ -184,11 +189,11 @@ class Upscaler:
         return _Pending(done, bad, padded, out)
 
     def _write_pixels(self, fused: FusedPath, t: torch.Tensor, d: torch.Tensor | None,
-                      out: np.ndarray | torch.Tensor) -> None:
+                      out: np.ndarray | torch.Tensor, lap: Laps | None = None) -> None:
         """Fused results -> ``out``: straight into it on the CPU or for a device tensor, else via
         the device."""
         if isinstance(out, torch.Tensor) or self.device.type == "cpu":
-            fused.write(t, d, torch.as_tensor(out), self.pad)
+            fused.write(t, d, torch.as_tensor(out), self.pad, lap)
             return
         pixels = torch.empty(out.shape, dtype=torch.uint8, device=self.device)
         fused.write(t, d, pixels, self.pad)
@@ -290,9 +295,10 @@ class Upscaler:
         colour = np.concatenate([c for c, _ in parts])
         return colour, None if alpha is None else np.concatenate([a for _, a in parts])
 
-    def upscale_batch(self, frames: np.ndarray, plan: TilePlan | None = None) -> np.ndarray:
+    def upscale_batch(self, frames: np.ndarray, plan: TilePlan | None = None, lap: Laps | None = None) -> np.ndarray:
         """Upscale ``N×H×W×C`` same-size frames (uint8/uint16, C = 1 or 3), ``batch_size`` at a
-        time, or one by one in tiles where :attr:`plan` (or the one given) cuts them."""
+        time, or one by one in tiles where :attr:`plan` (or the one given) cuts them. ``lap``
+        (:class:`~subpixel_cli.fused.Laps`) times the steps of the fused path."""
         n, h, w, c = frames.shape
         plan = plan or self.plan
         if self.tiles_for(h, w, plan) > 1:
@@ -302,9 +308,13 @@ class Upscaler:
         pending: list[_Pending] = []
         with torch.inference_mode():
             for i in range(0, n, per_pass):
+                if lap:
+                    lap.start()
                 padded = _reflect_pad(frames[i : i + per_pass], self.pad, batch=True)
+                if lap:
+                    lap("pad")
                 if frames.dtype == np.uint8 and c in self._fused:
-                    pending.append(self._fused_pass(padded, out[i : i + per_pass]))
+                    pending.append(self._fused_pass(padded, out[i : i + per_pass], lap))
                 else:
                     out[i : i + per_pass] = self._run_padded(padded, None)[0]
             for p in pending:
