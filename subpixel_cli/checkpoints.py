@@ -45,7 +45,7 @@ def save_checkpoint(out: Path, model: ESPCN, optimizer: torch.optim.Optimizer, t
     tensors.update(optim_tensors)
     record = {**trainer, "param_groups": groups, "model_config": model.config.to_dict()}
     path = out / CHECKPOINT_NAME
-    with atomic_path(path) as tmp:
+    with atomic_path(path, file=True) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt", "trainer": json.dumps(record)})
     write_text(out / STATE_NAME, json.dumps(record, indent=2, default=str))
     return path

@@ -178,6 +178,8 @@ def upscale(inputs: tuple[str, ...], output: Path | None, scale: int | None, mod
         mine = sharding.select(jobs, part, group)
         show = not quiet and (group is None or group.main)
         live = group is None  # under torchrun rank 0 shows every process's results after the gather
+        if show and upscaler.notice:
+            err_console.print(f"[yellow]note:[/] {escape(upscaler.notice)}", soft_wrap=True)
         if show:
             err_console.print(f"{upscaler.info.name}: ×{upscaler.scale} {upscaler.info.color_space.upper()} model on "
                               f"{upscaler.device.type} ({str(upscaler.dtype).removeprefix('torch.')}), "
@@ -454,6 +456,8 @@ def video(source: Path, output: Path | None, scale: int | None, model: str | Non
     target = frames_dir or output or default_output(source, upscaler.scale)
     with sharding.joined() as group:
         show = not quiet and (group is None or group.main)  # under torchrun: rank 0's progress, for its own part
+        if show and upscaler.notice:
+            err_console.print(f"[yellow]note:[/] {escape(upscaler.notice)}", soft_wrap=True)
         with progress_bar(show, "{task.fields[rate]}") as progress:
             task = progress.add_task("frames", total=None, rate="")
             started = time.perf_counter()

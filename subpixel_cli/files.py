@@ -92,14 +92,22 @@ def remove(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(target: Path, force: bool = True) -> Iterator[Path]:
+def atomic_path(target: Path, force: bool = True, file: bool = False) -> Iterator[Path]:
     """A temporary path that becomes ``target`` when the block ends without error, for writers
-    that take a name (safetensors, FFmpeg, a folder of frames); removed on any error or Ctrl-C."""
+    that take a name (safetensors, FFmpeg, a folder of frames); removed on any error or Ctrl-C.
+    ``file``: the result gets the permissions a new file gets under the umask, for writers that
+    make their files owner-only (safetensors writes 0600)."""
     target = Path(target)
     check_writable(target, force)
     tmp = temporary_path(target)
     try:
+        mode = None
+        if file:  # the kernel applies the umask to a file made with 0666: read it off one
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666))
+            mode = os.stat(tmp).st_mode & 0o777
         yield tmp
+        if mode is not None:
+            os.chmod(tmp, mode)
         _sync_file(tmp)
         move_into_place(tmp, target)
     except OSError as exc:

@@ -110,7 +110,7 @@ def save_model(folder: str | Path, model: ESPCN, info: ModelInfo, card: str | No
     folder = make_folder(Path(folder))
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
     config_json = json.dumps(info.to_json(), indent=2, ensure_ascii=False) + "\n"
-    with atomic_path(folder / WEIGHTS_NAME) as tmp:
+    with atomic_path(folder / WEIGHTS_NAME, file=True) as tmp:
         save_file(tensors, str(tmp), metadata={"format": "pt", "subpixel_config": json.dumps(info.to_json())})
     write_text(folder / CONFIG_NAME, config_json)
     if card is not None:

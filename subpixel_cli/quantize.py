@@ -100,7 +100,7 @@ def save_calibration(folder: Path, calibration: Calibration) -> Path:
     path = folder / CALIBRATION_NAME
     tensors = {"act1.min": calibration.act_min.float().contiguous(), "act1.max": calibration.act_max.float().contiguous(),
                "conv2.weight_int8": calibration.weight_int8.contiguous(), "conv2.weight_scale": calibration.weight_scale.float().contiguous()}
-    with atomic_path(path) as tmp:
+    with atomic_path(path, file=True) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
     return path
 
