@@ -25,10 +25,15 @@ CODECS: dict[str, tuple[str, ...]] = {
 # Encoders with a constant-quality knob, and the default quality when --crf is not given
 # (a little better than each encoder's own default: upscaled detail is what the user is after).
 CRF_DEFAULTS = {"libx264": 18, "libx265": 22, "libvpx-vp9": 30, "libsvtav1": 30, "libaom-av1": 30}
-# x264/x265 speed presets. At "medium" the encoder took a quarter to a half of the CPU time of a
-# ×2-×4 run on 2 cores (and is the bottleneck behind a GPU); "veryfast" is 2-3× quicker and keeps
-# the CRF's quality, at the cost of somewhat larger files.
+# x264/x265 speed presets, by output size. At "medium" the encoder took a quarter to a half of the
+# CPU time of a ×2-×4 run on 2 cores (and is the bottleneck behind a GPU); "veryfast" is 2-3×
+# quicker and keeps the CRF's quality, at the cost of somewhat larger files. Above 720p even
+# "veryfast" costs more than the network on 2 cores (x264, one thread, 1080p: veryfast 38 ms a
+# frame, superfast 22, ultrafast 9): "superfast" (CABAC and deblocking kept; one reference, no
+# lookahead) is the compromise, at about twice veryfast's file size for the same CRF.
 PRESETS = {"libx264": "veryfast", "libx265": "veryfast"}
+LARGE_PRESETS = {"libx264": "superfast", "libx265": "superfast"}
+LARGE_PIXELS = 1280 * 720  # more pixels than this take LARGE_PRESETS
 # Codecs a muxer holds although FFmpeg's codec query does not say so (MPEG-TS answers for only a
 # handful, so .ts output fell back to MPEG-2 video, which refuses 1/90000 time bases).
 _ALSO_HOLDS = {"mpegts": {"h264", "hevc"}}
@@ -170,7 +175,8 @@ def quality_options(encoder: str, crf: int | None, stream: Any, rate: Fraction) 
         if encoder == "libvpx-vp9":
             options["b"] = "0"  # constant-quality mode
         if encoder in PRESETS:
-            options["preset"] = PRESETS[encoder]
+            large = stream.width * stream.height > LARGE_PIXELS
+            options["preset"] = (LARGE_PRESETS if large else PRESETS)[encoder]
         if encoder == "libx265":
             options["x265-params"] = "log-level=error"  # x265 prints its statistics to stderr otherwise
         return options

@@ -1,0 +1,137 @@
+#!/usr/bin/env python
+"""Issue 13's table: model-only fps at ×2/×3/×4 (1080p out) in fp32, bf16 and int8 in one run,
+with each path's Y-PSNR on Set5/Set14 against fp32, and where a frame's time goes.
+
+    python benchmarks/realtime.py                    # ~4 min on 2 cores; run it on a quiet machine
+    python benchmarks/realtime.py --seconds 2 --no-psnr
+    (cd OLD_CHECKOUT && python /path/to/benchmarks/realtime.py --steps-only)   # an older tree
+
+fps: ``subpixel bench``'s measurement (:func:`subpixel_cli.bench.measure_throughput`, batches of
+4 synthetic frames) for 960×540 ×2, 640×360 ×3 and 480×270 ×4. PSNR: the packaged models on
+Set5 and Set14 (../shared/data/benchmarks) through the Upscaler, RGB in and RGB out, scored on Y
+by the MATLAB protocol (as ``subpixel quantize`` checks). Steps: the best of 5 batches per step
+(:func:`subpixel_cli.bench.profile_steps`). ``--steps-only`` in a tree from before the steps were
+timed (no ``lap`` argument) times its convolutions and write step from outside instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from subpixel_cli.registry import load_model
+from subpixel_cli.upscale import Upscaler
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT.parent / "shared" / "data" / "benchmarks"
+SIZES = {2: (960, 540), 3: (640, 360), 4: (480, 270)}
+PRECISIONS = ("fp32", "bf16", "int8")
+
+
+def psnr_on(upscaler: Upscaler, scale: int, dataset: str) -> float:
+    from subpixel_cli.evaluate import dataset_files, prepare_image, read_hr
+    from subpixel_cli.metrics import psnr, shave, y_channel
+
+    scores = []
+    for path in dataset_files(BENCHMARKS / dataset):
+        image = prepare_image(path.stem, read_hr(path), scale, ssim=False)
+        lr = image.lr if image.lr.ndim == 3 else np.repeat(image.lr[..., None], 3, axis=2)
+        sr = upscaler.upscale(lr)[0]
+        scores.append(psnr(shave(y_channel(sr), scale), shave(y_channel(image.hr), scale), peak=255.0))
+    return float(np.mean(scores))
+
+
+def old_tree_steps(upscaler: Upscaler, width: int, height: int) -> dict[str, float]:
+    """Steps of a FusedPath that cannot time itself: its convolutions (by call order) and write."""
+    from subpixel_cli import fused
+
+    names = ["colour to Y", "conv1 + act", "conv2 + act", "conv3"]
+    seconds: dict[str, float] = {}
+    calls = {"n": 0}
+    conv, write = fused.FusedPath._conv, fused.FusedPath.write
+
+    def timed(name_of, real):
+        def run(self, *args, **kwargs):
+            started = time.perf_counter()
+            out = real(self, *args, **kwargs)
+            name = name_of()
+            seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - started
+            return out
+        return run
+
+    def conv_name() -> str:
+        calls["n"] += 1
+        return names[(calls["n"] - 1) % len(names)]
+
+    fused.FusedPath._conv = timed(conv_name, conv)
+    fused.FusedPath.write = timed(lambda: "write", write)
+    yy, xx = np.mgrid[0:height, 0:width]
+    frame = ((np.sin(xx / 9.0) + np.cos(yy / 7.0) + 2) * 60).astype(np.uint8)
+    frames = np.repeat(frame[None, ..., None], upscaler.batch_size, axis=0).repeat(3, axis=3)
+    upscaler.upscale_batch(frames)
+    best: dict[str, float] = {}
+    for _ in range(5):
+        seconds.clear()
+        calls["n"] = 0
+        upscaler.upscale_batch(frames)
+        for k, v in seconds.items():
+            best[k] = min(best.get(k, float("inf")), 1000 * v / len(frames))
+    fused.FusedPath._conv, fused.FusedPath.write = conv, write
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=4.0, help="per measurement")
+    parser.add_argument("--no-psnr", action="store_true")
+    parser.add_argument("--steps-only", action="store_true", help="only where the time goes, in this tree's auto precision")
+    parser.add_argument("--json", type=Path, help="write the results here too")
+    args = parser.parse_args()
+    results: dict[str, dict] = {}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    if args.steps_only:
+        for scale, (w, h) in SIZES.items():
+            up = Upscaler(load_model(None, scale), device="cpu", batch_size=4)
+            try:
+                from subpixel_cli.bench import profile_steps
+                steps = profile_steps(up, w, h)
+            except ImportError:
+                steps = old_tree_steps(up, w, h)
+            total = sum(steps.values())
+            print(f"×{scale} {up.dtype}: " + ", ".join(f"{k} {v:.1f} ms ({v / total:.0%})" for k, v in steps.items()))
+            results[f"x{scale}"] = steps
+    else:
+        from subpixel_cli.bench import measure_throughput, profile_steps
+
+        print("| scale | input → output | precision | fps | ms/frame | share of matmul peak | Set5 Δ dB | Set14 Δ dB |")
+        print("|---|---|---|---:|---:|---:|---:|---:|")
+        for scale, (w, h) in SIZES.items():
+            loaded = load_model(None, scale)
+            base: dict[str, float] = {}
+            for precision in PRECISIONS:
+                up = Upscaler(loaded, device="cpu", precision=precision, batch_size=4)
+                r = measure_throughput(up, w, h, args.seconds, peak=True)
+                steps = profile_steps(up, w, h)
+                psnr = {} if args.no_psnr or not BENCHMARKS.is_dir() else {d: psnr_on(up, scale, d) for d in ("Set5", "Set14")}
+                if precision == "fp32":
+                    base = psnr
+                delta = {d: psnr[d] - base[d] for d in psnr}
+                results[f"x{scale}-{precision}"] = {**r.as_dict(), "steps_ms": steps, "psnr": psnr, "delta_db": delta}
+                cells = [f"{delta[d]:+.3f}" if d in delta else "–" for d in ("Set5", "Set14")]
+                print(f"| ×{scale} | {w}×{h} → {w * scale}×{h * scale} | {r.precision} | {r.fps:.1f} | {1000 / r.fps:.1f} | "
+                      f"{r.peak_share:.0%} | {cells[0]} | {cells[1]} |", flush=True)
+        print()
+        for key, value in results.items():
+            total = sum(value["steps_ms"].values())
+            print(f"{key}: " + ", ".join(f"{k} {v:.1f} ms ({v / total:.0%})" for k, v in value["steps_ms"].items()))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
