@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU checks in one short call (issues 9–11): the CUDA tests, `subpixel bench --device cuda` at
-# ×2/×3/×4, `subpixel video` end to end, and eval on the GPU; within about 5 minutes on one H200.
+# ×2/×3/×4, `subpixel video` end to end, 1 against 2 video workers on one GPU (sharded runs too
+# where there are two GPUs), and eval on the GPU; within about 5 minutes on one H200.
 #
 #   here:   python benchmarks/gpu_prepare.py check
 #   there:  run(command="bash benchmarks/gpu_check.sh", carry=[".gpu-check"], timeout_s=420)
@@ -35,6 +36,12 @@ sp() { $PY -m subpixel_cli "$@"; }
   echo "== eval on the GPU (Set5; must equal the cards)"
   for s in 2 3 4; do timeout 30 $PY -m subpixel_cli eval "$CHECK/Set5" -x $s --json | $PY -c \
     "import json,sys; d=json.load(sys.stdin)['datasets'][0]; print('x$s', d['name'], d['mean']['psnr'])"; done
+  echo "== video in segments on one GPU: 1 worker against 2 (issue 11: does a second worker keep it busier?)"
+  for n in 1 2; do
+    /usr/bin/time -f "workers $n: %e s wall" timeout 90 $PY -m torch.distributed.run --nproc_per_node $n --standalone \
+      -m subpixel_cli video "$CHECK/car_traffic_small.mp4" -x 2 --end 10 -o "$OUT/seg$n.mp4" --device cuda --force --json --quiet --no-resume
+  done
+  rm -f "$OUT"/seg*.mp4
   gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
   if [ "$gpus" -ge 2 ]; then
     echo "== sharded upscale: 2 processes (torchrun), one GPU each, against one process"
@@ -43,6 +50,10 @@ sp() { $PY -m subpixel_cli "$@"; }
       -x 2 -o "$OUT/two" --device cuda
     diff -r "$OUT/one" "$OUT/two" && echo "sharded outputs equal the single process's"
     rm -rf "$OUT/one" "$OUT/two"
+    echo "== sharded video: 2 processes, one GPU each"
+    /usr/bin/time -f "2 GPUs: %e s wall" timeout 90 $PY -m torch.distributed.run --nproc_per_node 2 --standalone \
+      -m subpixel_cli video "$CHECK/car_traffic_small.mp4" -x 2 --end 10 -o "$OUT/seg2gpu.mp4" --device cuda --force --json --quiet --no-resume
+    rm -f "$OUT/seg2gpu.mp4"
   fi
   rm -f "$OUT/car_x2.mp4"  # big; its figures are in the log
 } 2>&1 | tee "$OUT/gpu_check.log"
