@@ -39,7 +39,7 @@ sp() { $PY -m subpixel_cli "$@"; }
   echo "== video in segments on one GPU: 1 worker against 2 (issue 11: does a second worker keep it busier?)"
   for n in 1 2; do
     /usr/bin/time -f "workers $n: %e s wall" timeout 90 $PY -m torch.distributed.run --nproc_per_node $n --standalone \
-      -m subpixel_cli video "$CHECK/car_traffic_small.mp4" -x 2 --end 10 -o "$OUT/seg$n.mp4" --device cuda --force --json --quiet --no-resume
+      -m subpixel_cli video "$CHECK/car_traffic_small.mp4" -x 2 -o "$OUT/seg$n.mp4" --device cuda --force --json --quiet --no-resume
   done
   rm -f "$OUT"/seg*.mp4
   gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
@@ -52,7 +52,7 @@ sp() { $PY -m subpixel_cli "$@"; }
     rm -rf "$OUT/one" "$OUT/two"
     echo "== sharded video: 2 processes, one GPU each"
     /usr/bin/time -f "2 GPUs: %e s wall" timeout 90 $PY -m torch.distributed.run --nproc_per_node 2 --standalone \
-      -m subpixel_cli video "$CHECK/car_traffic_small.mp4" -x 2 --end 10 -o "$OUT/seg2gpu.mp4" --device cuda --force --json --quiet --no-resume
+      -m subpixel_cli video "$CHECK/car_traffic_small.mp4" -x 2 -o "$OUT/seg2gpu.mp4" --device cuda --force --json --quiet --no-resume
     rm -f "$OUT/seg2gpu.mp4"
   fi
   rm -f "$OUT/car_x2.mp4"  # big; its figures are in the log
