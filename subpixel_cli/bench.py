@@ -4,6 +4,7 @@ to compare it with."""
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -65,10 +66,10 @@ def matmul_peak(dtype: torch.dtype, device: torch.device, seconds: float = 1.0) 
         try:
             if dtype == torch.int8:
                 a = torch.randint(-64, 64, (side, side), dtype=torch.int8, device=device)
-                product = lambda: torch._int_mm(a, a)  # noqa: E731
+                product = functools.partial(torch._int_mm, a, a)
             else:
                 a = torch.randn(side, side, device=device).to(dtype)
-                product = lambda: torch.mm(a, a)  # noqa: E731
+                product = functools.partial(torch.mm, a, a)
             product()
         except (RuntimeError, AttributeError, NotImplementedError):
             return None

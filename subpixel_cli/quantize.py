@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from subpixel_cli.color import rgb_to_y
 from subpixel_cli.data import degrade, mod_crop
-from subpixel_cli.errors import DataError, UsageError
+from subpixel_cli.errors import DataError, SubpixelError, UsageError
 from subpixel_cli.files import atomic_path
 from subpixel_cli.images import list_images, read_rgb8
 from subpixel_cli.model import ESPCN
@@ -153,7 +153,7 @@ def calibrate(net: ESPCN, files: Sequence[Path], progress: Progress | None = Non
     for path in files:
         try:
             hr = mod_crop(read_rgb8(path), cfg.scale)
-        except Exception:  # an unreadable file is not worth stopping a calibration for
+        except (SubpixelError, OSError, ValueError):  # an unreadable file is not worth stopping a calibration for
             continue
         x = _centre(degrade(hr, cfg.scale), CALIBRATION_CROP).astype(np.float32) / 255
         x = rgb_to_y(x).astype(np.float32) if cfg.channels == 1 else x
@@ -230,7 +230,12 @@ def check_accuracy(loaded: Any, calibration: Calibration, data_dir: str | None,
     """Y-PSNR of ``loaded`` on ``datasets`` through the Upscaler in fp32 and in int8 (with
     ``calibration``), by the evaluation protocol but on the RGB that ``subpixel upscale`` writes.
     Datasets that cannot be found are left out."""
-    from subpixel_cli.evaluate import dataset_files, prepare_image, read_hr, resolve_dataset
+    from subpixel_cli.evaluate import (
+        dataset_files,
+        prepare_image,
+        read_hr,
+        resolve_dataset,
+    )
     from subpixel_cli.metrics import psnr, shave, y_channel
     from subpixel_cli.upscale import Upscaler
 
@@ -259,16 +264,21 @@ def quantize_model(spec: str, data: Path, output: Path | None = None, images: in
     """``subpixel quantize``: calibrate the model ``spec`` on ``images`` pictures of ``data``,
     check it on Set5/Set14 when they can be found, and write the calibration into the model's
     folder (a model folder given as ``spec``) or into ``output`` (a copy of the model with it)."""
-    from subpixel_cli.hub import model_card, save_model
-    from subpixel_cli.registry import load_model
+    from subpixel_cli.hub import CARD_NAME, model_card, save_model
+    from subpixel_cli.registry import load_model, weights_root
+    from subpixel_cli.runtime import int8_kernels
 
+    if not int8_kernels():
+        raise UsageError("this torch build has no oneDNN quantized convolution: the int8 path cannot run here")
     started = time.perf_counter()
     loaded = load_model(spec)
     folder = _target_folder(spec, output, force)
     calibration = replace(calibrate(loaded.model, calibration_images(data, images), progress), source=str(data))
     calibration = calibration.with_checks(check_accuracy(loaded, calibration, data_dir))
     if output is not None:  # a copy of the model, with its card, and the calibration beside it
-        save_model(folder, loaded.model, loaded.info, model_card(loaded.info))
+        cards = [base / CARD_NAME for base in (Path(loaded.info.source), weights_root() / loaded.info.source)]
+        card = next((c.read_text(encoding="utf-8") for c in cards if c.is_file()), None)
+        save_model(folder, loaded.model, loaded.info, card or model_card(loaded.info))
     save_calibration(folder, calibration)
     return QuantizeResult(folder, calibration, time.perf_counter() - started)
 

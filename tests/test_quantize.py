@@ -9,21 +9,26 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import SAMPLE, SHARED_DATA, make_model, random_image
 from PIL import Image
+from robustness_util import cli
 
 from subpixel_cli import runtime
 from subpixel_cli.data import degrade, mod_crop
 from subpixel_cli.fused import _Int8Layer
 from subpixel_cli.images import read_rgb8
 from subpixel_cli.metrics import psnr, shave, y_channel
-from subpixel_cli.quantize import (CALIBRATION_NAME, Calibration, Check, calibrate, load_calibration,
-                                   round_weights)
+from subpixel_cli.quantize import (
+    CALIBRATION_NAME,
+    Calibration,
+    Check,
+    calibrate,
+    load_calibration,
+    round_weights,
+)
 from subpixel_cli.registry import load_model
 from subpixel_cli.runtime import inference_precision, int8_kernels
 from subpixel_cli.upscale import Upscaler
-
-from conftest import SAMPLE, SHARED_DATA, make_model, random_image
-from robustness_util import cli
 
 needs_int8 = pytest.mark.skipif(not int8_kernels(), reason="this torch build has no oneDNN quantized convolution")
 
@@ -87,7 +92,7 @@ def test_error_feedback_rounding_beats_rounding_to_nearest():
     q, scale = round_weights(w, x @ x.T)
     assert q.dtype == torch.int8 and q.abs().max() <= 127 and scale.shape == (5,)
     nearest = (w.reshape(5, 16) / scale.double()[:, None]).round()
-    err = lambda ints: ((w.reshape(5, 16) - ints.double().reshape(5, 16) * scale.double()[:, None]) @ x).norm()  # noqa: E731
+    err = lambda ints: ((w.reshape(5, 16) - ints.double().reshape(5, 16) * scale.double()[:, None]) @ x).norm()
     assert err(q) < 0.8 * err(nearest)
 
 
@@ -166,7 +171,7 @@ def test_quantize_needs_an_output_folder_for_a_packaged_model(tmp_path, monkeypa
     copy = cli("quantize", "espcn-x2", "--data", data, "--images", 2, "-o", tmp_path / "copy", "--data-dir", tmp_path)
     assert copy.exit_code == 0, copy.output
     assert load_model(str(tmp_path / "copy")).calibration is not None
-    assert not cli("quantize", "espcn-x2", "--data", tmp_path / "missing", "-o", tmp_path / "c2").exit_code == 0
+    assert cli("quantize", "espcn-x2", "--data", tmp_path / "missing", "-o", tmp_path / "c2").exit_code == 2
 
 
 def test_a_calibration_for_other_layer_sizes_is_not_used(tmp_path):
@@ -192,3 +197,19 @@ def test_bench_reports_the_precision_steps_and_peak_share(model_folder, tmp_path
     assert record["precision"] in ("fp32", "bf16")
     assert {"input", "conv1 + act", "conv3", "write"} <= set(record["steps_ms"])
     assert record["matmul_peak_gflops"] > 0 and 0 < record["peak_share"]
+
+
+@needs_int8
+def test_int8_without_native_bf16_runs_its_float_layers_in_fp32(monkeypatch):
+    """Where oneDNN has no bf16 kernels the layers around conv2 run in fp32 (activations in
+    sigmoid's form there): the pixels stay within a few levels of the fp32 path's."""
+    from subpixel_cli import fused
+
+    loaded = load_model("espcn-x3")
+    lr = degrade(mod_crop(read_rgb8(SAMPLE), 3), 3)[:60, :80]
+    reference = Upscaler(loaded, device="cpu", precision="fp32").upscale(lr)[0].astype(int)
+    monkeypatch.setattr(fused, "native_bf16", lambda: False)
+    up = Upscaler(loaded, device="cpu", precision="int8")
+    assert up._fused[3].dtype == torch.float32 and up._fused[3].post_op == "sigmoid"
+    out = up.upscale(lr)[0].astype(int)
+    assert np.abs(out - reference).max() <= 4 and np.abs(out - reference).mean() < 0.3
