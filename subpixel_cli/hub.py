@@ -269,9 +269,12 @@ def load_hub(spec: str) -> LoadedModel:
     # huggingface_hub >= 1.0 says "cached, but not every file" with its own error.
     not_cached = (LocalEntryNotFoundError, getattr(hf_errors, "IncompleteSnapshotError", LocalEntryNotFoundError))
 
+    from subpixel_cli.quantize import CALIBRATION_NAME  # the int8 path's, where the repository has one
+
     repo_id, revision = parse_hf_spec(spec)
     try:
-        folder = snapshot_download(repo_id, revision=revision, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, CARD_NAME])
+        folder = snapshot_download(repo_id, revision=revision,
+                                   allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, CALIBRATION_NAME])
     except RevisionNotFoundError:
         raise ModelError(f"{spec}: revision {revision!r} does not exist in {repo_id}") from None
     except GatedRepoError:

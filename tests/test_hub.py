@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,8 @@ from safetensors.torch import save_file
 
 from subpixel_cli.errors import ModelError
 from subpixel_cli.hub import ModelInfo, load_folder, save_model
-from subpixel_cli.registry import load_model, packaged_models
+from subpixel_cli.registry import load_model, packaged_models, weights_root
+from subpixel_cli.runtime import int8_kernels
 
 from conftest import SAMPLE, make_model
 
@@ -170,3 +172,18 @@ def test_hub_model_not_in_the_cache_offline_says_what_to_do(tmp_path, model_fold
 def test_bad_hub_spec_is_a_usage_error():
     with pytest.raises(ModelError, match="hf://owner/repo"):
         load_model("hf://just-a-name")
+
+
+@pytest.mark.skipif(not int8_kernels(), reason="this torch build has no oneDNN quantized convolution")
+def test_a_hub_model_brings_its_int8_calibration(tmp_path):
+    """``subpixel quantize``'s file travels with a hub model: int8 runs without a fallback notice."""
+    folder = tmp_path / "repo"
+    shutil.copytree(weights_root() / "espcn-x2", folder)
+    assert (folder / "quantization.safetensors").is_file()
+    hf_home = tmp_path / "hf"
+    _fill_hf_cache(hf_home, "someone/espcn-int8", folder, refs={"main": ""})
+    args = ["bench", "--model", "hf://someone/espcn-int8", "--precision", "int8", "--size", "24x16", "--seconds", "0.1", "--json"]
+    result = _run_cli(args, hf_home, tmp_path)
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["precision"] == "int8" and record["notice"] is None
