@@ -241,7 +241,7 @@ def load_folder(folder: Path, source: str | None = None) -> LoadedModel:
     from subpixel_cli.quantize import load_calibration
 
     loaded = load_from_files(weights, folder / CONFIG_NAME, source)
-    loaded.calibration = load_calibration(folder, tuple(loaded.model.conv2.weight.shape))
+    loaded.calibration = load_calibration(folder, loaded.model)
     return loaded
 
 

@@ -6,6 +6,8 @@ The network works entirely in low resolution and upscales only at its end: a con
 
 from __future__ import annotations
 
+import hashlib
+
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -108,3 +110,13 @@ class ESPCN(nn.Module):
         x = self.act1(self.conv1(x))
         x = self.act2(self.conv2(x))
         return phase_shift(self.conv3(x), self.config.scale)
+
+
+def weights_sha256(model: nn.Module) -> str:
+    """A hash of ``model``'s weights (names and values), e.g. to tell whether finished work or a
+    calibration came from the same weights."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().float().contiguous().numpy().tobytes())
+    return digest.hexdigest()

@@ -39,7 +39,7 @@ from subpixel_cli.data import degrade, mod_crop
 from subpixel_cli.errors import DataError, SubpixelError, UsageError
 from subpixel_cli.files import atomic_path
 from subpixel_cli.images import list_images, read_rgb8
-from subpixel_cli.model import ESPCN
+from subpixel_cli.model import ESPCN, weights_sha256
 
 CALIBRATION_NAME = "quantization.safetensors"
 MAX_LOSS_DB = 0.05  # what --precision auto allows the int8 path to lose on Set5 and Set14 (Y-PSNR)
@@ -76,6 +76,7 @@ class Calibration:
     pixels: int
     source: str
     checks: tuple[Check, ...] = field(default=())
+    weights: str = ""  # model.weights_sha256 of the model it was made for: other weights do not use it
 
     def accurate(self, bound: float = MAX_LOSS_DB) -> bool:
         """Checked on every dataset of :data:`CHECK_DATASETS`, and within ``bound`` dB on each."""
@@ -86,7 +87,7 @@ class Calibration:
         return replace(self, checks=tuple(checks))
 
     def as_dict(self) -> dict[str, Any]:
-        return {"images": self.images, "pixels": self.pixels, "source": self.source,
+        return {"images": self.images, "pixels": self.pixels, "source": self.source, "weights_sha256": self.weights,
                 "checks": {c.dataset: {"fp32": round(c.fp32, 4), "int8": round(c.int8, 4), "loss_db": round(c.loss, 4)}
                            for c in self.checks},
                 "auto": self.accurate()}
@@ -105,9 +106,10 @@ def save_calibration(folder: Path, calibration: Calibration) -> Path:
     return path
 
 
-def load_calibration(folder: Path, conv2_shape: tuple[int, ...]) -> Calibration | None:
-    """The calibration in a model folder, or ``None`` where there is none or it does not fit
-    (another format, or other layer sizes: a stale file is not used)."""
+def load_calibration(folder: Path, model: ESPCN) -> Calibration | None:
+    """The calibration in a model folder for ``model``, or ``None`` where there is none or it does
+    not fit: another format, other layer sizes, or other weights (a retrained model keeps no
+    stale calibration)."""
     path = folder / CALIBRATION_NAME
     if not path.is_file():
         return None
@@ -121,13 +123,15 @@ def load_calibration(folder: Path, conv2_shape: tuple[int, ...]) -> Calibration 
         checks = json.loads(meta.get("checks", "{}"))
         calibration = Calibration(lo, hi, weight, scale, int(json.loads(meta.get("images", "0"))),
                                   int(json.loads(meta.get("pixels", "0"))), json.loads(meta.get("source", '""')),
-                                  tuple(Check(k, float(v["fp32"]), float(v["int8"])) for k, v in checks.items()))
+                                  tuple(Check(k, float(v["fp32"]), float(v["int8"])) for k, v in checks.items()),
+                                  json.loads(meta.get("weights_sha256", '""')))
     except (SafetensorError, OSError, KeyError, ValueError, TypeError, AttributeError):
         return None
-    out_channels, features = conv2_shape[0], conv2_shape[1]
-    fits = (meta.get("format") == _FORMAT and lo.shape == (features,) and hi.shape == (features,)
-            and bool((hi >= lo).all()) and tuple(weight.shape) == tuple(conv2_shape)
-            and weight.dtype == torch.int8 and scale.shape == (out_channels,))
+    conv2 = tuple(model.conv2.weight.shape)
+    fits = (meta.get("format") == _FORMAT and lo.shape == (conv2[1],) and hi.shape == (conv2[1],)
+            and bool((hi >= lo).all()) and tuple(weight.shape) == conv2
+            and weight.dtype == torch.int8 and scale.shape == (conv2[0],)
+            and calibration.weights == weights_sha256(model))
     return calibration if fits else None
 
 
@@ -182,7 +186,7 @@ def calibrate(net: ESPCN, files: Sequence[Path], progress: Progress | None = Non
     weight = net.conv2.weight.detach().double() * step.double()
     weight_int8, weight_scale = round_weights(weight, gram)
     pixels = sum(x.shape[-1] * x.shape[-2] for x in inputs)
-    return Calibration(lo, hi, weight_int8, weight_scale, len(inputs), pixels, "")
+    return Calibration(lo, hi, weight_int8, weight_scale, len(inputs), pixels, "", weights=weights_sha256(net))
 
 
 def round_weights(weight: torch.Tensor, gram: torch.Tensor, damp: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,7 +15,6 @@ tiled result equals the untiled one, and image borders never see the convolution
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from subpixel_cli.color import Y_OFFSET, Y_RANGE, rgb_to_y
 from subpixel_cli.errors import UsageError
 from subpixel_cli.fused import FusedPath, Laps, chroma_filter
 from subpixel_cli.hub import LoadedModel
-from subpixel_cli.model import phase_shift
+from subpixel_cli.model import phase_shift, weights_sha256
 from subpixel_cli.runtime import default_memory_budget, inference_precision, resolve_device, tune_for
 
 _MIN_RETRY_TILE = 32  # out-of-memory retries halve tiles down to this side
@@ -105,11 +104,7 @@ class Upscaler:
     def weights_sha256(self) -> str:
         """A hash of the weights this upscaler runs (names and values), e.g. to tell whether
         finished work came from the same model."""
-        digest = hashlib.sha256()
-        for name, tensor in sorted(self._source_model.state_dict().items()):
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        return digest.hexdigest()
+        return weights_sha256(self._source_model)
 
     def _prepare(self, dtype: torch.dtype) -> torch.nn.Module:
         """The network as a module in ``dtype``, for what the fused path does not take."""

@@ -174,19 +174,22 @@ def test_quantize_needs_an_output_folder_for_a_packaged_model(tmp_path, monkeypa
     assert cli("quantize", "espcn-x2", "--data", tmp_path / "missing", "-o", tmp_path / "c2").exit_code == 2
 
 
-def test_a_calibration_for_other_layer_sizes_is_not_used(tmp_path):
+def test_a_calibration_for_other_weights_or_sizes_is_not_used(tmp_path):
     net = make_model(2, 1)
     files = []
     for k in range(2):
         files.append(tmp_path / f"{k}.png")
         Image.fromarray(random_image(40, 40, 3, seed=k)).save(files[-1])
+    from subpixel_cli.model import ESPCN, ESPCNConfig
     from subpixel_cli.quantize import save_calibration
 
     save_calibration(tmp_path, calibrate(net, files))
-    assert load_calibration(tmp_path, tuple(net.conv2.weight.shape)) is not None
-    assert load_calibration(tmp_path, (16, 32, 3, 3)) is None
+    assert load_calibration(tmp_path, net) is not None
+    retrained = make_model(2, 1, seed=1)  # same sizes, other weights: a stale calibration
+    assert load_calibration(tmp_path, retrained) is None
+    assert load_calibration(tmp_path, ESPCN(ESPCNConfig(scale=2, features=(32, 16)))) is None
     (tmp_path / CALIBRATION_NAME).write_bytes(b"not safetensors")
-    assert load_calibration(tmp_path, tuple(net.conv2.weight.shape)) is None
+    assert load_calibration(tmp_path, net) is None
 
 
 @needs_int8
