@@ -5,6 +5,8 @@
 #   benchmarks/train_cpu.sh chain1   # ×3 then ×2
 #   benchmarks/train_cpu.sh chain2   # ×4 then the CelebA face model
 #   benchmarks/train_cpu.sh x3-long  # a ~2-hour ×3 cycle from the shipped weights, one core
+#   benchmarks/train_cpu.sh x4-long  # the same for ×4, ~1.2 hours
+#   benchmarks/train_cpu.sh x2-long  # the same for ×2, ~30 minutes (after x3-long, on its core)
 #
 # Run it again after any interruption: a finished stage is skipped, a stopped one resumed from
 # its last checkpoint. Each stage's run folder is a model folder (subpixel eval --model DIR).
@@ -69,5 +71,17 @@ case "${1:-}" in
     stage x3-c "${Y[@]}" -x 3 --steps 40000 --loss l1 --lr 1e-3 --min-lr 1e-5 --init-from espcn-x3
     stage x3-d "${Y[@]}" -x 3 --steps 8000 --loss mse --lr 1e-4 --min-lr 1e-6 --init-from "$RUNS/x3-c"
     ;;
-  *) echo "usage: $0 chain1|chain2|x3-long" >&2; exit 2 ;;
+  x4-long)
+    Y=(--dataset "$DATA/train" --workers 0 --patch-size 48 --batch-size 32 --patches-per-image 64 --scale-aug 0.6
+       --scale-versions 8 --ema 0.999 --val-holdout 20 --seed 2)
+    stage x4-c "${Y[@]}" -x 4 --steps 30000 --loss l1 --lr 1e-3 --min-lr 1e-5 --init-from espcn-x4
+    stage x4-d "${Y[@]}" -x 4 --steps 5000 --loss mse --lr 1e-4 --min-lr 1e-6 --init-from "$RUNS/x4-c"
+    ;;
+  x2-long)
+    Y=(--dataset "$DATA/train" --workers 0 --patch-size 48 --batch-size 32 --patches-per-image 64 --scale-aug 0.6
+       --scale-versions 8 --ema 0.999 --val-holdout 20 --seed 2)
+    stage x2-c "${Y[@]}" -x 2 --steps 10000 --loss l1 --lr 1e-3 --min-lr 1e-5 --init-from espcn-x2
+    stage x2-d "${Y[@]}" -x 2 --steps 3000 --loss mse --lr 1e-4 --min-lr 1e-6 --init-from "$RUNS/x2-c"
+    ;;
+  *) echo "usage: $0 chain1|chain2|x3-long|x4-long|x2-long" >&2; exit 2 ;;
 esac
