@@ -529,7 +529,7 @@ def bench(scale: int | None, model: str | None, device: str, precision: str, bat
         emit_json({"model": upscaler.info.name, **result.as_dict(), "notice": upscaler.notice,
                    **({"steps_ms": {k: round(v, 3) for k, v in steps.items()}} if steps else {})})
         return
-    threads = f", {result.threads} threads" if result.threads else ""
+    threads = f", {result.threads} thread{'s' if result.threads != 1 else ''}" if result.threads else ""
     share = (f", {result.peak_share:.0%} of this machine's {result.precision} matmul peak ({result.peak_gflops:.0f} "
              f"{'GOP' if result.precision == 'int8' else 'GFLOP'}/s)") if result.peak_share else ""
     click.echo(f"{result.fps:.2f} frames/s ({1000 / result.fps:.1f} ms/frame) for {width}×{height} -> "
