@@ -47,6 +47,14 @@ stage() {  # stage NAME ARGS...: train into $RUNS/NAME unless it is done; resume
 Y=(--dataset "$DATA/train" --workers 2 --patch-size 48 --batch-size 32 --patches-per-image 64 --scale-aug 0.6
    --ema 0.999 --val-holdout 20 --seed 0)
 
+long_cycle() {  # long_cycle SCALE L1_STEPS MSE_STEPS: the second, longer cycle from the shipped espcn-xSCALE
+  # (already fine-tuned at 5e-4): L1 at a higher rate with twice the shrunk copies per image, then MSE.
+  local x=$1 long=(--dataset "$DATA/train" --workers 0 --patch-size 48 --batch-size 32 --patches-per-image 64
+                   --scale-aug 0.6 --scale-versions 8 --ema 0.999 --val-holdout 20 --seed 2)
+  stage "x$x-c" "${long[@]}" -x "$x" --steps "$2" --loss l1 --lr 1e-3 --min-lr 1e-5 --init-from "espcn-x$x"
+  stage "x$x-d" "${long[@]}" -x "$x" --steps "$3" --loss mse --lr 1e-4 --min-lr 1e-6 --init-from "$RUNS/x$x-c"
+}
+
 case "${1:-}" in
   chain1)
     stage x3-a "${Y[@]}" -x 3 --steps 24000 --loss l1 --lr 5e-4 --min-lr 1e-5 --init-from espcn-x3
@@ -62,26 +70,10 @@ case "${1:-}" in
     stage x4-b "${Y[@]}" -x 4 --steps 4000 --loss mse --lr 1e-4 --min-lr 1e-6 --init-from "$RUNS/x4-a"
     ;;
   x3-long)
-    # From the shipped ×3 (already fine-tuned at 5e-4): a second, longer cycle at a higher rate
-    # with twice the shrunk copies per image, then MSE. Stage x3-c was started for 60,000 steps and
-    # resumed at step 14,000 with 40,000, to end within the session (the cosine rate jumped from
-    # 8.8e-4 to 7.5e-4 there); ~1.5 h on one core.
-    Y=(--dataset "$DATA/train" --workers 0 --patch-size 48 --batch-size 32 --patches-per-image 64 --scale-aug 0.6
-       --scale-versions 8 --ema 0.999 --val-holdout 20 --seed 2)
-    stage x3-c "${Y[@]}" -x 3 --steps 40000 --loss l1 --lr 1e-3 --min-lr 1e-5 --init-from espcn-x3
-    stage x3-d "${Y[@]}" -x 3 --steps 8000 --loss mse --lr 1e-4 --min-lr 1e-6 --init-from "$RUNS/x3-c"
-    ;;
-  x4-long)
-    Y=(--dataset "$DATA/train" --workers 0 --patch-size 48 --batch-size 32 --patches-per-image 64 --scale-aug 0.6
-       --scale-versions 8 --ema 0.999 --val-holdout 20 --seed 2)
-    stage x4-c "${Y[@]}" -x 4 --steps 30000 --loss l1 --lr 1e-3 --min-lr 1e-5 --init-from espcn-x4
-    stage x4-d "${Y[@]}" -x 4 --steps 5000 --loss mse --lr 1e-4 --min-lr 1e-6 --init-from "$RUNS/x4-c"
-    ;;
-  x2-long)
-    Y=(--dataset "$DATA/train" --workers 0 --patch-size 48 --batch-size 32 --patches-per-image 64 --scale-aug 0.6
-       --scale-versions 8 --ema 0.999 --val-holdout 20 --seed 2)
-    stage x2-c "${Y[@]}" -x 2 --steps 10000 --loss l1 --lr 1e-3 --min-lr 1e-5 --init-from espcn-x2
-    stage x2-d "${Y[@]}" -x 2 --steps 3000 --loss mse --lr 1e-4 --min-lr 1e-6 --init-from "$RUNS/x2-c"
-    ;;
+    # Stage x3-c was started for 60,000 steps and resumed at step 14,000 with 40,000, to end
+    # within the session (the cosine rate jumped from 8.8e-4 to 7.5e-4 there); ~1.5 h on one core.
+    long_cycle 3 40000 8000 ;;
+  x4-long) long_cycle 4 30000 5000 ;;
+  x2-long) long_cycle 2 10000 3000 ;;
   *) echo "usage: $0 chain1|chain2|x3-long|x4-long|x2-long" >&2; exit 2 ;;
 esac
