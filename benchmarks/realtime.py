@@ -33,19 +33,6 @@ SIZES = {2: (960, 540), 3: (640, 360), 4: (480, 270)}
 PRECISIONS = ("fp32", "bf16", "int8")
 
 
-def psnr_on(upscaler: Upscaler, scale: int, dataset: str) -> float:
-    from subpixel_cli.evaluate import dataset_files, prepare_image, read_hr
-    from subpixel_cli.metrics import psnr, shave, y_channel
-
-    scores = []
-    for path in dataset_files(BENCHMARKS / dataset):
-        image = prepare_image(path.stem, read_hr(path), scale, ssim=False)
-        lr = image.lr if image.lr.ndim == 3 else np.repeat(image.lr[..., None], 3, axis=2)
-        sr = upscaler.upscale(lr)[0]
-        scores.append(psnr(shave(y_channel(sr), scale), shave(y_channel(image.hr), scale), peak=255.0))
-    return float(np.mean(scores))
-
-
 def old_tree_steps(upscaler: Upscaler, width: int, height: int) -> dict[str, float]:
     """Steps of a FusedPath that cannot time itself: its convolutions (by call order) and write."""
     from subpixel_cli import fused
@@ -107,6 +94,7 @@ def main() -> None:
             results[f"x{scale}"] = steps
     else:
         from subpixel_cli.bench import measure_throughput, profile_steps
+        from subpixel_cli.evaluate import upscaler_psnr
 
         print("| scale | input → output | precision | fps | ms/frame | share of matmul peak | Set5 Δ dB | Set14 Δ dB |")
         print("|---|---|---|---:|---:|---:|---:|---:|")
@@ -117,7 +105,7 @@ def main() -> None:
                 up = Upscaler(loaded, device="cpu", precision=precision, batch_size=4)
                 r = measure_throughput(up, w, h, args.seconds, peak=True)
                 steps = profile_steps(up, w, h)
-                psnr = {} if args.no_psnr or not BENCHMARKS.is_dir() else {d: psnr_on(up, scale, d) for d in ("Set5", "Set14")}
+                psnr = {} if args.no_psnr or not BENCHMARKS.is_dir() else {d: upscaler_psnr([up], BENCHMARKS / d)[0] for d in ("Set5", "Set14")}
                 if precision == "fp32":
                     base = psnr
                 delta = {d: psnr[d] - base[d] for d in psnr}

@@ -23,7 +23,7 @@ from rich.markup import escape
 from subpixel_cli import __version__
 from subpixel_cli import choices
 from subpixel_cli.console import (emit_json, err_console, eval_progress, print_eval_tables, print_summary,
-                                  progress_bar, short_licence, show_result, show_steps, train_progress)
+                                  print_note, progress_bar, short_licence, show_result, show_steps, train_progress)
 from subpixel_cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, SubpixelError
 
 if TYPE_CHECKING:
@@ -179,7 +179,7 @@ def upscale(inputs: tuple[str, ...], output: Path | None, scale: int | None, mod
         show = not quiet and (group is None or group.main)
         live = group is None  # under torchrun rank 0 shows every process's results after the gather
         if show and upscaler.notice:
-            err_console.print(f"[yellow]note:[/] {escape(upscaler.notice)}", soft_wrap=True)
+            print_note(upscaler.notice)
         if show:
             err_console.print(f"{upscaler.info.name}: ×{upscaler.scale} {upscaler.info.color_space.upper()} model on "
                               f"{upscaler.device.type} ({str(upscaler.dtype).removeprefix('torch.')}), "
@@ -457,7 +457,7 @@ def video(source: Path, output: Path | None, scale: int | None, model: str | Non
     with sharding.joined() as group:
         show = not quiet and (group is None or group.main)  # under torchrun: rank 0's progress, for its own part
         if show and upscaler.notice:
-            err_console.print(f"[yellow]note:[/] {escape(upscaler.notice)}", soft_wrap=True)
+            print_note(upscaler.notice)
         with progress_bar(show, "{task.fields[rate]}") as progress:
             task = progress.add_task("frames", total=None, rate="")
             started = time.perf_counter()
@@ -474,7 +474,7 @@ def video(source: Path, output: Path | None, scale: int | None, model: str | Non
         emit_json(result.as_dict())
     if show:
         for note in result.notes:
-            err_console.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
+            print_note(note)
         extra = f", {result.audio_streams_copied} audio stream(s) copied" if result.audio_streams_copied else ""
         if result.segments_per_process is not None:
             extra += f", segments in {len(result.segments_per_process)} processes"
@@ -519,7 +519,7 @@ def bench(scale: int | None, model: str | None, device: str, precision: str, bat
     upscaler = _load_upscaler(model, scale, device, precision, None, batch_size, None)
     width, height = frame or (1920 // upscaler.scale, 1080 // upscaler.scale)
     if upscaler.notice and not as_json:
-        err_console.print(f"[yellow]note:[/] {escape(upscaler.notice)}", soft_wrap=True)
+        print_note(upscaler.notice)
     if not as_json:
         err_console.print(f"{upscaler.info.name}: ×{upscaler.scale} on {upscaler.device.type} "
                           f"({upscaler.precision.name}), {width}×{height} frames, batches of {batch_size}…")
@@ -618,7 +618,7 @@ def quantize(model_spec: str, data: Path | None, images: int, output: Path | Non
     for check in cal.checks:
         err_console.print(f"  {check.dataset}: fp32 {check.fp32:.2f} dB, int8 {check.int8:.2f} dB ({-check.loss:+.3f})")
     if not cal.checks:
-        err_console.print("[yellow]note:[/] Set5/Set14 not found (--data-dir): int8 is unchecked, and "
-                          "--precision auto will not use it; --precision int8 still does")
+        print_note("Set5/Set14 not found (--data-dir): int8 is unchecked, and --precision auto will not use it; "
+                   "--precision int8 still does")
     elif not cal.accurate():
-        err_console.print("[yellow]note:[/] int8 loses more than 0.05 dB here: --precision auto will not use it")
+        print_note("int8 loses more than 0.05 dB here: --precision auto will not use it")

@@ -21,6 +21,11 @@ if TYPE_CHECKING:
 err_console = Console(stderr=True, highlight=False)
 
 
+def print_note(message: str) -> None:
+    """One ``note:`` line on stderr: something the user should know that is not a failure."""
+    err_console.print(f"[yellow]note:[/] {escape(message)}", soft_wrap=True)
+
+
 def emit_json(record: dict[str, Any]) -> None:
     """One JSON object per line on stdout. File names that are not valid UTF-8 (surrogate escapes)
     are written as ``\\udcXX`` escapes, which ``json.loads`` turns back into the same name."""

@@ -258,6 +258,22 @@ def validate(net: ESPCN, images: Sequence[ProtocolImage]) -> tuple[float, float]
     return float(np.mean([s.psnr for s in scores])), float(np.mean([s.bicubic_psnr for s in scores]))
 
 
+def upscaler_psnr(upscalers: Sequence[Any], folder: Path) -> list[float]:
+    """Mean Y-PSNR of what each :class:`~subpixel_cli.upscale.Upscaler` (all of one scale) writes,
+    RGB in and RGB out in its own precision, on a folder of HR images: steps 1, 2 and 4 of the
+    protocol, each image prepared once for all. How ``subpixel quantize`` and the benchmarks
+    compare precisions."""
+    scale = upscalers[0].scale
+    scores: list[list[float]] = [[] for _ in upscalers]
+    for path in dataset_files(folder):
+        image = prepare_image(path.stem, read_hr(path), scale, ssim=False)
+        lr = image.lr if image.lr.ndim == 3 else np.repeat(image.lr[..., None], 3, axis=2)
+        y_hr = shave(y_channel(image.hr), scale)
+        for upscaler, mine in zip(upscalers, scores):
+            mine.append(psnr(shave(y_channel(upscaler.upscale(lr)[0]), scale), y_hr, peak=255.0))
+    return [float(np.mean(mine)) for mine in scores]
+
+
 def _run(net: ESPCN, x: np.ndarray) -> np.ndarray:
     """Forward a ``C×H×W`` array in [0, 1]; returns ``C×rH×rW`` float64, clipped to [0, 1].
 

@@ -275,9 +275,8 @@ class _Int8Layer:
     def __init__(self, layer: tuple[torch.Tensor, torch.Tensor], calibration: Any, alpha: float, beta: float,
                  gamma: float, out_dtype: torch.dtype) -> None:
         w, b = layer  # conv2 as folded: α·γ·w and γ·(b + β·Σw), on s
-        lo = (calibration.act_min.to(torch.float64) - beta) / alpha
-        hi = (calibration.act_max.to(torch.float64) - beta) / alpha
-        step = (hi - lo).clamp_min(1e-6) / 255
+        lo = (calibration.act_min.to(torch.float64) - beta) / alpha  # the levels, in terms of s
+        step = calibration.level_steps() / alpha
         self.bias = (b + (w * lo.view(1, -1, 1, 1)).sum(dim=(1, 2, 3))).float()
         # The calibration's weights approximate w·step of the activation (α = γ = 1); here the
         # levels are of s, whose step is step_a/α, and the layer is γ times as large.

@@ -51,6 +51,12 @@ _FORMAT = "subpixel-int8-v1"
 Progress = Callable[[int, int], None]
 
 
+def level_steps(act_min: torch.Tensor, act_max: torch.Tensor) -> torch.Tensor:
+    """The step between 256 levels from ``act_min`` to ``act_max``, per channel (float64): what
+    the calibration rounds conv2's weights against and what the int8 path quantizes with."""
+    return (act_max.double() - act_min.double()).clamp_min(1e-6) / 255
+
+
 @dataclass(frozen=True)
 class Check:
     """One dataset's Y-PSNR through ``subpixel upscale`` (RGB in, RGB out) in fp32 and in int8."""
@@ -77,6 +83,10 @@ class Calibration:
     source: str
     checks: tuple[Check, ...] = field(default=())
     weights: str = ""  # model.weights_sha256 of the model it was made for: other weights do not use it
+
+    def level_steps(self) -> torch.Tensor:
+        """Per channel, the step between the 256 levels of tanh(conv1) (float64)."""
+        return level_steps(self.act_min, self.act_max)
 
     def accurate(self, bound: float = MAX_LOSS_DB) -> bool:
         """Checked on every dataset of :data:`CHECK_DATASETS`, and within ``bound`` dB on each."""
@@ -173,7 +183,7 @@ def calibrate(net: ESPCN, files: Sequence[Path], progress: Progress | None = Non
             lo, hi = torch.minimum(lo, a.amin(dim=(0, 2, 3))), torch.maximum(hi, a.amax(dim=(0, 2, 3)))
             if progress:
                 progress(k + 1, total)
-        step = ((hi - lo).clamp_min(1e-6) / 255).view(1, -1, 1, 1)
+        step = level_steps(lo, hi).float().view(1, -1, 1, 1)
         k2 = cfg.kernel_sizes[1]
         gram = torch.zeros(cfg.features[0] * k2 * k2, cfg.features[0] * k2 * k2, dtype=torch.float64)
         for k, x in enumerate(inputs):  # what conv2 sees: the levels, as columns of its patches
@@ -183,7 +193,7 @@ def calibrate(net: ESPCN, files: Sequence[Path], progress: Progress | None = Non
             gram += cols @ cols.T
             if progress:
                 progress(len(inputs) + k + 1, total)
-    weight = net.conv2.weight.detach().double() * step.double()
+    weight = net.conv2.weight.detach().double() * level_steps(lo, hi).view(1, -1, 1, 1)
     weight_int8, weight_scale = round_weights(weight, gram)
     pixels = sum(x.shape[-1] * x.shape[-2] for x in inputs)
     return Calibration(lo, hi, weight_int8, weight_scale, len(inputs), pixels, "", weights=weights_sha256(net))
@@ -232,34 +242,19 @@ class QuantizeResult:
 def check_accuracy(loaded: Any, calibration: Calibration, data_dir: str | None,
                    datasets: Sequence[str] = CHECK_DATASETS) -> list[Check]:
     """Y-PSNR of ``loaded`` on ``datasets`` through the Upscaler in fp32 and in int8 (with
-    ``calibration``), by the evaluation protocol but on the RGB that ``subpixel upscale`` writes.
-    Datasets that cannot be found are left out."""
-    from subpixel_cli.evaluate import (
-        dataset_files,
-        prepare_image,
-        read_hr,
-        resolve_dataset,
-    )
-    from subpixel_cli.metrics import psnr, shave, y_channel
+    ``calibration``): :func:`~subpixel_cli.evaluate.upscaler_psnr`, the RGB that ``subpixel
+    upscale`` writes. Datasets that cannot be found are left out."""
+    from subpixel_cli.evaluate import resolve_dataset, upscaler_psnr
     from subpixel_cli.upscale import Upscaler
 
-    scale = loaded.info.scale
-    runs = {name: Upscaler(loaded, device="cpu", precision=name, calibration=calibration) for name in ("fp32", "int8")}
+    upscalers = [Upscaler(loaded, device="cpu", precision=name, calibration=calibration) for name in ("fp32", "int8")]
     checks = []
     for name in datasets:
         try:
             folder = resolve_dataset(name, data_dir)
         except DataError:
             continue
-        scores: dict[str, list[float]] = {"fp32": [], "int8": []}
-        for path in dataset_files(folder):
-            image = prepare_image(path.stem, read_hr(path), scale, ssim=False)
-            lr = image.lr if image.lr.ndim == 3 else np.repeat(image.lr[..., None], 3, axis=2)
-            y_hr = y_channel(image.hr)
-            for run, upscaler in runs.items():
-                sr = upscaler.upscale(lr)[0]
-                scores[run].append(psnr(shave(y_channel(sr), scale), shave(y_hr, scale), peak=255.0))
-        checks.append(Check(folder.name, float(np.mean(scores["fp32"])), float(np.mean(scores["int8"]))))
+        checks.append(Check(folder.name, *upscaler_psnr(upscalers, folder)))
     return checks
 
 

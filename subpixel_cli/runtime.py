@@ -7,7 +7,7 @@ from __future__ import annotations
 import ctypes
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -102,10 +102,9 @@ def inference_precision(name: str, device: torch.device, calibration: Any = None
         name, calibration = "auto", None
     int8_ready = calibration is not None and int8_kernels() and calibration.accurate()
     dtype = resolve_precision(name, device, int8_ready)
-    if notice:
-        notice += f"; using {next(k for k, v in PRECISIONS.items() if v == dtype)}"
     module = torch.float32 if name in ("auto", "int8") and device.type == "cpu" else dtype
-    return Precision(fused=dtype, module=module, checks_overflow=dtype == torch.float16, notice=notice)
+    precision = Precision(fused=dtype, module=module, checks_overflow=dtype == torch.float16)
+    return replace(precision, notice=f"{notice}; using {precision.name}") if notice else precision
 
 
 def default_memory_budget(device: torch.device) -> int:
