@@ -7,6 +7,7 @@
 #   benchmarks/train_cpu.sh x3-long  # a ~2-hour ×3 cycle from the shipped weights, one core
 #   benchmarks/train_cpu.sh x4-long  # the same for ×4, ~1.2 hours
 #   benchmarks/train_cpu.sh x2-long  # the same for ×2, ~30 minutes (after x3-long, on its core)
+#   benchmarks/train_cpu.sh third    # a third cycle from the second: ×2 (~65 min) then ×4 (~35 min)
 #
 # Run it again after any interruption: a finished stage is skipped, a stopped one resumed from
 # its last checkpoint. Each stage's run folder is a model folder (subpixel eval --model DIR).
@@ -55,6 +56,13 @@ long_cycle() {  # long_cycle SCALE L1_STEPS MSE_STEPS: the second, longer cycle 
   stage "x$x-d" "${long[@]}" -x "$x" --steps "$3" --loss mse --lr 1e-4 --min-lr 1e-6 --init-from "$RUNS/x$x-c"
 }
 
+third_cycle() {  # third_cycle SCALE L1_STEPS MSE_STEPS: another warm restart, from cycle two's last stage
+  local x=$1 long=(--dataset "$DATA/train" --workers 0 --patch-size 48 --batch-size 32 --patches-per-image 64
+                   --scale-aug 0.6 --scale-versions 8 --ema 0.999 --val-holdout 20 --seed 3)
+  stage "x$x-e" "${long[@]}" -x "$x" --steps "$2" --loss l1 --lr 5e-4 --min-lr 1e-5 --init-from "$RUNS/x$x-d"
+  stage "x$x-f" "${long[@]}" -x "$x" --steps "$3" --loss mse --lr 1e-4 --min-lr 1e-6 --init-from "$RUNS/x$x-e"
+}
+
 case "${1:-}" in
   chain1)
     stage x3-a "${Y[@]}" -x 3 --steps 24000 --loss l1 --lr 5e-4 --min-lr 1e-5 --init-from espcn-x3
@@ -75,5 +83,6 @@ case "${1:-}" in
     long_cycle 3 40000 8000 ;;
   x4-long) long_cycle 4 30000 5000 ;;
   x2-long) long_cycle 2 10000 3000 ;;
-  *) echo "usage: $0 chain1|chain2|x3-long|x4-long|x2-long" >&2; exit 2 ;;
+  third) third_cycle 2 40000 4000; third_cycle 4 20000 3000 ;;
+  *) echo "usage: $0 chain1|chain2|x3-long|x4-long|x2-long|third" >&2; exit 2 ;;
 esac
