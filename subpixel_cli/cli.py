@@ -498,18 +498,23 @@ def _parse_size(text: str | None) -> tuple[int, int] | None:
 @model_options
 @click.option("--size", metavar="WxH", help="Input frame size (default: whatever makes 1920×1080 at this scale).")
 @click.option("--seconds", type=click.FloatRange(min=0), default=5.0, show_default=True, help="How long to time (after one warm-up batch).")
+@click.option("--frames", "layout", type=click.Choice(["rgb", "i420"]), default="rgb", show_default=True,
+              help="rgb: RGB pictures, as `subpixel upscale` takes them; i420: the 8-bit 4:2:0 YCbCr planes that "
+                   "`subpixel video` upscales such video in (Y models).")
 @click.option("--profile", is_flag=True, help="Also time each step of the path (CPU): where a frame's time goes.")
 @click.option("--json", "as_json", is_flag=True, help="The result as one JSON object on stdout.")
 @handle_errors
 def bench(scale: int | None, model: str | None, device: str, precision: str, batch_size: int, size: str | None,
-          seconds: float, profile: bool, as_json: bool) -> None:
-    """Measure upscaling speed on this machine: frames/s on same-size RGB frames, and the share
-    of the machine's matrix-multiply peak in the same precision that it reaches.
+          layout: str, seconds: float, profile: bool, as_json: bool) -> None:
+    """Measure upscaling speed on this machine: frames/s on same-size frames (RGB, or the
+    I420 planes of video), and the share of the machine's matrix-multiply peak in the same
+    precision that it reaches.
 
     \b
     Examples:
       subpixel bench -x3                      # 640×360 -> 1080p
       subpixel bench -x3 --precision int8 --profile
+      subpixel bench -x3 --frames i420        # what `subpixel video` runs
       subpixel bench -x2 --device cuda --precision fp16 --batch-size 16
       subpixel bench --model my-model/ --size 1280x720 --json
     """
@@ -522,9 +527,9 @@ def bench(scale: int | None, model: str | None, device: str, precision: str, bat
         print_note(upscaler.notice)
     if not as_json:
         err_console.print(f"{upscaler.info.name}: ×{upscaler.scale} on {upscaler.device.type} "
-                          f"({upscaler.precision.name}), {width}×{height} frames, batches of {batch_size}…")
-    steps = profile_steps(upscaler, width, height) if profile else None
-    result = measure_throughput(upscaler, width, height, seconds, peak=True)
+                          f"({upscaler.precision.name}), {width}×{height} {layout.upper()} frames, batches of {batch_size}…")
+    steps = profile_steps(upscaler, width, height, layout=layout) if profile else None
+    result = measure_throughput(upscaler, width, height, seconds, peak=True, layout=layout)
     if as_json:
         emit_json({"model": upscaler.info.name, **result.as_dict(), "notice": upscaler.notice,
                    **({"steps_ms": {k: round(v, 3) for k, v in steps.items()}} if steps else {})})

@@ -114,11 +114,16 @@ class FusedPath:
 
     ``dtype`` ``torch.int8`` is the int8 path: it needs the model's ``calibration``
     (:class:`~subpixel_cli.quantize.Calibration`) and oneDNN's quantized convolution.
+
+    ``luma`` (Y models, ``in_channels`` 1): the input is a Y plane and so is the result, in its
+    own levels (16…235 for limited-range video): the Y of YCbCr frames that stay in YCbCr.
     """
 
     def __init__(self, model: ESPCN, in_channels: int, device: torch.device, dtype: torch.dtype,
-                 opencv: bool | None = None, calibration: Any = None) -> None:
+                 opencv: bool | None = None, calibration: Any = None, luma: bool = False) -> None:
         cfg, r = model.config, model.config.scale
+        if luma and (cfg.channels != 1 or in_channels != 1):
+            raise ValueError("the luma path is for Y models on one channel")
         int8 = dtype == torch.int8
         if int8 and (calibration is None or device.type != "cpu"):
             raise ValueError("the int8 path runs on the CPU, with a calibration")
@@ -140,11 +145,15 @@ class FusedPath:
                 y_centre = _Y_CENTRE if centred else 0.0
                 to_y = ((a[0] / 255).view(1, 3, 1, 1), torch.tensor([Y_OFFSET - y_centre], dtype=torch.float64))
                 layers[0] = (w1, b1 + y_centre * w1.sum(dim=(1, 2, 3)))
+            elif luma:  # Y levels in, Y levels out
+                layers[0] = (w1 / 255, b1)
             else:  # grey g is Y = 16/255 + g·219/255
                 layers[0] = (w1 * Y_RANGE / 255, b1 + Y_OFFSET * w1.sum(dim=(1, 2, 3)))
-            # Y' -> RGB: every colour gets (Y' − 16/255)/(219/255) plus the chroma term.
-            gain = 255 / Y_RANGE
-            layers[2] = (gain * w3, gain * (b3 - Y_OFFSET) + half - self.centre)
+            if luma:
+                layers[2] = (255 * w3, 255 * b3 + half - self.centre)
+            else:  # Y' -> RGB: every colour gets (Y' − 16/255)/(219/255) plus the chroma term.
+                gain = 255 / Y_RANGE
+                layers[2] = (gain * w3, gain * (b3 - Y_OFFSET) + half - self.centre)
         else:  # an RGB model on RGB; its channels are already in (i, j, c) order
             layers[0], layers[2] = (w1 / 255, b1), (255 * w3, 255 * b3 + half - self.centre)
         post_ops = _BF16_POST_OPS if float_dtype == torch.bfloat16 else _POST_OPS

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -111,11 +112,17 @@ class Upscaler:
         model = copy.deepcopy(self._source_model).to(self.device, dtype)
         return model.to(memory_format=torch.channels_last)
 
-    def _build_fused(self, dtype: torch.dtype) -> dict[int, FusedPath]:
-        """Fused 8-bit paths by input channels: RGB, and grey for Y models (an RGB model's grey
-        output is the mean of clamped colours, which does not fold into its convolutions)."""
-        channels = (1, 3) if self.info.config.channels == 1 else (3,)
-        return {c: FusedPath(self._source_model, c, self.device, dtype, calibration=self.calibration) for c in channels}
+    def _build_fused(self, dtype: torch.dtype) -> dict[int | str, FusedPath]:
+        """Fused 8-bit paths by input channels: RGB, and grey and the Y plane (key ``"y"``) for Y
+        models (an RGB model's grey output is the mean of clamped colours, which does not fold
+        into its convolutions)."""
+        paths: dict[int | str, FusedPath] = {3: FusedPath(self._source_model, 3, self.device, dtype,
+                                                           calibration=self.calibration)}
+        if self.info.config.channels == 1:
+            for key in (1, "y"):
+                paths[key] = FusedPath(self._source_model, 1, self.device, dtype, calibration=self.calibration,
+                                       luma=key == "y")
+        return paths
 
     @cached_property
     def _fp32_model(self) -> torch.nn.Module:
@@ -123,7 +130,7 @@ class Upscaler:
         return self._model if self.precision.module == torch.float32 else self._prepare(torch.float32)
 
     @cached_property
-    def _fp32_fused(self) -> dict[int, FusedPath]:
+    def _fp32_fused(self) -> dict[int | str, FusedPath]:
         """The fused paths in fp32, to redo an overflowed batch: built on first need, then reused."""
         return self._fused if self.precision.fused == torch.float32 else self._build_fused(torch.float32)
 
@@ -161,18 +168,21 @@ class Upscaler:
             return self._network(x.expand(-1, 3, -1, -1)).clamp_(0, 1).mean(dim=1, keepdim=True)
         return self._network(x).clamp_(0, 1)
 
-    def _fused_pass(self, padded: np.ndarray, out: np.ndarray, lap: Laps | None = None) -> _Pending:
-        """Upscale padded uint8 ``N×H×W×C`` into ``out`` through the fused path. On CUDA with a
-        pinned ``out`` the copy back is left in flight on a side stream, so the caller can queue
-        the next batch before it :meth:`_finish` es this one. ``lap`` times the steps."""
-        fused = self._fused[padded.shape[-1]]
+    def _fused_pass(self, padded: np.ndarray, out: np.ndarray, lap: Laps | None = None,
+                    key: int | str | None = None) -> _Pending:
+        """Upscale padded uint8 ``N×H×W×C`` into ``out`` through the fused path ``key`` (by
+        default the one for C channels). On CUDA with a pinned ``out`` the copy back is left in
+        flight on a side stream, so the caller can queue the next batch before it
+        :meth:`_finish` es this one. ``lap`` times the steps."""
+        key = padded.shape[-1] if key is None else key
+        fused = self._fused[key]
         t, d = fused(_to_tensor(padded, self.device), lap)
         # Checked on the device and read in _finish, so that CUDA work is not serialised here.
         bad = ~torch.isfinite(t).all() if self.precision.checks_overflow else None
         dst = torch.from_numpy(out)
         if self._copy_stream is None or not dst.is_pinned():
             self._write_pixels(fused, t, d, out, lap)
-            return _Pending(None, bad, padded, out)
+            return _Pending(None, bad, padded, out, key)
         pixels = torch.empty(out.shape, dtype=torch.uint8, device=self.device)
         self._write_pixels(fused, t, d, pixels)
         self._copy_stream.wait_stream(torch.cuda.current_stream(self.device))
@@ -181,7 +191,7 @@ class Upscaler:
             pixels.record_stream(self._copy_stream)
             done = torch.cuda.Event()
             done.record()
-        return _Pending(done, bad, padded, out)
+        return _Pending(done, bad, padded, out, key)
 
     def _write_pixels(self, fused: FusedPath, t: torch.Tensor, d: torch.Tensor | None,
                       out: np.ndarray | torch.Tensor, lap: Laps | None = None) -> None:
@@ -199,19 +209,21 @@ class Upscaler:
         if pending.done is not None:
             pending.done.synchronize()
         if pending.bad is not None and bool(pending.bad):
-            fused = self._fp32_fused[pending.padded.shape[-1]]
+            fused = self._fp32_fused[pending.key]
             self._write_pixels(fused, *fused(_to_tensor(pending.padded, self.device)), pending.out)
 
-    def _run_padded(self, colour: np.ndarray, alpha: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
-        """Upscale padded ``N×H×W×C`` arrays and cut the padding off the result."""
+    def _run_padded(self, colour: np.ndarray, alpha: np.ndarray | None,
+                    key: int | str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """Upscale padded ``N×H×W×C`` arrays and cut the padding off the result (``key``: a
+        fused path other than the one for C channels, for a Y plane)."""
         peak = float(np.iinfo(colour.dtype).max)
         crop = self.pad * self.scale
         with torch.inference_mode():
-            if colour.dtype == np.uint8 and colour.shape[-1] in self._fused:
+            if colour.dtype == np.uint8 and (key or colour.shape[-1]) in self._fused:
                 n, h, w, c = colour.shape
                 shape = (n, (h - 2 * self.pad) * self.scale, (w - 2 * self.pad) * self.scale, c)
                 colour_out = np.empty(shape, np.uint8)
-                self._finish(self._fused_pass(colour, colour_out))
+                self._finish(self._fused_pass(colour, colour_out, key=key))
             else:
                 x = _to_tensor(colour, self.device) / peak
                 colour_out = _to_array(self.sr_tensor(x)[..., crop:-crop, crop:-crop], colour.dtype)
@@ -255,6 +267,12 @@ class Upscaler:
         Yields ``(rows, alpha_rows)`` of the output, so a writer can stream a result that would
         not fit in memory whole.
         """
+        return self._iter_rows(pixels, alpha, progress, plan)
+
+    def _iter_rows(
+        self, pixels: np.ndarray, alpha: np.ndarray | None = None, progress: Progress | None = None,
+        plan: TilePlan | None = None, key: int | str | None = None,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
         h, w = pixels.shape[:2]
         p = self.pad
         plan = plan or self.plan
@@ -271,7 +289,7 @@ class Upscaler:
                 tw = min(tile, w - tx)
                 window = (slice(ty, ty + th + 2 * p), slice(tx, tx + tw + 2 * p))
                 a_in = None if padded_alpha is None else padded_alpha[window][None]
-                out, a_out = self._run_padded(padded[window][None], a_in)
+                out, a_out = self._run_padded(padded[window][None], a_in, key)
                 rows[:, tx * r : (tx + tw) * r] = out[0]
                 if alpha_rows is not None:
                     alpha_rows[:, tx * r : (tx + tw) * r] = a_out[0]
@@ -298,8 +316,53 @@ class Upscaler:
         plan = plan or self.plan
         if self.tiles_for(h, w, plan) > 1:
             return np.stack([self.upscale(f, plan=plan)[0] for f in frames])
-        per_pass = max(1, min(self.batch_size, plan.max_pixels // ((h + 2 * self.pad) * (w + 2 * self.pad))))
         out = self._empty_output((n, h * self.scale, w * self.scale, c), frames.dtype)
+        self._batches(frames, out, plan, c if frames.dtype == np.uint8 and c in self._fused else None, lap)
+        return out
+
+    @property
+    def takes_i420(self) -> bool:
+        """Whether :meth:`upscale_i420` can run: a Y model on the fused path."""
+        return "y" in self._fused
+
+    def upscale_i420(self, frames: np.ndarray, plan: TilePlan | None = None, lap: Laps | None = None) -> np.ndarray:
+        """Upscale ``N×(3H/2)×W`` uint8 I420 frames (the Y plane, then the half-size U and V
+        planes, one after the other, as PyAV stacks ``yuv420p``) into the same layout ``r×``
+        larger, without leaving YCbCr: the Y plane by the network in its own levels (any range
+        and matrix; Y models only), U and V bicubically for MPEG-2/H.264 chroma siting (left,
+        centred vertically). ``H`` and ``W`` must be even."""
+        if "y" not in self._fused:
+            raise UsageError(f"{self.info.name} is an RGB model: I420 frames need a Y model")
+        n, rows, w = frames.shape
+        h, r = rows * 2 // 3, self.scale
+        if h % 2 or w % 2 or rows != h + h // 2:
+            raise ValueError(f"{w}×{rows} is not a stack of I420 planes of an even-sized frame")
+        plan = plan or self.plan
+        out = self._empty_output((n, rows * r, w * r), np.uint8)
+        flat_in, flat_out = frames.reshape(n, -1), out.reshape(n, -1)
+        y_in = flat_in[:, : h * w].reshape(n, h, w, 1)
+        y_out = flat_out[:, : h * w * r * r].reshape(n, h * r, w * r, 1)
+        if self.tiles_for(h, w, plan) > 1:
+            for k in range(n):
+                y_out[k] = np.concatenate([rows for rows, _ in self._iter_rows(y_in[k], plan=plan, key="y")])
+        else:
+            self._batches(y_in, y_out, plan, "y", lap)
+        ch, cw = h // 2, w // 2
+        for k in range(n):
+            for p in range(2):
+                start, start_out = h * w + p * ch * cw, (h * w + p * ch * cw) * r * r
+                plane = flat_in[k, start : start + ch * cw].reshape(ch, cw)
+                upscale_chroma(plane, r, flat_out[k, start_out : start_out + ch * cw * r * r].reshape(ch * r, cw * r))
+        if lap:
+            lap("chroma")
+        return out
+
+    def _batches(self, frames: np.ndarray, out: np.ndarray, plan: TilePlan, key: int | str | None,
+                 lap: Laps | None) -> None:
+        """Same-size frames that fit ``plan`` into ``out``, ``batch_size`` (or fewer) at a time:
+        through the fused path ``key``, or the float path where it is ``None``."""
+        n, h, w, _ = frames.shape
+        per_pass = max(1, min(self.batch_size, plan.max_pixels // ((h + 2 * self.pad) * (w + 2 * self.pad))))
         pending: list[_Pending] = []
         with torch.inference_mode():
             for i in range(0, n, per_pass):
@@ -308,13 +371,12 @@ class Upscaler:
                 padded = _reflect_pad(frames[i : i + per_pass], self.pad, batch=True)
                 if lap:
                     lap("pad")
-                if frames.dtype == np.uint8 and c in self._fused:
-                    pending.append(self._fused_pass(padded, out[i : i + per_pass], lap))
+                if key is not None:
+                    pending.append(self._fused_pass(padded, out[i : i + per_pass], lap, key))
                 else:
                     out[i : i + per_pass] = self._run_padded(padded, None)[0]
             for p in pending:
                 self._finish(p)
-        return out
 
     def _empty_output(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         """Page-locked on CUDA, so that results can be copied back asynchronously."""
@@ -331,6 +393,30 @@ class _Pending:
     bad: torch.Tensor | None  # a device bool: the reduced-precision output was not finite
     padded: np.ndarray
     out: np.ndarray
+    key: int | str  # the fused path it went through
+
+
+def upscale_chroma(plane: np.ndarray, r: int, out: np.ndarray) -> None:
+    """A 4:2:0 chroma plane ``r×`` larger into ``out``, bicubically, for MPEG-2/H.264 siting: a
+    chroma sample lies on the left luma column of its pair and halfway between its two rows, so
+    the sample grid moves by ``¼ − ¼/r`` chroma pixels to the right against OpenCV's centred one
+    (a 4-tap shift at low resolution, then its resize: ``cv2.warpAffine`` would take 8× as long)."""
+    shift = 0.25 - 0.25 / r
+    cv2.resize(cv2.sepFilter2D(plane, -1, _shift_taps(shift), np.ones(1, np.float32), anchor=(1, 0),
+                               borderType=cv2.BORDER_REPLICATE),
+               (out.shape[1], out.shape[0]), dst=out, interpolation=cv2.INTER_CUBIC)
+
+
+def _shift_taps(s: float) -> np.ndarray:
+    """Keys' cubic weights of pixels x − 1 … x + 2 for the value at x + s, with a = −½ (not
+    OpenCV's −¾): it carries a ramp over exactly, so the shift adds no ripple to the resize's."""
+    a = -0.5
+
+    def w(t: float) -> float:
+        t = abs(t)
+        return ((a + 2) * t - (a + 3)) * t * t + 1 if t <= 1 else ((t - 5) * t + 8) * t * a - 4 * a
+
+    return np.array([w(s + 1), w(s), w(1 - s), w(2 - s)], np.float32)
 
 
 def _as_hwc(pixels: np.ndarray) -> np.ndarray:

@@ -14,8 +14,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import cv2
@@ -239,7 +241,7 @@ def test_colour_range_and_matrix_round_trip(tmp_path: Path, matrix: str | None, 
                      audio_seconds=None)
     reader = FileReader(src, VideoOptions())
     with reader:
-        first = next(iter(reader.items(threading.Event()))).rgb
+        first = next(iter(reader.items(threading.Event()))).pixels
     assert np.abs(first.reshape(-1, 3).mean(0) - colour).max() < 3  # decoded with the file's own tags
 
     out = tmp_path / "out.mp4"
@@ -437,23 +439,33 @@ def _out_of_memory(kind: str) -> BaseException:
     return RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 1 GB: out of memory")
 
 
+def before_each_batch(monkeypatch: pytest.MonkeyPatch, hook: Callable[[], None]) -> None:
+    """Call ``hook`` before the Upscaler takes each batch of frames, RGB or I420 planes."""
+    from subpixel_cli.upscale import Upscaler
+
+    for name in ("upscale_batch", "upscale_i420"):
+        def wrapped(self: Upscaler, frames: np.ndarray, *args: Any, _real: Any = getattr(Upscaler, name),
+                    **kwargs: Any) -> np.ndarray:
+            hook()
+            return _real(self, frames, *args, **kwargs)
+
+        monkeypatch.setattr(Upscaler, name, wrapped)
+
+
 @pytest.mark.parametrize("kind", ["cuda", "cpu"])
 @pytest.mark.parametrize("frames_dir", [False, True])
 def test_out_of_memory_says_which_tile_to_try(tmp_path: Path, clip: Path, video_model_dir: str,
                                               monkeypatch: pytest.MonkeyPatch, kind: str, frames_dir: bool) -> None:
     from subpixel_cli.runtime import out_of_memory_message
-    from subpixel_cli.upscale import Upscaler
 
     calls = {"n": 0}
-    real = Upscaler.upscale_batch
 
-    def short_of_memory(self: Upscaler, frames: np.ndarray) -> np.ndarray:
+    def short_of_memory() -> None:
         calls["n"] += 1
         if calls["n"] == 3:  # mid-stream: frames have been written already
             raise _out_of_memory(kind)
-        return real(self, frames)
 
-    monkeypatch.setattr(Upscaler, "upscale_batch", short_of_memory)
+    before_each_batch(monkeypatch, short_of_memory)
     out = tmp_path / ("frames" if frames_dir else "out.mp4")
     where = ["--frames-dir", str(out)] if frames_dir else ["-o", str(out)]
     result = run_cli(str(clip), *where, "--model", video_model_dir, "--tile", "32", "--quiet")
@@ -468,18 +480,14 @@ def test_out_of_memory_says_which_tile_to_try(tmp_path: Path, clip: Path, video_
 
 def test_ctrl_c_mid_stream_leaves_no_output(tmp_path: Path, clip: Path, video_model_dir: str,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    from subpixel_cli.upscale import Upscaler
-
     calls = {"n": 0}
-    real = Upscaler.upscale_batch
 
-    def interrupted(self: Upscaler, frames: np.ndarray) -> np.ndarray:
+    def interrupted() -> None:
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        return real(self, frames)
 
-    monkeypatch.setattr(Upscaler, "upscale_batch", interrupted)
+    before_each_batch(monkeypatch, interrupted)
     out = tmp_path / "out.mp4"
     result = run_cli(str(clip), "-o", str(out), "--model", video_model_dir, "--quiet")
     assert result.exit_code == 130 and calls["n"] == 3

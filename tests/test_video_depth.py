@@ -304,7 +304,7 @@ def model_frames(upscaler: object, source: Path) -> np.ndarray:
     from subpixel_cli.video import FileReader, Frame
 
     with FileReader(source, VideoOptions()) as reader:
-        frames = np.stack([f.rgb for f in reader.items(threading.Event()) if isinstance(f, Frame)])
+        frames = np.stack([f.pixels for f in reader.items(threading.Event()) if isinstance(f, Frame)])
     return upscaler.upscale_batch(frames)
 
 

@@ -107,11 +107,22 @@ class _Fails:
         self.upscaler, self.fail_at, self.batches = upscaler, fail_at, 0
         self.scale, self.precision = upscaler.scale, upscaler.precision  # the same manifest as ``upscaler``
 
+    @property
+    def takes_i420(self) -> bool:
+        return self.upscaler.takes_i420
+
     def upscale_batch(self, frames: np.ndarray) -> np.ndarray:
+        self._count()
+        return self.upscaler.upscale_batch(frames)
+
+    def upscale_i420(self, frames: np.ndarray) -> np.ndarray:
+        self._count()
+        return self.upscaler.upscale_i420(frames)
+
+    def _count(self) -> None:
         self.batches += 1
         if self.batches == self.fail_at:
             raise RuntimeError("the device went away")
-        return self.upscaler.upscale_batch(frames)
 
     def weights_sha256(self) -> str:
         return self.upscaler.weights_sha256()

@@ -161,6 +161,7 @@ def _open(upscaler: FrameUpscaler, source: Path, target: Path, options: VideoOpt
         if not from_rank_0(group, None):
             return None
         reader = open_reader(source, options)
+        reader.planar = _stays_planar(upscaler, reader, options, frames_dir)
         return reader, (reader.width * upscaler.scale, reader.height * upscaler.scale), True
     try:
         check_output(source, target, frames_dir, force)
@@ -172,6 +173,7 @@ def _open(upscaler: FrameUpscaler, source: Path, target: Path, options: VideoOpt
             from_rank_0(group, None)
         raise
     size = (reader.width * upscaler.scale, reader.height * upscaler.scale)
+    reader.planar = _stays_planar(upscaler, reader, options, frames_dir)
     try:
         segmented = _segmentable(reader, target, options, size, frames_dir)
     except BaseException:
@@ -182,6 +184,16 @@ def _open(upscaler: FrameUpscaler, source: Path, target: Path, options: VideoOpt
     if group is not None:
         from_rank_0(group, segmented)
     return reader, size, segmented
+
+
+def _stays_planar(upscaler: FrameUpscaler, reader: Reader, options: VideoOptions, frames_dir: bool) -> bool:
+    """Whether frames go from decoder to encoder without leaving YCbCr: a Y model (its network
+    sees the decoded Y plane, the chroma is resized) on an 8-bit limited-range 4:2:0 video file
+    into a 4:2:0 video file. Saves two colour conversions per frame and the RGB work at high
+    resolution. ``--lossless`` keeps RGB: it promises the model's RGB frames exactly."""
+    takes = getattr(upscaler, "takes_i420", False)
+    return (bool(takes) and not frames_dir and not options.lossless and options.pix_fmt in (None, "yuv420p")
+            and isinstance(reader, FileReader) and reader.planar_ok())
 
 
 def _result(upscaler: FrameUpscaler, reader: Any, source: Path, target: Path, size: tuple[int, int], started: float,
@@ -254,7 +266,7 @@ def _plan(upscaler: FrameUpscaler, reader: FileReader, source: Path, target: Pat
         return None if plan is None else (WorkFolder(target, plan.starts), plan)
     try:
         starts = segment_starts(reader)
-        work = WorkFolder.prepare(target, source, options, upscaler, starts, resume, notes)
+        work = WorkFolder.prepare(target, source, options, upscaler, starts, resume, notes, reader.planar)
         done = work.done()
         todo = [k for k, d in enumerate(done) if not d]
         plan = Plan(starts, done, split_segments(segment_lengths(starts, reader.total), todo,

@@ -27,6 +27,10 @@ class FrameUpscaler(Protocol):
         """``N×H×W×3`` uint8 or uint16 RGB -> ``N×rH×rW×3`` RGB of the same dtype."""
         ...
 
+    def upscale_i420(self, frames: np.ndarray) -> np.ndarray:
+        """``N×(3H/2)×W`` uint8 I420 planes -> ``N×(3rH/2)×rW`` (for a :attr:`Reader.planar` reader)."""
+        ...
+
 
 Progress = Callable[[int, "int | None"], None]
 
@@ -97,19 +101,22 @@ class Pipeline:
             item = self._get(self.frames_q)
             end = item is _END
             if isinstance(item, Frame):
-                frames.append(item.rgb)
+                frames.append(item.pixels)
                 pts.append(item.pts)
             elif not end:
                 packets.append(item)
             if not end and len(frames) < self.batch_size and len(packets) < _MAX_LOOSE_PACKETS:
                 continue
-            upscaled = self.upscaler.upscale_batch(np.stack(frames)) if frames else np.empty((0, 0, 0, 3), np.uint8)
+            upscaled = self._upscale(np.stack(frames)) if frames else np.empty((0, 0, 0, 3), np.uint8)
             self._put_or_stop(self.batches_q, (upscaled, pts, packets))
             frames, pts, packets = [], [], []
             self._report()
             if end:
                 self._put_or_stop(self.batches_q, _END)
                 return
+
+    def _upscale(self, frames: np.ndarray) -> np.ndarray:
+        return self.upscaler.upscale_i420(frames) if frames.ndim == 3 else self.upscaler.upscale_batch(frames)
 
     def _write(self) -> None:
         while True:

@@ -23,10 +23,11 @@ from subpixel_cli.video.options import VideoOptions
 
 @dataclass
 class Frame:
-    """One decoded frame: RGB pixels (uint8, or uint16 from a source deeper than 8 bits) and its
-    presentation time in the reader's time base."""
+    """One decoded frame and its presentation time in the reader's time base: ``H×W×3`` RGB
+    pixels (uint8, or uint16 from a source deeper than 8 bits), or, from a reader that is
+    :attr:`Reader.planar`, the ``(3H/2)×W`` uint8 I420 planes as decoded."""
 
-    rgb: np.ndarray
+    pixels: np.ndarray
     pts: int
 
 
@@ -47,6 +48,9 @@ class Reader:
     depth: int = 8  # bits per component of the source; above 8, frames are uint16 RGB (rgb48)
     chroma: str = "420"  # the source's chroma subsampling: "420", "422" or "444"
     hdr: Hdr | None = None  # mastering display and content light level of the first frame
+    # Frames stay in YCbCr, as I420 planes (set before reading, where upscale_video finds that
+    # the source is 8-bit limited-range 4:2:0 and the model a Y model).
+    planar: bool = False
 
     def items(self, stop: threading.Event) -> Iterator[Frame | Any]:
         raise NotImplementedError
@@ -161,7 +165,7 @@ class FileReader(Reader):
                 if self.end is not None and t >= self.end:
                     video_done = True
                     break
-                yield Frame(self._to_rgb(frame), clock.output_pts())
+                yield Frame(self._to_i420(frame) if self.planar else self._to_rgb(frame), clock.output_pts())
             if video_done and not copy_ids:
                 return
         if corrupt:
@@ -221,6 +225,21 @@ class FileReader(Reader):
         if (frame.width, frame.height) != (self.width, self.height):
             kwargs.update(width=self.width, height=self.height)  # a mid-stream size change: back to the first size
         return frame.to_ndarray(format="rgb48le" if self.depth > 8 else "rgb24", interpolation=SWS_FLAGS, **kwargs)
+
+    def _to_i420(self, frame: av.VideoFrame) -> np.ndarray:
+        """The frame's I420 planes as decoded; a frame that changed size or format mid-stream is
+        converted back to the first one's (limited range, the matrix left as it is)."""
+        if frame.format.name != "yuv420p" or (frame.width, frame.height) != (self.width, self.height):
+            _, full = input_colour(frame.colorspace, frame.color_range, frame.format.name, frame.height)
+            frame = frame.reformat(format="yuv420p", width=self.width, height=self.height, interpolation=SWS_FLAGS,
+                                   src_color_range="JPEG" if full else "MPEG", dst_color_range="MPEG")
+        return frame.to_ndarray()
+
+    def planar_ok(self) -> bool:
+        """Whether frames can stay in YCbCr: an even-sized 8-bit 4:2:0 limited-range source."""
+        ctx = self.stream.codec_context
+        _, full = input_colour(ctx.colorspace, ctx.color_range, ctx.pix_fmt or "", self.height)
+        return ctx.pix_fmt == "yuv420p" and not full and self.width % 2 == 0 and self.height % 2 == 0
 
     def __exit__(self, *exc: object) -> None:
         self.container.close()

@@ -97,14 +97,14 @@ class WorkFolder:
 
     @classmethod
     def prepare(cls, target: Path, source: Path, options: VideoOptions, upscaler: Any, starts: list[int],
-                resume: bool, notes: list[str]) -> WorkFolder:
+                resume: bool, notes: list[str], planar: bool = False) -> WorkFolder:
         """The work folder for this source, options and model: the existing one when its manifest
         matches and ``resume``, else a fresh one; a killed run's half-written segments are removed."""
         work = cls(target, starts)
         opts = asdict(options)
         opts["fps"] = None if options.fps is None else str(options.fps)
         manifest = {"version": _VERSION, "source": _source_identity(source), "options": opts,
-                    "model": _model_identity(upscaler), "suffix": work.suffix, "starts": starts}
+                    "model": _model_identity(upscaler), "suffix": work.suffix, "starts": starts, "planar": planar}
         old = work._read_manifest()
         if not resume or old != manifest:  # a folder without a readable manifest is not trusted either
             if resume and old is not None:
@@ -154,7 +154,7 @@ class SkipFinished(Reader):
         todo = [k for k, d in enumerate(done) if not d]
         self.last = len(starts) - 1 if read_to_end or not todo else todo[-1]
         for name in ("width", "height", "rate", "time_base", "colour", "notes", "sample_aspect_ratio", "rotation",
-                     "depth", "chroma", "hdr"):
+                     "depth", "chroma", "hdr", "planar"):
             setattr(self, name, getattr(reader, name))
         self.container, self.passthrough = None, []
         lengths = segment_lengths(starts, reader.total)

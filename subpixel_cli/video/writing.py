@@ -14,7 +14,8 @@ import numpy as np
 
 from subpixel_cli.errors import OutputError
 from subpixel_cli.files import move_into_place, temporary_path
-from subpixel_cli.video.colour import HDR_TRANSFERS, MATRIX, RANGE_JPEG, RANGE_MPEG, SWS_FLAGS, output_colour
+from subpixel_cli.video.colour import (HDR_TRANSFERS, MATRIX, RANGE_JPEG, RANGE_MPEG, SWS_FLAGS, input_colour,
+                                      output_colour)
 from subpixel_cli.video.encoders import (LOSSLESS, audio_rate, bit_depth, format_for, hdr_options, lossless_pix_fmt, merge_params,
                                          pick_encoder, pick_lossless_encoder, pick_pix_fmt, quality_options)
 from subpixel_cli.video.extras import copy_container_extras, copy_stream_extras
@@ -109,7 +110,10 @@ class VideoWriter(Writer):
             stream.codec_context.sample_aspect_ratio = reader.sample_aspect_ratio
         if reader.rotation:
             stream.set_display_rotation(reader.rotation)  # shown upright, as the input is
-        self.matrix, self.full_range = output_colour(reader.colour, size[1])
+        if reader.planar:  # the frames stay in the source's YCbCr: they keep its matrix, now tagged
+            self.matrix, self.full_range = input_colour(reader.colour.matrix, reader.colour.range, "yuv420p", reader.height)
+        else:
+            self.matrix, self.full_range = output_colour(reader.colour, size[1])
         ctx = stream.codec_context
         ctx.colorspace, ctx.color_range = self.matrix, RANGE_JPEG if self.full_range else RANGE_MPEG
         ctx.color_primaries, ctx.color_trc = reader.colour.primaries, reader.colour.trc
@@ -186,16 +190,28 @@ class VideoWriter(Writer):
                 for frame in packet.stream.codec_context.decode(packet):
                     mux(out.encode(frame))
         full = "JPEG" if self.full_range else "MPEG"
-        for rgb, p in zip(frames, pts):
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb48le" if rgb.dtype == np.uint16 else "rgb24")
-            if not av.video.format.VideoFormat(self.stream.pix_fmt).is_rgb:
-                frame = frame.reformat(format=self.stream.pix_fmt, src_color_range="JPEG", interpolation=SWS_FLAGS,
-                                       dst_colorspace=MATRIX[self.matrix], dst_color_range=full)
-            elif frame.format.name != self.stream.pix_fmt:  # RGB to RGB: a repacking, exact
-                frame = frame.reformat(format=self.stream.pix_fmt)
+        for pixels, p in zip(frames, pts):
+            frame = self._frame(pixels, full)
             frame.pts, frame.time_base = p, self.stream.codec_context.time_base
             mux(self.stream.encode(frame))
             self.frames += 1
+
+    def _frame(self, pixels: np.ndarray, full: str) -> av.VideoFrame:
+        """An upscaled frame (RGB, or I420 planes) in the stream's pixel format."""
+        if pixels.ndim == 2:  # I420 planes, in the output's matrix and range already
+            frame = av.VideoFrame.from_ndarray(pixels, format="yuv420p")
+            if frame.format.name != self.stream.pix_fmt:
+                matrix = MATRIX[self.matrix]
+                frame = frame.reformat(format=self.stream.pix_fmt, interpolation=SWS_FLAGS, src_colorspace=matrix,
+                                       src_color_range=full, dst_colorspace=matrix, dst_color_range=full)
+            return frame
+        frame = av.VideoFrame.from_ndarray(pixels, format="rgb48le" if pixels.dtype == np.uint16 else "rgb24")
+        if not av.video.format.VideoFormat(self.stream.pix_fmt).is_rgb:
+                frame = frame.reformat(format=self.stream.pix_fmt, src_color_range="JPEG", interpolation=SWS_FLAGS,
+                                       dst_colorspace=MATRIX[self.matrix], dst_color_range=full)
+        elif frame.format.name != self.stream.pix_fmt:  # RGB to RGB: a repacking, exact
+            frame = frame.reformat(format=self.stream.pix_fmt)
+        return frame
 
     def flush(self) -> None:
         if not self.copying:
