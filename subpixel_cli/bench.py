@@ -102,8 +102,9 @@ def _frames(upscaler: Upscaler, width: int, height: int, layout: str) -> tuple[n
         raise UsageError(f"--frames i420: {upscaler.info.name} is an RGB model; I420 frames need a Y model")
     if width % 2 or height % 2:
         raise UsageError(f"--frames i420: frame size {width}×{height} is odd; 4:2:0 needs even sides")
-    chroma = frame[::2, ::2].reshape(-1, width)  # U and V: quarter planes, stacked below Y as PyAV does
-    return np.repeat(np.concatenate([frame, chroma, chroma])[None], upscaler.batch_size, axis=0), upscaler.upscale_i420
+    chroma = frame[::2, ::2].ravel()  # U and V: quarter planes, flat after Y, as PyAV stacks them
+    i420 = np.concatenate([frame.ravel(), chroma, chroma]).reshape(-1, width)
+    return np.repeat(i420[None], upscaler.batch_size, axis=0), upscaler.upscale_i420
 
 
 def measure_throughput(upscaler: Upscaler, width: int, height: int, seconds: float = 5.0,

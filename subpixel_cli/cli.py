@@ -114,7 +114,7 @@ def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--model", metavar="M", help="Packaged name (see `subpixel models`), model folder, .safetensors file, or hf://owner/repo[@rev]."),
         click.option("--device", type=click.Choice(choices.DEVICES), default="auto", show_default=True),
         click.option("--precision", type=click.Choice(choices.PRECISIONS), default="auto", show_default=True,
-                     help="auto: fp16 on GPUs (fp32 retry if the output is not finite); on CPUs for 8-bit pictures int8 where the model has a checked calibration and the CPU has AMX, else bf16 where it has native bf16 (AVX-512 BF16/AMX), else fp32. int8: the int8 path (CPU; `subpixel quantize`)."),
+                     help="auto: fp16 on GPUs (fp32 retry if the output is not finite); on CPUs for 8-bit pictures int8 where the model has a checked calibration and the CPU has fast int8 (VNNI or AMX, and a C compiler for its first-layer kernel), else bf16 where it has native bf16 (AVX-512 BF16/AMX), else fp32. int8: the int8 path (CPU; `subpixel quantize`)."),
         click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True, help="Same-size images per forward pass."),
     ]
     for option in reversed(options):
@@ -595,7 +595,8 @@ def quantize(model_spec: str, data: Path | None, images: int, output: Path | Non
     then scores fp32 and int8 on Set5 and Set14 (where they can be found) as `subpixel upscale`
     makes them. The calibration goes into the model folder as quantization.safetensors;
     `--precision auto` uses int8 only where that check is within 0.05 dB of fp32 and the CPU has
-    fast int8 (AMX; on AVX-512 VNNI alone it measured no faster than bf16).
+    fast int8 (AVX-512 VNNI or AMX, with the first layer's C kernel built by the machine's C
+    compiler; without that kernel int8 measured no faster than bf16).
 
     \b
     Examples:

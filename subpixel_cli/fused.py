@@ -28,6 +28,7 @@ import cv2
 import torch
 import torch.nn.functional as F
 
+from subpixel_cli import kernels
 from subpixel_cli.color import Y_OFFSET, Y_RANGE, matrices
 from subpixel_cli.model import ESPCN
 from subpixel_cli.runtime import MKLDNN_CONV, native_bf16
@@ -120,7 +121,8 @@ class FusedPath:
     """
 
     def __init__(self, model: ESPCN, in_channels: int, device: torch.device, dtype: torch.dtype,
-                 opencv: bool | None = None, calibration: Any = None, luma: bool = False) -> None:
+                 opencv: bool | None = None, calibration: Any = None, luma: bool = False,
+                 kernels_allowed: bool = True) -> None:
         cfg, r = model.config, model.config.scale
         if luma and (cfg.channels != 1 or in_channels != 1):
             raise ValueError("the luma path is for Y models on one channel")
@@ -171,9 +173,10 @@ class FusedPath:
         self.chroma_dtype = torch.float32 if centred else self.head_dtype  # the colours' own precision
         self.mkldnn = MKLDNN_CONV is not None and device.type == "cpu" and (
             float_dtype == torch.float32 or (float_dtype == torch.bfloat16 and native_bf16()))
-        self.int8 = None
+        self.int8, self.conv1_u8 = None, None
         if int8:
             self.int8 = _Int8Layer(layers[1], calibration, alpha, beta, gamma, float_dtype)
+            self.conv1_u8 = self._conv1_u8(cfg, layers[0], to_y, kernels_allowed)
             f2 = cfg.features[1]  # what is left of conv2 in float: its activation, on a 1×1 identity
             layers[1] = (torch.eye(f2, dtype=torch.float64).view(f2, f2, 1, 1), None)
         dtypes = (float_dtype, float_dtype, self.head_dtype)
@@ -184,6 +187,28 @@ class FusedPath:
             p = a_inv[:, 1:] @ a[1:]
             self.chroma = (p.to(device, torch.float32) if self.opencv
                            else self._weights(chroma_filter(r), None, self.chroma_dtype, device)[0])
+
+    def _conv1_u8(self, cfg: Any, layer: tuple[torch.Tensor, torch.Tensor], to_y: Any,
+                  allowed: bool) -> tuple[Any, ...] | None:
+        """The int8 path's conv1 → tanh → levels as one C kernel (:func:`kernels.conv1_u8`) where
+        it builds and fits the layer (one plane in, 64 channels, 5×5, tanh), with its fp32
+        weights and the plane it reads (RGB → Y as one fp32 row, or the input itself)."""
+        fits = (cfg.activation == "tanh" and self.post_op == "tanh" and cfg.features[0] == 64
+                and tuple(layer[0].shape[1:]) == (1, 5, 5))
+        run = kernels.conv1_u8() if allowed and fits else None
+        if run is None:
+            return None
+        y_row = None if to_y is None else (to_y[0].reshape(3).float(), float(to_y[1]))
+        return run, layer[0].float(), layer[1].float(), self.int8.gain.flatten(), self.int8.shift.flatten(), y_row
+
+    def _levels(self, x: torch.Tensor) -> torch.Tensor:
+        """conv1's output as the int8 layer's input levels, by the C kernel (NCHW view, channels last)."""
+        run, w, b, gain, shift, y_row = self.conv1_u8
+        if y_row is None:
+            planes = x[:, 0]
+        else:
+            planes = torch.matmul(x.permute(0, 2, 3, 1), y_row[0]).add_(y_row[1])
+        return run(planes, w, b, gain, shift).permute(0, 3, 1, 2)
 
     def _weights(self, w: torch.Tensor, b: torch.Tensor | None, dtype: torch.dtype,
                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -204,21 +229,18 @@ class FusedPath:
         OpenCV, phases (``H − 4`` rows) otherwise, or ``None``. Neither is clamped yet. ``lap``
         is told when each step ends."""
         lap = lap or _no_lap
-        (w1, b1), (w2, b2), (w3, b3) = self.layers
-        xh, x = x.to(self.chroma_dtype), x.to(self.dtype)
-        lap("input")
-        if self.to_y is not None:
-            x = self._conv(x, *self.to_y)
-            lap("colour to Y")
-        f = self._conv(x, w1, b1, self.post_op)
-        lap("conv1 + act")
-        if self.int8 is not None:
-            f = self.int8(f, lap)
-            f = self._conv(f, w2, b2, self.post_op)
-            lap("act2")
+        (w2, b2), (w3, b3) = self.layers[1:]
+        xh = x.to(self.chroma_dtype)
+        if self.conv1_u8 is not None:
+            levels = self._levels(x)
+            lap("conv1 + act + levels")
+            f = self.int8.convolve(levels, lap)
         else:
-            f = self._conv(f, w2, b2, self.post_op)
-            lap("conv2 + act")
+            f = self._first_layer(x, lap)
+            if self.int8 is not None:
+                f = self.int8(f, lap)
+        f = self._conv(f, w2, b2, self.post_op)
+        lap("act2" if self.int8 is not None else "conv2 + act")
         t = self._conv(f.to(self.head_dtype), w3, b3)
         lap("conv3")
         if self.chroma is None:
@@ -229,6 +251,18 @@ class FusedPath:
             d = self._conv(xh, self.chroma, None)
         lap("chroma")
         return t, d
+
+    def _first_layer(self, x: torch.Tensor, lap: Callable[[str], None]) -> torch.Tensor:
+        """conv1 and its activation on oneDNN (or torch), after RGB → Y for Y models on RGB."""
+        w1, b1 = self.layers[0]
+        x = x.to(self.dtype)
+        lap("input")
+        if self.to_y is not None:
+            x = self._conv(x, *self.to_y)
+            lap("colour to Y")
+        f = self._conv(x, w1, b1, self.post_op)
+        lap("conv1 + act")
+        return f
 
     def _conv(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, post_op: str = "none") -> torch.Tensor:
         """An unpadded convolution and its activation: one oneDNN call, or two torch ops."""
@@ -302,6 +336,10 @@ class _Int8Layer:
         q = torch.empty(0, dtype=torch.uint8).set_(levels.untyped_storage(), levels.storage_offset(),
                                                     levels.shape, levels.stride())
         lap("quantize")
+        return self.convolve(q, lap)
+
+    def convolve(self, q: torch.Tensor, lap: Callable[[str], None]) -> torch.Tensor:
+        """conv2 on input levels ``q`` (uint8, ``N×C×H×W`` channels last)."""
         z = torch.ops.onednn.qconv2d_pointwise(q, 1.0, 0, self.weight, self.w_scale, self.w_zero, self.bias,
                                                [1, 1], [0, 0], [1, 1], 1, 1.0, 0, self.out_dtype, "none", [], None)
         lap("conv2 (int8)")

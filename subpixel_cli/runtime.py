@@ -162,17 +162,21 @@ def int8_kernels() -> bool:
 
 
 def fast_int8() -> bool:
-    """Whether the int8 path beats bf16 on this CPU, as far as measured: with AMX tiles (int8 and
-    bf16 matrix units) and native bf16 for the layers around conv2. With AVX-512 VNNI alone
-    (measured on a 2-core AMD Zen 4) int8 was within ±5 % of bf16: conv2 ran 2.3× faster, but the
-    per-channel quantization of its input is a memory-bound pass that took back what conv2 gained
-    (benchmarks/README.md), so ``auto`` stays with bf16 there and ``--precision int8`` is a choice."""
-    amx = getattr(getattr(torch, "cpu", None), "_is_amx_tile_supported", None)
+    """Whether the int8 path beats bf16 on this CPU, as far as measured: int8 dot products (VNNI
+    or AMX tiles) and native bf16 for the layers around conv2, and the C kernel that makes conv1's
+    output the int8 layer's input in one pass (:func:`subpixel_cli.kernels.conv1_u8`, built on
+    first need). Without that kernel, on a 2-core AMD Zen 4 with AVX-512 VNNI, int8 was within
+    ±5 % of bf16 (torch's quantizer is a memory-bound pass that took back what conv2 gained); with
+    it, 10–20 % faster (benchmarks/README.md)."""
+    from subpixel_cli import kernels
+
+    cpu = getattr(torch, "cpu", None)
+    checks = [getattr(cpu, name, None) for name in ("_is_vnni_supported", "_is_amx_tile_supported")]
     try:
-        tiles = bool(amx()) if amx is not None else False
+        dots = any(check() for check in checks if check is not None)
     except (AttributeError, RuntimeError):
-        tiles = False
-    return tiles and int8_kernels() and fast_bf16()
+        dots = False
+    return dots and int8_kernels() and fast_bf16() and kernels.conv1_u8() is not None
 
 
 # --- process-wide tuning ----------------------------------------------------------------------

@@ -172,6 +172,9 @@ def test_bench_times_i420_frames(model_folder) -> None:
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert record["layout"] == "i420" and record["frames"] >= 4 and record["output_size"] == [64, 48]
+    result = runner.invoke(main, ["bench", "--model", str(model_folder(2)), "--size", "32x18", "--frames", "i420",
+                                  "--seconds", "0", "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output  # 9-row chroma planes (480×270 at ×4 has such)
     odd = runner.invoke(main, ["bench", "--model", str(model_folder(2)), "--size", "33x24", "--frames", "i420",
                                "--seconds", "0"], catch_exceptions=False)
     assert odd.exit_code == 2 and "odd" in odd.stderr

@@ -1,0 +1,102 @@
+"""The C kernel of the int8 path (subpixel_cli/kernels): what it computes, how it is built and
+cached, and that everything falls back to torch where it cannot be built."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import SAMPLE
+
+from subpixel_cli import kernels, runtime
+from subpixel_cli.data import degrade, mod_crop
+from subpixel_cli.images import read_rgb8
+from subpixel_cli.registry import load_model
+from subpixel_cli.runtime import int8_kernels
+from subpixel_cli.upscale import Upscaler
+
+needs_kernel = pytest.mark.skipif(kernels.conv1_u8() is None,
+                                  reason=f"conv1_u8 not built here: {kernels.unavailable('conv1_u8')}")
+
+
+def reference_levels(planes: torch.Tensor, w: torch.Tensor, b: torch.Tensor, gain: torch.Tensor,
+                     shift: torch.Tensor) -> torch.Tensor:
+    """round(gain·tanh(conv) + shift) clamped to 0…255, in float64, as N×H×W×64."""
+    z = torch.tanh(F.conv2d(planes.double()[:, None], w.double(), b.double()))
+    levels = (z * gain.double().view(1, -1, 1, 1) + shift.double().view(1, -1, 1, 1)).clamp(0, 255)
+    return torch.floor(levels + 0.5).permute(0, 2, 3, 1)
+
+
+@needs_kernel
+@pytest.mark.parametrize("size", [(13, 21), (40, 37)])  # widths that leave pixels after the 4-pixel blocks
+def test_conv1_u8_is_conv_tanh_and_levels(size: tuple[int, int]) -> None:
+    torch.manual_seed(0)
+    h, w = size
+    planes = torch.randint(0, 256, (2, h, w)).float()  # 8-bit levels, as the Y plane of video
+    weight, bias = torch.randn(64, 1, 5, 5) / 255, torch.randn(64) * 0.3
+    gain, shift = torch.rand(64) * 300 + 100, torch.rand(64) * 60 + 100  # levels run off both ends
+    run = kernels.conv1_u8()
+    got = run(planes, weight, bias, gain, shift)
+    if run.bf16:  # AVX-512 BF16 dot products: the weights are rounded to bf16 (8-bit levels are exact)
+        weight = weight.bfloat16().float()
+    expected = reference_levels(planes, weight, bias, gain, shift)
+    assert got.dtype == torch.uint8 and got.shape == (2, h - 4, w - 4, 64)
+    diff = (got.double() - expected).abs()
+    assert diff.max() <= 1 and diff.mean() < 0.001  # fp32 sums and a few-ulp tanh: ties may round either way
+    assert got.min() == 0 and got.max() == 255  # clamped, not wrapped
+
+
+@needs_kernel
+def test_conv1_u8_checks_its_shapes() -> None:
+    run = kernels.conv1_u8()
+    with pytest.raises(ValueError, match="64×1×5×5"):
+        run(torch.zeros(1, 8, 8), torch.zeros(32, 1, 5, 5), torch.zeros(32), torch.ones(32), torch.zeros(32))
+    with pytest.raises(ValueError, match="at least 5×5"):
+        run(torch.zeros(1, 4, 8), torch.zeros(64, 1, 5, 5), torch.zeros(64), torch.ones(64), torch.zeros(64))
+
+
+@needs_kernel
+def test_a_build_is_cached_and_reused(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("SUBPIXEL_CACHE", str(tmp_path))
+    assert kernels._build("conv1_u8") is not None
+    built = list((tmp_path / "kernels").glob("conv1_u8-*.so"))
+    assert len(built) == 1 and not [p for p in (tmp_path / "kernels").iterdir() if p.is_dir()]  # no build leftovers
+    stamp, real, commands = built[0].stat().st_mtime_ns, kernels.subprocess.run, []
+
+    def recorded(cmd, *args, **kwargs):
+        commands.append(cmd)
+        return real(cmd, *args, **kwargs)
+
+    monkeypatch.setattr(kernels.subprocess, "run", recorded)
+    assert kernels._build("conv1_u8") is not None
+    assert [c[1:] for c in commands] == [["--version"]] and built[0].stat().st_mtime_ns == stamp  # not compiled again
+
+
+def test_no_compiler_or_turned_off_means_no_kernel(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("SUBPIXEL_CACHE", str(tmp_path))
+    monkeypatch.setattr(kernels, "_compiler", lambda: None)
+    assert kernels._build("conv1_u8") is None and "no C compiler" in kernels.unavailable("conv1_u8")
+    monkeypatch.setenv("SUBPIXEL_KERNELS", "0")
+    assert kernels._build("conv1_u8") is None and "SUBPIXEL_KERNELS=0" in kernels.unavailable("conv1_u8")
+    failing = tmp_path / "cc"
+    failing.write_text("#!/bin/sh\n[ \"$1\" = --version ] && echo broken-cc 1.0 && exit 0\necho 'cc: internal error' >&2\nexit 1\n")
+    failing.chmod(0o755)
+    monkeypatch.delenv("SUBPIXEL_KERNELS")
+    monkeypatch.setattr(kernels, "_compiler", lambda: str(failing))
+    assert kernels._build("conv1_u8") is None and "internal error" in kernels.unavailable("conv1_u8")
+    assert not list((tmp_path / "kernels").glob("*.so"))
+
+
+@pytest.mark.skipif(not int8_kernels(), reason="this torch build has no oneDNN quantized convolution")
+def test_int8_without_the_kernel_is_the_torch_path_and_not_fast(monkeypatch) -> None:
+    # The kernel only fuses what torch does in three passes: both give the same pixels within a
+    # level or two (the kernel's conv1 is the more exact); without it int8 is not `auto`'s choice.
+    loaded = load_model("espcn-x3")
+    lr = degrade(mod_crop(read_rgb8(SAMPLE), 3), 3)[:80, :96]
+    with_kernel = Upscaler(loaded, device="cpu", precision="int8")
+    monkeypatch.setattr(kernels, "conv1_u8", lambda: None)
+    without = Upscaler(loaded, device="cpu", precision="int8")
+    assert without._fused[3].conv1_u8 is None and not runtime.fast_int8()
+    a, b = with_kernel.upscale(lr)[0].astype(int), without.upscale(lr)[0].astype(int)
+    assert np.abs(a - b).max() <= 4 and np.abs(a - b).mean() < 0.5
