@@ -7,7 +7,9 @@ with each path's Y-PSNR on Set5/Set14 against fp32, and where a frame's time goe
     (cd OLD_CHECKOUT && python /path/to/benchmarks/realtime.py --steps-only)   # an older tree
 
 fps: ``subpixel bench``'s measurement (:func:`subpixel_cli.bench.measure_throughput`, batches of
-4 synthetic frames) for 960×540 ×2, 640×360 ×3 and 480×270 ×4. PSNR: the packaged models on
+4 synthetic frames) for 960×540 ×2, 640×360 ×3 and 480×270 ×4, on RGB frames (``subpixel bench``)
+and on the I420 planes ``subpixel video`` keeps 8-bit 4:2:0 video in (``--frames i420``).
+``SUBPIXEL_KERNELS=0`` in the environment gives the int8 rows without the C kernel. PSNR: the packaged models on
 Set5 and Set14 (../shared/data/benchmarks) through the Upscaler, RGB in and RGB out, scored on Y
 by the MATLAB protocol (as ``subpixel quantize`` checks). Steps: the best of 5 batches per step
 (:func:`subpixel_cli.bench.profile_steps`). ``--steps-only`` in a tree from before the steps were
@@ -96,23 +98,26 @@ def main() -> None:
         from subpixel_cli.bench import measure_throughput, profile_steps
         from subpixel_cli.evaluate import upscaler_psnr
 
-        print("| scale | input → output | precision | fps | ms/frame | share of matmul peak | Set5 Δ dB | Set14 Δ dB |")
-        print("|---|---|---|---:|---:|---:|---:|---:|")
+        print("| scale | input → output | precision | fps (RGB) | ms/frame | share of matmul peak | fps (I420) | "
+              "Set5 Δ dB | Set14 Δ dB |")
+        print("|---|---|---|---:|---:|---:|---:|---:|---:|")
         for scale, (w, h) in SIZES.items():
             loaded = load_model(None, scale)
             base: dict[str, float] = {}
             for precision in PRECISIONS:
                 up = Upscaler(loaded, device="cpu", precision=precision, batch_size=4)
                 r = measure_throughput(up, w, h, args.seconds, peak=True)
+                planar = measure_throughput(up, w, h, args.seconds, layout="i420")
                 steps = profile_steps(up, w, h)
                 psnr = {} if args.no_psnr or not BENCHMARKS.is_dir() else {d: upscaler_psnr([up], BENCHMARKS / d)[0] for d in ("Set5", "Set14")}
                 if precision == "fp32":
                     base = psnr
                 delta = {d: psnr[d] - base[d] for d in psnr}
-                results[f"x{scale}-{precision}"] = {**r.as_dict(), "steps_ms": steps, "psnr": psnr, "delta_db": delta}
+                results[f"x{scale}-{precision}"] = {**r.as_dict(), "i420_fps": planar.fps, "steps_ms": steps, "psnr": psnr,
+                                                    "delta_db": delta}
                 cells = [f"{delta[d]:+.3f}" if d in delta else "–" for d in ("Set5", "Set14")]
                 print(f"| ×{scale} | {w}×{h} → {w * scale}×{h * scale} | {r.precision} | {r.fps:.1f} | {1000 / r.fps:.1f} | "
-                      f"{r.peak_share:.0%} | {cells[0]} | {cells[1]} |", flush=True)
+                      f"{r.peak_share:.0%} | {planar.fps:.1f} | {cells[0]} | {cells[1]} |", flush=True)
         print()
         for key, value in results.items():
             total = sum(value["steps_ms"].values())

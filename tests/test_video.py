@@ -527,3 +527,28 @@ def test_sigint_to_the_process_leaves_no_output(tmp_path: Path, video_model_dir:
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr.decode()
     assert not out.exists() and leftovers(tmp_path) == []
+
+
+def test_preset_sets_the_x264_speed(tmp_path: Path, clip: Path, video_model_dir: str) -> None:
+    # x264 writes its settings into the stream: ultrafast turns CABAC off, the default keeps it.
+    fast, default = tmp_path / "fast.mp4", tmp_path / "default.mp4"
+    assert run_cli(str(clip), "-o", str(fast), "--model", video_model_dir, "--preset", "ultrafast", "--quiet").exit_code == 0
+    assert run_cli(str(clip), "-o", str(default), "--model", video_model_dir, "--quiet").exit_code == 0
+    assert b"cabac=0" in fast.read_bytes() and b"cabac=1" in default.read_bytes()
+    bad = run_cli(str(clip), "-o", str(tmp_path / "bad.mp4"), "--model", video_model_dir, "--preset", "quick")
+    assert bad.exit_code == 2 and "ultrafast, superfast" in bad.stderr
+    vp9 = run_cli(str(clip), "-o", str(tmp_path / "v.webm"), "--model", video_model_dir, "--codec", "vp9", "--preset", "fast")
+    assert vp9.exit_code == 2 and "--preset applies to libx264 and libx265" in vp9.stderr
+    assert not (tmp_path / "v.webm").exists() and leftovers(tmp_path) == []
+
+
+def test_default_x264_preset_by_output_size() -> None:
+    from types import SimpleNamespace
+
+    from subpixel_cli.video.encoders import quality_options
+
+    def preset(w: int, h: int, asked: str | None = None) -> str:
+        return quality_options("libx264", None, SimpleNamespace(width=w, height=h), Fraction(30), asked)["preset"]
+
+    assert [preset(1280, 720), preset(1920, 1080), preset(2560, 1440)] == ["veryfast", "superfast", "ultrafast"]
+    assert preset(2560, 1440, "slow") == "slow"

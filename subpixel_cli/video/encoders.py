@@ -30,10 +30,15 @@ CRF_DEFAULTS = {"libx264": 18, "libx265": 22, "libvpx-vp9": 30, "libsvtav1": 30,
 # quicker and keeps the CRF's quality, at the cost of somewhat larger files. Above 720p even
 # "veryfast" costs more than the network on 2 cores (x264, one thread, 1080p: veryfast 38 ms a
 # frame, superfast 22, ultrafast 9): "superfast" (CABAC and deblocking kept; one reference, no
-# lookahead) is the compromise, at about twice veryfast's file size for the same CRF.
+# lookahead) is the compromise, at about twice veryfast's file size for the same CRF. Above 1080p
+# (×4 of 360p is 1440p) "ultrafast": at 1080p it costs 10 ms a frame on 2 cores against 16 for
+# superfast, for ~30 % more bits, and the encode stays ~50 dB from its input (superfast 52.5); with
+# it `subpixel video` keeps up with the model (benchmarks/README.md). --preset chooses any other.
 PRESETS = {"libx264": "veryfast", "libx265": "veryfast"}
 LARGE_PRESETS = {"libx264": "superfast", "libx265": "superfast"}
+HUGE_PRESETS = {"libx264": "ultrafast", "libx265": "ultrafast"}
 LARGE_PIXELS = 1280 * 720  # more pixels than this take LARGE_PRESETS
+HUGE_PIXELS = 1920 * 1080  # more than this, HUGE_PRESETS
 # Codecs a muxer holds although FFmpeg's codec query does not say so (MPEG-TS answers for only a
 # handful, so .ts output fell back to MPEG-2 video, which refuses 1/90000 time bases).
 _ALSO_HOLDS = {"mpegts": {"h264", "hevc"}}
@@ -168,15 +173,19 @@ def pick_pix_fmt(encoder: str, size: tuple[int, int], notes: list[str], depth: i
     return formats[0] if formats else "yuv420p"
 
 
-def quality_options(encoder: str, crf: int | None, stream: Any, rate: Fraction) -> dict[str, str]:
-    """Encoder options: constant quality where the encoder has it, else a generous bit rate."""
+def quality_options(encoder: str, crf: int | None, stream: Any, rate: Fraction, preset: str | None = None) -> dict[str, str]:
+    """Encoder options: constant quality where the encoder has it, else a generous bit rate;
+    x264/x265's speed ``preset`` (default by frame size)."""
+    if preset is not None and encoder not in PRESETS:
+        raise UsageError(f"--preset applies to {' and '.join(PRESETS)}, not {encoder}")
     if encoder in CRF_DEFAULTS:
         options = {"crf": str(crf if crf is not None else CRF_DEFAULTS[encoder])}
         if encoder == "libvpx-vp9":
             options["b"] = "0"  # constant-quality mode
         if encoder in PRESETS:
-            large = stream.width * stream.height > LARGE_PIXELS
-            options["preset"] = (LARGE_PRESETS if large else PRESETS)[encoder]
+            pixels = stream.width * stream.height
+            tier = HUGE_PRESETS if pixels > HUGE_PIXELS else LARGE_PRESETS if pixels > LARGE_PIXELS else PRESETS
+            options["preset"] = preset or tier[encoder]
         if encoder == "libx265":
             options["x265-params"] = "log-level=error"  # x265 prints its statistics to stderr otherwise
         return options

@@ -10,6 +10,9 @@ from pathlib import Path
 
 from subpixel_cli.errors import OutputError, UsageError
 
+# x264's and x265's speed presets, fastest first.
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo")
+
 DEFAULT_SUFFIX = ".mp4"
 
 
@@ -22,7 +25,8 @@ class VideoOptions:
     ``start``/``end``: seconds from the start of the input. ``fps``: the rate of a folder of frames.
     ``pix_fmt``: the output's pixel format (default: 4:2:0 at the source's bit depth).
     ``lossless``: encode the model's frames without loss (FFV1 RGB by default; see
-    :func:`~subpixel_cli.video.encoders.lossless_options`).
+    :func:`~subpixel_cli.video.encoders.lossless_options`). ``preset``: x264/x265's speed preset
+    (default by frame size, :data:`~subpixel_cli.video.encoders.PRESETS`).
     """
 
     codec: str = "auto"
@@ -32,6 +36,7 @@ class VideoOptions:
     fps: Fraction | None = None
     pix_fmt: str | None = None
     lossless: bool = False
+    preset: str | None = None
 
     def __post_init__(self) -> None:
         if self.start is not None and self.start < 0:
@@ -42,6 +47,8 @@ class VideoOptions:
             raise UsageError(f"--fps {self.fps}: must be positive")
         if self.lossless and self.crf is not None:
             raise UsageError("--lossless and --crf exclude each other: lossless has no quality setting")
+        if self.preset is not None and self.preset not in X264_PRESETS:
+            raise UsageError(f"--preset {self.preset}: x264/x265 presets are {', '.join(X264_PRESETS)}")
 
 
 def parse_time(text: str | None) -> float | None:

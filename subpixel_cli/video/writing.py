@@ -120,7 +120,12 @@ class VideoWriter(Writer):
         if reader.colour.trc in HDR_TRANSFERS and bit_depth(stream.pix_fmt) <= 8:
             self.notes.append(f"{stream.pix_fmt} is 8-bit but the video is {HDR_TRANSFERS[reader.colour.trc]} HDR: "
                               "expect banding (H.264 or HEVC in .mkv/.mp4 keep 10 bits)")
-        quality = dict(LOSSLESS[encoder]) if options.lossless else quality_options(encoder, options.crf, stream, rate)
+        if options.lossless:
+            quality = dict(LOSSLESS[encoder])
+            if options.preset is not None and "preset" in quality:
+                quality["preset"] = options.preset
+        else:
+            quality = quality_options(encoder, options.crf, stream, rate, options.preset)
         stream.options = merge_params(quality, hdr_options(encoder, reader.hdr, self.notes))
         return stream
 
