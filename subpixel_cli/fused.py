@@ -173,10 +173,12 @@ class FusedPath:
         self.chroma_dtype = torch.float32 if centred else self.head_dtype  # the colours' own precision
         self.mkldnn = MKLDNN_CONV is not None and device.type == "cpu" and (
             float_dtype == torch.float32 or (float_dtype == torch.bfloat16 and native_bf16()))
-        self.int8, self.conv1_u8 = None, None
+        self.int8, self.conv1_u8, self.tanh_bf16 = None, None, None
         if int8:
             self.int8 = _Int8Layer(layers[1], calibration, alpha, beta, gamma, float_dtype)
             self.conv1_u8 = self._conv1_u8(cfg, layers[0], to_y, kernels_allowed)
+            # act2 in place by the same C library, where conv2 hands over bf16 (one pass, not a conv)
+            self.tanh_bf16 = kernels.tanh_bf16() if self.conv1_u8 is not None and float_dtype == torch.bfloat16 else None
             f2 = cfg.features[1]  # what is left of conv2 in float: its activation, on a 1×1 identity
             layers[1] = (torch.eye(f2, dtype=torch.float64).view(f2, f2, 1, 1), None)
         dtypes = (float_dtype, float_dtype, self.head_dtype)
@@ -239,7 +241,7 @@ class FusedPath:
             f = self._first_layer(x, lap)
             if self.int8 is not None:
                 f = self.int8(f, lap)
-        f = self._conv(f, w2, b2, self.post_op)
+        f = self.tanh_bf16(f) if self.tanh_bf16 is not None else self._conv(f, w2, b2, self.post_op)
         lap("act2" if self.int8 is not None else "conv2 + act")
         t = self._conv(f.to(self.head_dtype), w3, b3)
         lap("conv3")

@@ -16,8 +16,7 @@ from subpixel_cli.registry import load_model
 from subpixel_cli.runtime import int8_kernels
 from subpixel_cli.upscale import Upscaler
 
-needs_kernel = pytest.mark.skipif(kernels.conv1_u8() is None,
-                                  reason=f"conv1_u8 not built here: {kernels.unavailable('conv1_u8')}")
+needs_kernel = pytest.mark.skipif(kernels.conv1_u8() is None, reason=f"not built here: {kernels.unavailable()}")
 
 
 def reference_levels(planes: torch.Tensor, w: torch.Tensor, b: torch.Tensor, gain: torch.Tensor,
@@ -57,10 +56,24 @@ def test_conv1_u8_checks_its_shapes() -> None:
 
 
 @needs_kernel
+def test_tanh_bf16_is_tanh_in_place() -> None:
+    x = (torch.randn(2, 32, 7, 9) * 3).bfloat16().contiguous(memory_format=torch.channels_last)
+    x[0, :4, 0, 0] = torch.tensor([0.0, -0.0, 20.0, -20.0])
+    expected = torch.tanh(x.float()).bfloat16()
+    got = kernels.tanh_bf16()(x)
+    assert got is x  # in place
+    ulps = (got.view(torch.int16).int() - expected.view(torch.int16).int()).abs()
+    assert ulps.max() <= 1 and (ulps > 0).float().mean() < 0.01  # a tie now and then
+    assert got[0, 2, 0, 0] == 1 and got[0, 3, 0, 0] == -1
+    with pytest.raises(ValueError, match="bf16"):
+        kernels.tanh_bf16()(torch.zeros(4))
+
+
+@needs_kernel
 def test_a_build_is_cached_and_reused(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("SUBPIXEL_CACHE", str(tmp_path))
-    assert kernels._build("conv1_u8") is not None
-    built = list((tmp_path / "kernels").glob("conv1_u8-*.so"))
+    assert kernels._build("int8") is not None
+    built = list((tmp_path / "kernels").glob("int8-*.so"))
     assert len(built) == 1 and not [p for p in (tmp_path / "kernels").iterdir() if p.is_dir()]  # no build leftovers
     stamp, real, commands = built[0].stat().st_mtime_ns, kernels.subprocess.run, []
 
@@ -69,22 +82,22 @@ def test_a_build_is_cached_and_reused(tmp_path, monkeypatch) -> None:
         return real(cmd, *args, **kwargs)
 
     monkeypatch.setattr(kernels.subprocess, "run", recorded)
-    assert kernels._build("conv1_u8") is not None
+    assert kernels._build("int8") is not None
     assert [c[1:] for c in commands] == [["--version"]] and built[0].stat().st_mtime_ns == stamp  # not compiled again
 
 
 def test_no_compiler_or_turned_off_means_no_kernel(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("SUBPIXEL_CACHE", str(tmp_path))
     monkeypatch.setattr(kernels, "_compiler", lambda: None)
-    assert kernels._build("conv1_u8") is None and "no C compiler" in kernels.unavailable("conv1_u8")
+    assert kernels._build("int8") is None and "no C compiler" in kernels.unavailable()
     monkeypatch.setenv("SUBPIXEL_KERNELS", "0")
-    assert kernels._build("conv1_u8") is None and "SUBPIXEL_KERNELS=0" in kernels.unavailable("conv1_u8")
+    assert kernels._build("int8") is None and "SUBPIXEL_KERNELS=0" in kernels.unavailable()
     failing = tmp_path / "cc"
     failing.write_text("#!/bin/sh\n[ \"$1\" = --version ] && echo broken-cc 1.0 && exit 0\necho 'cc: internal error' >&2\nexit 1\n")
     failing.chmod(0o755)
     monkeypatch.delenv("SUBPIXEL_KERNELS")
     monkeypatch.setattr(kernels, "_compiler", lambda: str(failing))
-    assert kernels._build("conv1_u8") is None and "internal error" in kernels.unavailable("conv1_u8")
+    assert kernels._build("int8") is None and "internal error" in kernels.unavailable()
     assert not list((tmp_path / "kernels").glob("*.so"))
 
 

@@ -1,12 +1,12 @@
 """Small C kernels for the CPU paths, built on first use by the machine's C compiler.
 
 torch cannot fuse a convolution, its tanh and a per-channel quantizer into one pass, and that
-pass over the network's largest tensor is what the int8 path waits on. :func:`conv1_u8` is the
-one kernel so far (``conv1_u8.c``): portable C with vector extensions, compiled with
-``-O3 -march=native`` into a cache folder (``$SUBPIXEL_CACHE`` or ``~/.cache/subpixel``,
-``kernels/``) keyed by the source, the compiler and the CPU, and loaded with ctypes. Where there
-is no compiler or the build fails, it is ``None`` and callers keep their torch path;
-``SUBPIXEL_KERNELS=0`` turns the kernels off. :func:`unavailable` says why one is missing.
+pass over the network's largest tensor is what the int8 path waits on. ``int8.c`` holds the int8
+path's kernels, :func:`conv1_u8` and :func:`tanh_bf16`: portable C with vector extensions,
+compiled with ``-O3 -march=native`` into a cache folder (``$SUBPIXEL_CACHE`` or
+``~/.cache/subpixel``, ``kernels/``) keyed by the source, the compiler and the CPU, and loaded
+with ctypes. Where there is no compiler or the build fails, they are ``None`` and callers keep
+their torch path; ``SUBPIXEL_KERNELS=0`` turns them off. :func:`unavailable` says why.
 """
 
 from __future__ import annotations
@@ -41,8 +41,9 @@ def cache_folder() -> Path:
     return Path(root).expanduser() / "kernels"
 
 
-def unavailable(name: str) -> str | None:
-    """Why kernel ``name`` could not be built or loaded (``None`` if it was, or was not tried)."""
+def unavailable(name: str = "int8") -> str | None:
+    """Why the kernels of ``name``.c could not be built or loaded (``None`` if they were, or
+    were not tried)."""
     return _why.get(name)
 
 
@@ -104,6 +105,18 @@ def _build(name: str) -> ctypes.CDLL | None:
         return None
 
 
+@functools.lru_cache(maxsize=1)
+def _int8() -> ctypes.CDLL | None:
+    lib = _build("int8")
+    if lib is None:
+        return None
+    ptr, i64 = ctypes.c_void_p, ctypes.c_int64
+    lib.conv1_u8.restype = lib.tanh_bf16.restype = None
+    lib.conv1_u8.argtypes = [ptr, i64, i64, i64, ptr, ptr, ptr, ptr, ptr]
+    lib.tanh_bf16.argtypes = [ptr, i64]
+    return lib
+
+
 @functools.lru_cache(maxsize=None)
 def conv1_u8() -> Conv1 | None:
     """``f(planes, weight, bias, gain, shift)``: for ``N×H×W`` float32 planes, ``weight`` 64×1×5×5
@@ -112,13 +125,10 @@ def conv1_u8() -> Conv1 | None:
     rows shared among torch's threads; ``None`` where the kernel cannot be built. Its ``bf16``
     says whether it rounds the weights to bf16 (CPUs with AVX-512 BF16: twice the speed) or keeps
     them in fp32."""
-    lib = _build("conv1_u8")
+    lib = _int8()
     if lib is None:
         return None
     kernel = lib.conv1_u8
-    kernel.restype = None
-    ptr, i64 = ctypes.c_void_p, ctypes.c_int64
-    kernel.argtypes = [ptr, i64, i64, i64, ptr, ptr, ptr, ptr, ptr]
 
     def run(planes: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, gain: torch.Tensor,
             shift: torch.Tensor) -> torch.Tensor:
@@ -134,4 +144,21 @@ def conv1_u8() -> Conv1 | None:
         return out
 
     run.bf16 = bool(lib.conv1_u8_bf16())  # type: ignore[attr-defined]  # weights rounded to bf16
+    return run
+
+
+@functools.lru_cache(maxsize=None)
+def tanh_bf16() -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """``f(x)``: tanh in place on a contiguous (in any memory format) bf16 tensor, returned;
+    ``None`` where the kernel cannot be built."""
+    lib = _int8()
+    if lib is None:
+        return None
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != torch.bfloat16 or not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
+            raise ValueError("tanh_bf16 takes a dense bf16 tensor")
+        lib.tanh_bf16(x.data_ptr(), x.numel())
+        return x
+
     return run

@@ -1,7 +1,12 @@
-/* The int8 path's first layer in one pass: a 5×5 convolution of one plane to 64 channels, tanh,
+/* The int8 path's passes that torch cannot fuse.
+ *
+ * conv1_u8: the first layer in one pass: a 5×5 convolution of one plane to 64 channels, tanh,
  * and each channel's quantization to 8-bit levels, written as uint8 NHWC (what oneDNN's int8
  * convolution reads). torch would take three passes over the 64 channels (conv + tanh, the
  * level multiply-add, the quantizer), each reading and writing the network's largest tensor.
+ *
+ * tanh_bf16: tanh in place on bf16 numbers (conv2's output), where torch took a 1×1 identity
+ * convolution with oneDNN's tanh post-op.
  *
  * Portable C with GCC/Clang vector extensions: 16-lane float vectors become one AVX-512
  * register, two AVX ones or four SSE/NEON ones, whatever the compiler targets (-march=native).
@@ -217,4 +222,26 @@ void conv1_u8(const float *x, int64_t n, int64_t height, int64_t width, const fl
         for (int64_t y = 0; y < oh; y++)
             conv1_pixels(x + (k * height + y) * width, width, 0, w, b, g, s, out + ((k * oh + y) * ow) * CH);
 #endif
+}
+
+typedef uint16_t v16u16 __attribute__((vector_size(LANES * sizeof(uint16_t))));
+
+/* x[i] = tanh(x[i]) for n bf16 numbers, rounded to nearest even. */
+void tanh_bf16(uint16_t *x, int64_t n) {
+    const int64_t blocks = n / LANES;
+#pragma omp parallel for schedule(static)
+    for (int64_t k = 0; k < blocks; k++) {
+        v16u16 half;
+        __builtin_memcpy(&half, x + k * LANES, sizeof half);
+        v16i bits = __builtin_convertvector(half, v16i) << 16;
+        v16i t = (v16i)tanh16((v16)bits);
+        t = (t + 0x7FFF + ((t >> 16) & 1)) >> 16; /* tanh is within ±1: no sign or overflow trouble */
+        half = __builtin_convertvector(t & 0xFFFF, v16u16);
+        __builtin_memcpy(x + k * LANES, &half, sizeof half);
+    }
+    for (int64_t i = blocks * LANES; i < n; i++) {
+        v16i bits = (v16i){0} + ((int32_t)x[i] << 16);
+        v16i t = (v16i)tanh16((v16)bits);
+        x[i] = (uint16_t)(((t[0] + 0x7FFF + ((t[0] >> 16) & 1)) >> 16) & 0xFFFF);
+    }
 }
