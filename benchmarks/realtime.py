@@ -9,7 +9,9 @@ with each path's Y-PSNR on Set5/Set14 against fp32, and where a frame's time goe
 fps: ``subpixel bench``'s measurement (:func:`subpixel_cli.bench.measure_throughput`, batches of
 4 synthetic frames) for 960×540 ×2, 640×360 ×3 and 480×270 ×4, on RGB frames (``subpixel bench``)
 and on the I420 planes ``subpixel video`` keeps 8-bit 4:2:0 video in (``--frames i420``).
-``SUBPIXEL_KERNELS=0`` in the environment gives the int8 rows without the C kernel. PSNR: the packaged models on
+``SUBPIXEL_KERNELS=0`` in the environment gives the int8 rows without the C kernels. Each
+scale and precision is timed in a fresh process (``--one``): in one long process the int8 rows
+came out up to 30 % slower after the fp32 and bf16 runs and their PSNR passes. PSNR: the packaged models on
 Set5 and Set14 (../shared/data/benchmarks) through the Upscaler, RGB in and RGB out, scored on Y
 by the MATLAB protocol (as ``subpixel quantize`` checks). Steps: the best of 5 batches per step
 (:func:`subpixel_cli.bench.profile_steps`). ``--steps-only`` in a tree from before the steps were
@@ -20,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -74,13 +78,28 @@ def old_tree_steps(upscaler: Upscaler, width: int, height: int) -> dict[str, flo
     return best
 
 
+def _speeds(scale: int, precision: str, seconds: float) -> dict:
+    """RGB and I420 fps (the RGB run with the matmul peak) and the steps, in this process."""
+    from subpixel_cli.bench import measure_throughput, profile_steps
+
+    w, h = SIZES[scale]
+    up = Upscaler(load_model(None, scale), device="cpu", precision=precision, batch_size=4)
+    r = measure_throughput(up, w, h, seconds, peak=True)
+    planar = measure_throughput(up, w, h, seconds, layout="i420")
+    return {**r.as_dict(), "i420_fps": planar.fps, "steps_ms": profile_steps(up, w, h)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=4.0, help="per measurement")
     parser.add_argument("--no-psnr", action="store_true")
     parser.add_argument("--steps-only", action="store_true", help="only where the time goes, in this tree's auto precision")
     parser.add_argument("--json", type=Path, help="write the results here too")
+    parser.add_argument("--one", nargs=2, metavar=("SCALE", "PRECISION"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.one:
+        print(json.dumps(_speeds(int(args.one[0]), args.one[1], args.seconds)))
+        return
     results: dict[str, dict] = {}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     if args.steps_only:
@@ -95,7 +114,6 @@ def main() -> None:
             print(f"×{scale} {up.dtype}: " + ", ".join(f"{k} {v:.1f} ms ({v / total:.0%})" for k, v in steps.items()))
             results[f"x{scale}"] = steps
     else:
-        from subpixel_cli.bench import measure_throughput, profile_steps
         from subpixel_cli.evaluate import upscaler_psnr
 
         print("| scale | input → output | precision | fps (RGB) | ms/frame | share of matmul peak | fps (I420) | "
@@ -105,19 +123,19 @@ def main() -> None:
             loaded = load_model(None, scale)
             base: dict[str, float] = {}
             for precision in PRECISIONS:
+                run = subprocess.run([sys.executable, __file__, "--one", str(scale), precision, "--seconds", str(args.seconds)],
+                                     capture_output=True, text=True, check=True)
+                speed = json.loads(run.stdout.strip().splitlines()[-1])
                 up = Upscaler(loaded, device="cpu", precision=precision, batch_size=4)
-                r = measure_throughput(up, w, h, args.seconds, peak=True)
-                planar = measure_throughput(up, w, h, args.seconds, layout="i420")
-                steps = profile_steps(up, w, h)
                 psnr = {} if args.no_psnr or not BENCHMARKS.is_dir() else {d: upscaler_psnr([up], BENCHMARKS / d)[0] for d in ("Set5", "Set14")}
                 if precision == "fp32":
                     base = psnr
                 delta = {d: psnr[d] - base[d] for d in psnr}
-                results[f"x{scale}-{precision}"] = {**r.as_dict(), "i420_fps": planar.fps, "steps_ms": steps, "psnr": psnr,
-                                                    "delta_db": delta}
+                results[f"x{scale}-{precision}"] = {**speed, "psnr": psnr, "delta_db": delta}
                 cells = [f"{delta[d]:+.3f}" if d in delta else "–" for d in ("Set5", "Set14")]
-                print(f"| ×{scale} | {w}×{h} → {w * scale}×{h * scale} | {r.precision} | {r.fps:.1f} | {1000 / r.fps:.1f} | "
-                      f"{r.peak_share:.0%} | {planar.fps:.1f} | {cells[0]} | {cells[1]} |", flush=True)
+                print(f"| ×{scale} | {w}×{h} → {w * scale}×{h * scale} | {speed['precision']} | {speed['fps']:.1f} | "
+                      f"{speed['ms_per_frame']:.1f} | {speed['peak_share']:.0%} | {speed['i420_fps']:.1f} | {cells[0]} | "
+                      f"{cells[1]} |", flush=True)
         print()
         for key, value in results.items():
             total = sum(value["steps_ms"].values())
