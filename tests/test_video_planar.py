@@ -18,7 +18,7 @@ from subpixel_cli.errors import UsageError
 from subpixel_cli.hub import LoadedModel, ModelInfo
 from subpixel_cli.images import read_rgb8
 from subpixel_cli.registry import load_model
-from subpixel_cli.runtime import native_bf16
+from subpixel_cli.runtime import int8_kernels, native_bf16
 from subpixel_cli.upscale import TilePlan, Upscaler, upscale_chroma
 from subpixel_cli.video import VideoOptions, upscale_video
 from tests.conftest import make_model
@@ -45,7 +45,7 @@ def astronaut() -> np.ndarray:
     return np.ascontiguousarray(rgb[: rgb.shape[0] // 2 * 2, : rgb.shape[1] // 2 * 2])
 
 
-PRECISIONS = ["fp32", *(["bf16"] if native_bf16() else [])]
+PRECISIONS = ["fp32", *(["bf16"] if native_bf16() else []), *(["int8"] if int8_kernels() else [])]
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
