@@ -31,6 +31,9 @@ sp() { $PY -m subpixel_cli "$@"; }
         | tee -a "$OUT/gpu_bench.jsonl"
     done
   done
+  echo "== bench on I420 frames (what video runs; stop 17)"
+  timeout 40 $PY -m subpixel_cli bench -x 3 --device cuda --frames i420 --batch-size 16 --seconds 5 --json \
+    | tee -a "$OUT/gpu_bench.jsonl"
   echo "== video end to end (×2, H.264, audio copied)"
   timeout 90 $PY -m subpixel_cli video "$CHECK/car_traffic_small.mp4" -x 2 -o "$OUT/car_x2.mp4" --device cuda --force --json --quiet
   echo "== eval on the GPU (Set5; must equal the cards)"

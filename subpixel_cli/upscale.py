@@ -345,8 +345,12 @@ class Upscaler:
         if self.tiles_for(h, w, plan) > 1:
             for k in range(n):
                 y_out[k] = np.concatenate([rows for rows, _ in self._iter_rows(y_in[k], plan=plan, key="y")])
-        else:
+        elif self.device.type == "cpu":
             self._batches(y_in, y_out, plan, "y", lap)
+        else:  # asynchronous copies back want a dense (pinned) target, not a view into the planes
+            dense = self._empty_output(y_out.shape, np.uint8)
+            self._batches(y_in, dense, plan, "y", lap)
+            y_out[...] = dense
         ch, cw = h // 2, w // 2
         for k in range(n):
             for p in range(2):

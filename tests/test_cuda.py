@@ -36,6 +36,19 @@ def test_gpu_pixels_match_the_cpu_reference(scale, channels):
     assert _psnr(half, cpu) > 45
 
 
+def test_gpu_i420_frames_match_the_cpu():
+    # What `subpixel video` runs for 8-bit 4:2:0 video: the Y plane on the GPU (copied back into
+    # the planes through a dense pinned buffer), the chroma on the CPU.
+    model = make_model(3, 1, seed=3)
+    frames = np.stack([random_image(48, 64, channels=1, seed=s)[..., 0] for s in range(3)])
+    i420 = np.concatenate([frames.reshape(3, -1), frames[:, ::2, ::2].reshape(3, -1), frames[:, 1::2, ::2].reshape(3, -1)],
+                          axis=1).reshape(3, 72, 64)
+    cpu = _upscaler(model, "cpu", precision="fp32").upscale_i420(i420)
+    for precision in ("fp32", "auto"):
+        gpu = _upscaler(model, "cuda", precision=precision, batch_size=2).upscale_i420(i420)
+        assert gpu.shape == cpu.shape and np.abs(gpu.astype(int) - cpu).max() <= (1 if precision == "fp32" else 3)
+
+
 def test_gpu_tiles_and_batches_equal_one_piece():
     model = make_model(3, 1, seed=1)
     image = random_image(70, 90, seed=2)
