@@ -12,7 +12,9 @@ cut off anyway.
 On the CPU the reduced-precision paths keep every layer in that precision: bf16 runs all three
 convolutions in bf16, with the last layer's output and the Y plane centred on zero (a bias of −128
 levels, or −½) so that bf16's 8 bits of mantissa round them to ¼–½ of a level instead of 1; int8
-runs conv2 on oneDNN's u8×s8 kernels (:mod:`subpixel_cli.quantize`) between bf16 layers.
+runs conv2 on oneDNN's u8×s8 kernels (:mod:`subpixel_cli.quantize`) between bf16 layers, its
+input made in one pass (conv1, tanh, levels) and its tanh done in place by the C kernels of
+:mod:`subpixel_cli.kernels` where they build.
 :meth:`FusedPath.__call__` takes a :class:`Laps` to time each step (``subpixel bench --profile``).
 """
 
@@ -121,8 +123,7 @@ class FusedPath:
     """
 
     def __init__(self, model: ESPCN, in_channels: int, device: torch.device, dtype: torch.dtype,
-                 opencv: bool | None = None, calibration: Any = None, luma: bool = False,
-                 kernels_allowed: bool = True) -> None:
+                 opencv: bool | None = None, calibration: Any = None, luma: bool = False) -> None:
         cfg, r = model.config, model.config.scale
         if luma and (cfg.channels != 1 or in_channels != 1):
             raise ValueError("the luma path is for Y models on one channel")
@@ -176,7 +177,7 @@ class FusedPath:
         self.int8, self.conv1_u8, self.tanh_bf16 = None, None, None
         if int8:
             self.int8 = _Int8Layer(layers[1], calibration, alpha, beta, gamma, float_dtype)
-            self.conv1_u8 = self._conv1_u8(cfg, layers[0], to_y, kernels_allowed)
+            self.conv1_u8 = self._conv1_u8(cfg, layers[0], to_y)
             # act2 in place by the same C library, where conv2 hands over bf16 (one pass, not a conv)
             self.tanh_bf16 = kernels.tanh_bf16() if self.conv1_u8 is not None and float_dtype == torch.bfloat16 else None
             f2 = cfg.features[1]  # what is left of conv2 in float: its activation, on a 1×1 identity
@@ -190,14 +191,13 @@ class FusedPath:
             self.chroma = (p.to(device, torch.float32) if self.opencv
                            else self._weights(chroma_filter(r), None, self.chroma_dtype, device)[0])
 
-    def _conv1_u8(self, cfg: Any, layer: tuple[torch.Tensor, torch.Tensor], to_y: Any,
-                  allowed: bool) -> tuple[Any, ...] | None:
+    def _conv1_u8(self, cfg: Any, layer: tuple[torch.Tensor, torch.Tensor], to_y: Any) -> tuple[Any, ...] | None:
         """The int8 path's conv1 → tanh → levels as one C kernel (:func:`kernels.conv1_u8`) where
         it builds and fits the layer (one plane in, 64 channels, 5×5, tanh), with its fp32
         weights and the plane it reads (RGB → Y as one fp32 row, or the input itself)."""
         fits = (cfg.activation == "tanh" and self.post_op == "tanh" and cfg.features[0] == 64
                 and tuple(layer[0].shape[1:]) == (1, 5, 5))
-        run = kernels.conv1_u8() if allowed and fits else None
+        run = kernels.conv1_u8() if fits else None
         if run is None:
             return None
         y_row = None if to_y is None else (to_y[0].reshape(3).float(), float(to_y[1]))

@@ -335,8 +335,8 @@ class Upscaler:
             raise UsageError(f"{self.info.name} is an RGB model: I420 frames need a Y model")
         n, rows, w = frames.shape
         h, r = rows * 2 // 3, self.scale
-        if h % 2 or w % 2 or rows != h + h // 2:
-            raise ValueError(f"{w}×{rows} is not a stack of I420 planes of an even-sized frame")
+        if frames.dtype != np.uint8 or h % 2 or w % 2 or rows != h + h // 2:
+            raise ValueError(f"{w}×{rows} {frames.dtype} is not a stack of 8-bit I420 planes of an even-sized frame")
         plan = plan or self.plan
         out = self._empty_output((n, rows * r, w * r), np.uint8)
         flat_in, flat_out = frames.reshape(n, -1), out.reshape(n, -1)
