@@ -514,9 +514,12 @@ def test_sigint_to_the_process_leaves_no_output(tmp_path: Path, video_model_dir:
     src = make_video(tmp_path / "long.mp4", n_frames=150, size=(320, 240), codec="mpeg4")  # mpeg4: quick to make
     out = tmp_path / "out.mp4"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # Ctrl-C's default handling, as in a terminal, even where the test run itself was started in
+    # the background (where the shell ignores SIGINT, and Python then leaves it ignored).
     proc = subprocess.Popen([sys.executable, "-m", "subpixel_cli", "video", str(src), "-o", str(out),
                              "--model", video_model_dir, "--batch-size", "1"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 60
     work = tmp_path / ".out.mp4.work"  # segments in progress (kept for a resume, see test_video_resume.py)
     while not leftovers(tmp_path) and not work.exists() and proc.poll() is None and time.monotonic() < deadline:
