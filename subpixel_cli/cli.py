@@ -528,13 +528,19 @@ def bench(scale: int | None, model: str | None, device: str, precision: str, bat
     width, height = frame or (1920 // upscaler.scale, 1080 // upscaler.scale)
     if upscaler.notice and not as_json:
         print_note(upscaler.notice)
+    from subpixel_cli import kernels
+
+    no_kernels = kernels.unavailable() if upscaler.device.type == "cpu" else None
+    if no_kernels and not as_json:
+        print_note(f"the int8 path's C kernels are not built here ({no_kernels}): int8 runs without them, "
+                   "and --precision auto does not take it")
     if not as_json:
         err_console.print(f"{upscaler.info.name}: ×{upscaler.scale} on {upscaler.device.type} "
                           f"({upscaler.precision.name}), {width}×{height} {layout.upper()} frames, batches of {batch_size}…")
     steps = profile_steps(upscaler, width, height, layout=layout) if profile else None
     result = measure_throughput(upscaler, width, height, seconds, peak=True, layout=layout)
     if as_json:
-        emit_json({"model": upscaler.info.name, **result.as_dict(), "notice": upscaler.notice,
+        emit_json({"model": upscaler.info.name, **result.as_dict(), "notice": upscaler.notice, "kernels_missing": no_kernels,
                    **({"steps_ms": {k: round(v, 3) for k, v in steps.items()}} if steps else {})})
         return
     threads = f", {result.threads} thread{'s' if result.threads != 1 else ''}" if result.threads else ""

@@ -3,6 +3,8 @@ cached, and that everything falls back to torch where it cannot be built."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -113,3 +115,13 @@ def test_int8_without_the_kernel_is_the_torch_path_and_not_fast(monkeypatch) -> 
     assert without._fused[3].conv1_u8 is None and not runtime.fast_int8()
     a, b = with_kernel.upscale(lr)[0].astype(int), without.upscale(lr)[0].astype(int)
     assert np.abs(a - b).max() <= 4 and np.abs(a - b).mean() < 0.5
+
+
+def test_bench_says_when_the_kernels_are_missing(model_folder, monkeypatch) -> None:
+    from robustness_util import cli
+
+    monkeypatch.setattr(kernels, "_why", {"int8": "no C compiler (cc, gcc or clang; or $CC)"})
+    result = cli("bench", "--model", model_folder(2, 1), "--size", "24x16", "--seconds", "0")
+    assert result.exit_code == 0 and "note: the int8 path's C kernels are not built here (no C compiler" in result.stderr
+    record = cli("bench", "--model", model_folder(2, 1), "--size", "24x16", "--seconds", "0", "--json")
+    assert "no C compiler" in json.loads(record.stdout)["kernels_missing"]
