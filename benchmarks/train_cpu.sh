@@ -8,6 +8,7 @@
 #   benchmarks/train_cpu.sh x4-long  # the same for ×4, ~1.2 hours
 #   benchmarks/train_cpu.sh x2-long  # the same for ×2, ~30 minutes (after x3-long, on its core)
 #   benchmarks/train_cpu.sh third    # a third cycle from the second: ×2 (~65 min) then ×4 (~35 min)
+#   benchmarks/train_cpu.sh third-x3 # the same for ×3 (~1.5 h), to resume in a later session
 #
 # Run it again after any interruption: a finished stage is skipped, a stopped one resumed from
 # its last checkpoint. Each stage's run folder is a model folder (subpixel eval --model DIR).
@@ -84,5 +85,6 @@ case "${1:-}" in
   x4-long) long_cycle 4 30000 5000 ;;
   x2-long) long_cycle 2 10000 3000 ;;
   third) third_cycle 2 40000 4000; third_cycle 4 20000 3000 ;;
-  *) echo "usage: $0 chain1|chain2|x3-long|x4-long|x2-long|third" >&2; exit 2 ;;
+  third-x3) third_cycle 3 40000 8000 ;;
+  *) echo "usage: $0 chain1|chain2|x3-long|x4-long|x2-long|third|third-x3" >&2; exit 2 ;;
 esac
