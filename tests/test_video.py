@@ -542,6 +542,8 @@ def test_preset_sets_the_x264_speed(tmp_path: Path, clip: Path, video_model_dir:
     assert bad.exit_code == 2 and "ultrafast, superfast" in bad.stderr
     vp9 = run_cli(str(clip), "-o", str(tmp_path / "v.webm"), "--model", video_model_dir, "--codec", "vp9", "--preset", "fast")
     assert vp9.exit_code == 2 and "--preset applies to libx264 and libx265" in vp9.stderr
+    ffv1 = run_cli(str(clip), "-o", str(tmp_path / "l.mkv"), "--model", video_model_dir, "--lossless", "--preset", "fast")
+    assert ffv1.exit_code == 2 and "not ffv1" in ffv1.stderr
     assert not (tmp_path / "v.webm").exists() and leftovers(tmp_path) == []
 
 

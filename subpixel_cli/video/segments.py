@@ -192,13 +192,13 @@ class SegmentWriter(Writer):
         self.offset = 0  # the current segment's first pts
 
     def write(self, frames: np.ndarray, pts: list[int], packets: list[Any]) -> None:
-        for rgb, p in zip(frames, pts):
+        for pixels, p in zip(frames, pts):
             k = self.reader.segment_of.pop(p)
             if self.current is None or self.current[0] != k:
                 self._close()
                 self.offset = p if self.work.suffix.lower() in REBASED else 0
                 self.current = (k, VideoWriter(self.work.segment(k, self.offset), self.options, self.reader, self.size))
-            self.current[1].write(rgb[None], [p - self.offset], [])
+            self.current[1].write(pixels[None], [p - self.offset], [])
             self.frames += 1
 
     def _close(self) -> None:

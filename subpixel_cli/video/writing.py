@@ -12,7 +12,7 @@ import av
 import cv2
 import numpy as np
 
-from subpixel_cli.errors import OutputError
+from subpixel_cli.errors import OutputError, UsageError
 from subpixel_cli.files import move_into_place, temporary_path
 from subpixel_cli.video.colour import (HDR_TRANSFERS, MATRIX, RANGE_JPEG, RANGE_MPEG, SWS_FLAGS, input_colour,
                                       output_colour)
@@ -122,7 +122,9 @@ class VideoWriter(Writer):
                               "expect banding (H.264 or HEVC in .mkv/.mp4 keep 10 bits)")
         if options.lossless:
             quality = dict(LOSSLESS[encoder])
-            if options.preset is not None and "preset" in quality:
+            if options.preset is not None:
+                if "preset" not in quality:
+                    raise UsageError(f"--preset applies to libx264 and libx265, not {encoder}")
                 quality["preset"] = options.preset
         else:
             quality = quality_options(encoder, options.crf, stream, rate, options.preset)
