@@ -13,7 +13,7 @@
  * Built and loaded by subpixel_cli.kernels. */
 #include <stdint.h>
 #include <stdlib.h>
-#ifdef __AVX512F__
+#ifdef __AVX512BF16__
 #include <immintrin.h>
 #endif
 
@@ -29,7 +29,7 @@ typedef uint8_t v16u8 __attribute__((vector_size(LANES)));
 
 static inline v16 splat(float x) { return (v16){0} + x; }
 
-/* Lane-wise min and max (C has no vector ?:; this compiles to vminps/vmaxps). */
+/* Lane-wise min and max, by masks (C has no vector ?:). */
 static inline v16 pick(v16i take_a, v16 a, v16 b) { return (v16)(((v16i)a & take_a) | ((v16i)b & ~take_a)); }
 static inline v16 vmin(v16 a, v16 b) { return pick(a < b, a, b); }
 static inline v16 vmax(v16 a, v16 b) { return pick(a > b, a, b); }
@@ -56,14 +56,7 @@ static inline v16 tanh16(v16 x) {
     v16 q = x2 * 1.19825839466702e-06f + 1.18534705686654e-04f;
     q = q * x2 + 2.26843463243900e-03f;
     q = q * x2 + 4.89352518554385e-03f;
-#ifdef __AVX512F__
-    /* p/q by a 14-bit reciprocal and one Newton step (~2⁻²⁸): a division costs 3× as much. */
-    v16 r = (v16)_mm512_rcp14_ps((__m512)q);
-    r = r * (2.0f - q * r);
-    return p * r;
-#else
     return p / q;
-#endif
 }
 
 /* Levels round(gain·tanh(acc) + shift), clamped to 0…255, stored as 16 bytes. */
