@@ -12,8 +12,8 @@ from functools import lru_cache
 import numpy as np
 
 
-def _cubic(x: np.ndarray) -> np.ndarray:
-    """Keys' cubic kernel with a = -0.5, as MATLAB's."""
+def cubic(x: np.ndarray) -> np.ndarray:
+    """Keys' cubic kernel with a = -0.5, as MATLAB's (it carries a ramp over exactly)."""
     ax = np.abs(x)
     ax2, ax3 = ax * ax, ax * ax * ax
     return (1.5 * ax3 - 2.5 * ax2 + 1) * (ax <= 1) + (-0.5 * ax3 + 2.5 * ax2 - 4 * ax + 2) * (
@@ -34,7 +34,7 @@ def _contributions(in_len: int, out_len: int, scale: float, antialias: bool) -> 
     taps = int(math.ceil(kernel_width)) + 2
     indices = left[:, None] + np.arange(taps)[None, :]
     dist = u[:, None] - indices
-    weights = scale * _cubic(scale * dist) if shrink else _cubic(dist)
+    weights = scale * cubic(scale * dist) if shrink else cubic(dist)
     weights /= weights.sum(axis=1, keepdims=True)
     # Symmetric (mirror) padding at the borders, as MATLAB.
     mirror = np.concatenate([np.arange(in_len), np.arange(in_len - 1, -1, -1)])

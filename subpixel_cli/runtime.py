@@ -142,13 +142,16 @@ def native_bf16() -> bool:
 def fast_bf16() -> bool:
     """Whether this CPU has bf16 arithmetic of its own (AVX-512 BF16 or AMX tiles), so that
     oneDNN's bf16 convolutions beat its fp32 ones; plain AVX-512 only converts."""
+    return _cpu_has("_is_avx512_bf16_supported", "_is_amx_tile_supported") and MKLDNN_CONV is not None and native_bf16()
+
+
+def _cpu_has(*checks: str) -> bool:
+    """Whether any of torch.cpu's feature checks (``_is_vnni_supported``…) says yes."""
     cpu = getattr(torch, "cpu", None)
-    checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     try:
-        native = any(check() for check in checks if check is not None)
+        return any(check() for check in (getattr(cpu, name, None) for name in checks) if check is not None)
     except (AttributeError, RuntimeError):
-        native = False
-    return native and MKLDNN_CONV is not None and native_bf16()
+        return False
 
 
 def int8_kernels() -> bool:
@@ -167,16 +170,11 @@ def fast_int8() -> bool:
     output the int8 layer's input in one pass (:func:`subpixel_cli.kernels.conv1_u8`, built on
     first need). Without that kernel, on a 2-core AMD Zen 4 with AVX-512 VNNI, int8 was within
     ±5 % of bf16 (torch's quantizer is a memory-bound pass that took back what conv2 gained); with
-    it, 10–20 % faster (benchmarks/README.md)."""
+    it, 4–25 % faster (benchmarks/README.md)."""
     from subpixel_cli import kernels
 
-    cpu = getattr(torch, "cpu", None)
-    checks = [getattr(cpu, name, None) for name in ("_is_vnni_supported", "_is_amx_tile_supported")]
-    try:
-        dots = any(check() for check in checks if check is not None)
-    except (AttributeError, RuntimeError):
-        dots = False
-    return dots and int8_kernels() and fast_bf16() and kernels.conv1_u8() is not None
+    return (_cpu_has("_is_vnni_supported", "_is_amx_tile_supported") and int8_kernels() and fast_bf16()
+            and kernels.conv1_u8() is not None)
 
 
 # --- process-wide tuning ----------------------------------------------------------------------

@@ -31,6 +31,7 @@ from subpixel_cli.errors import UsageError
 from subpixel_cli.fused import FusedPath, Laps, chroma_filter
 from subpixel_cli.hub import LoadedModel
 from subpixel_cli.model import phase_shift, weights_sha256
+from subpixel_cli.resize import cubic
 from subpixel_cli.runtime import default_memory_budget, inference_precision, resolve_device, tune_for
 
 _MIN_RETRY_TILE = 32  # out-of-memory retries halve tiles down to this side
@@ -405,22 +406,12 @@ def upscale_chroma(plane: np.ndarray, r: int, out: np.ndarray) -> None:
     chroma sample lies on the left luma column of its pair and halfway between its two rows, so
     the sample grid moves by ``¼ − ¼/r`` chroma pixels to the right against OpenCV's centred one
     (a 4-tap shift at low resolution, then its resize: ``cv2.warpAffine`` would take 8× as long)."""
-    shift = 0.25 - 0.25 / r
-    cv2.resize(cv2.sepFilter2D(plane, -1, _shift_taps(shift), np.ones(1, np.float32), anchor=(1, 0),
-                               borderType=cv2.BORDER_REPLICATE),
+    s = 0.25 - 0.25 / r
+    # pixels x − 1 … x + 2 for the value at x + s, by Keys' a = −½ (not OpenCV's −¾): it carries a
+    # ramp over exactly, so the shift adds no ripple to the resize's
+    taps = cubic(np.array([s + 1, s, 1 - s, 2 - s])).astype(np.float32)
+    cv2.resize(cv2.sepFilter2D(plane, -1, taps, np.ones(1, np.float32), anchor=(1, 0), borderType=cv2.BORDER_REPLICATE),
                (out.shape[1], out.shape[0]), dst=out, interpolation=cv2.INTER_CUBIC)
-
-
-def _shift_taps(s: float) -> np.ndarray:
-    """Keys' cubic weights of pixels x − 1 … x + 2 for the value at x + s, with a = −½ (not
-    OpenCV's −¾): it carries a ramp over exactly, so the shift adds no ripple to the resize's."""
-    a = -0.5
-
-    def w(t: float) -> float:
-        t = abs(t)
-        return ((a + 2) * t - (a + 3)) * t * t + 1 if t <= 1 else ((t - 5) * t + 8) * t * a - 4 * a
-
-    return np.array([w(s + 1), w(s), w(1 - s), w(2 - s)], np.float32)
 
 
 def _as_hwc(pixels: np.ndarray) -> np.ndarray:

@@ -173,11 +173,15 @@ def pick_pix_fmt(encoder: str, size: tuple[int, int], notes: list[str], depth: i
     return formats[0] if formats else "yuv420p"
 
 
-def quality_options(encoder: str, crf: int | None, stream: Any, rate: Fraction, preset: str | None = None) -> dict[str, str]:
-    """Encoder options: constant quality where the encoder has it, else a generous bit rate;
-    x264/x265's speed ``preset`` (default by frame size)."""
+def check_preset(encoder: str, preset: str | None) -> None:
+    """``--preset`` is for the encoders with speed presets (x264, x265), lossless or not."""
     if preset is not None and encoder not in PRESETS:
         raise UsageError(f"--preset applies to {' and '.join(PRESETS)}, not {encoder}")
+
+
+def quality_options(encoder: str, crf: int | None, stream: Any, rate: Fraction, preset: str | None = None) -> dict[str, str]:
+    """Encoder options: constant quality where the encoder has it, else a generous bit rate;
+    x264/x265's speed ``preset`` (default by frame size; :func:`check_preset` first)."""
     if encoder in CRF_DEFAULTS:
         options = {"crf": str(crf if crf is not None else CRF_DEFAULTS[encoder])}
         if encoder == "libvpx-vp9":

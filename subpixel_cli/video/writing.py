@@ -12,12 +12,13 @@ import av
 import cv2
 import numpy as np
 
-from subpixel_cli.errors import OutputError, UsageError
+from subpixel_cli.errors import OutputError
 from subpixel_cli.files import move_into_place, temporary_path
 from subpixel_cli.video.colour import (HDR_TRANSFERS, MATRIX, RANGE_JPEG, RANGE_MPEG, SWS_FLAGS, input_colour,
                                       output_colour)
-from subpixel_cli.video.encoders import (LOSSLESS, audio_rate, bit_depth, format_for, hdr_options, lossless_pix_fmt, merge_params,
-                                         pick_encoder, pick_lossless_encoder, pick_pix_fmt, quality_options)
+from subpixel_cli.video.encoders import (LOSSLESS, audio_rate, bit_depth, check_preset, format_for, hdr_options,
+                                         lossless_pix_fmt, merge_params, pick_encoder, pick_lossless_encoder,
+                                         pick_pix_fmt, quality_options)
 from subpixel_cli.video.extras import copy_container_extras, copy_stream_extras
 from subpixel_cli.video.options import VideoOptions
 from subpixel_cli.video.reading import Reader, ffmpeg_reason
@@ -120,12 +121,9 @@ class VideoWriter(Writer):
         if reader.colour.trc in HDR_TRANSFERS and bit_depth(stream.pix_fmt) <= 8:
             self.notes.append(f"{stream.pix_fmt} is 8-bit but the video is {HDR_TRANSFERS[reader.colour.trc]} HDR: "
                               "expect banding (H.264 or HEVC in .mkv/.mp4 keep 10 bits)")
+        check_preset(encoder, options.preset)
         if options.lossless:
-            quality = dict(LOSSLESS[encoder])
-            if options.preset is not None:
-                if "preset" not in quality:
-                    raise UsageError(f"--preset applies to libx264 and libx265, not {encoder}")
-                quality["preset"] = options.preset
+            quality = {**LOSSLESS[encoder], **({"preset": options.preset} if options.preset else {})}
         else:
             quality = quality_options(encoder, options.crf, stream, rate, options.preset)
         stream.options = merge_params(quality, hdr_options(encoder, reader.hdr, self.notes))
