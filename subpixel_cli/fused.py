@@ -182,6 +182,8 @@ class FusedPath:
             self.tanh_bf16 = kernels.tanh_bf16() if self.conv1_u8 is not None and float_dtype == torch.bfloat16 else None
             f2 = cfg.features[1]  # what is left of conv2 in float: its activation, on a 1×1 identity
             layers[1] = (torch.eye(f2, dtype=torch.float64).view(f2, f2, 1, 1), None)
+        # A bf16 last layer with few outputs (×2 Y models) by its C kernel, where it is built: fp32 out.
+        self.conv3 = kernels.conv3_bf16(*layers[2]) if centred and self.mkldnn else None
         dtypes = (float_dtype, float_dtype, self.head_dtype)
         self.layers = [self._weights(w, b, dt, device) for (w, b), dt in zip(layers, dtypes)]
         self.to_y = None if to_y is None else self._weights(*to_y, float_dtype, device)
@@ -190,6 +192,9 @@ class FusedPath:
             p = a_inv[:, 1:] @ a[1:]
             self.chroma = (p.to(device, torch.float32) if self.opencv
                            else self._weights(chroma_filter(r), None, self.chroma_dtype, device)[0])
+        # On the CPU the pixels come out of one C pass where it builds (kernels.write_rgb), else OpenCV's.
+        self.write_rgb = kernels.write_rgb() if self.opencv else None
+        self.taps = _bicubic_phases(r).float() if self.write_rgb is not None else None
 
     def _conv1_u8(self, cfg: Any, layer: tuple[torch.Tensor, torch.Tensor], to_y: Any) -> tuple[Any, ...] | None:
         """The int8 path's conv1 → tanh → levels as one C kernel (:func:`kernels.conv1_u8`) where
@@ -243,7 +248,10 @@ class FusedPath:
                 f = self.int8(f, lap)
         f = self.tanh_bf16(f) if self.tanh_bf16 is not None else self._conv(f, w2, b2, self.post_op)
         lap("act2" if self.int8 is not None else "conv2 + act")
-        t = self._conv(f.to(self.head_dtype), w3, b3)
+        if self.conv3 is not None and f.dtype == torch.bfloat16:
+            t = self.conv3(f)
+        else:
+            t = self._conv(f.to(self.head_dtype), w3, b3)
         lap("conv3")
         if self.chroma is None:
             return t, None
@@ -282,6 +290,10 @@ class FusedPath:
         r = self.scale
         h, w = hr // r, wr // r
         crop_t, crop_d = pad - self.radius, pad - _BICUBIC_REACH  # what the unpadded layers left
+        if self.write_rgb is not None and out.is_contiguous() and t.dtype in (torch.bfloat16, torch.float32):
+            self.write_rgb(t, crop_t, d, crop_d, self.taps, self.centre, out)
+            lap("write")
+            return
         phases = _phase_view(t, r, crop_t, h, w)
         if self.opencv:
             y = phases[..., 0].permute(0, 1, 3, 2, 4).reshape(n, hr, wr).float().numpy()

@@ -122,6 +122,112 @@ def test_bench_says_when_the_kernels_are_missing(model_folder, monkeypatch) -> N
 
     monkeypatch.setattr(kernels, "_why", {"int8": "no C compiler (cc, gcc or clang; or $CC)"})
     result = cli("bench", "--model", model_folder(2, 1), "--size", "24x16", "--seconds", "0")
-    assert result.exit_code == 0 and "note: the int8 path's C kernels are not built here (no C compiler" in result.stderr
+    assert result.exit_code == 0 and "note: subpixel's C kernels are not built here (no C compiler" in result.stderr
     record = cli("bench", "--model", model_folder(2, 1), "--size", "24x16", "--seconds", "0", "--json")
     assert "no C compiler" in json.loads(record.stdout)["kernels_missing"]
+
+
+# --- head.c: the last layer (conv3_bf16) and the pixels of a Y model on RGB (write_rgb) ------
+
+needs_head = pytest.mark.skipif(kernels.write_rgb() is None, reason=f"not built here: {kernels.unavailable('head')}")
+needs_conv3 = pytest.mark.skipif(kernels.conv3_bf16(torch.zeros(4, 32, 3, 3), torch.zeros(4)) is None,
+                                 reason="conv3_bf16 needs AVX-512 BF16")
+
+
+def reference_rgb(phases: torch.Tensor, crop: int, planes: torch.Tensor, crop_planes: int, centre: float,
+                  h: int, w: int) -> torch.Tensor:
+    """In float64: Y by the phase shift, plus the planes bicubically ×r (F.interpolate's filter
+    on the planes with their 2-pixel margin, then cut), as N×hr×wr×3 before rounding."""
+    r = round(phases.shape[1] ** 0.5)
+    y = F.pixel_shuffle(phases.double()[:, :, crop : crop + h, crop : crop + w], r) + centre
+    lr = planes.double()[:, :, crop_planes : crop_planes + h + 4, crop_planes : crop_planes + w + 4]
+    up = F.interpolate(lr, scale_factor=r, mode="bicubic", align_corners=False)[..., 2 * r : 2 * r + h * r, 2 * r : 2 * r + w * r]
+    return (y + up).permute(0, 2, 3, 1)
+
+
+@needs_head
+@pytest.mark.parametrize("r", [2, 3, 4])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("generic", [False, True])
+def test_write_rgb_is_phase_shift_plus_bicubic_chroma(r: int, dtype: torch.dtype, generic: bool) -> None:
+    from subpixel_cli.fused import _bicubic_phases
+
+    torch.manual_seed(r)
+    n, h, w, crop, crop_planes = 2, 9, 13, 3, 1  # 13·r columns: whole 16-pixel blocks and a rest
+    phases = (torch.rand(n, r * r, h + 2 * crop + 1, w + 2 * crop) * 300 - 150).to(dtype)
+    phases = phases.contiguous(memory_format=torch.channels_last)  # as oneDNN hands them over
+    planes = torch.randn(n, 3, h + 4 + 2 * crop_planes, w + 4 + 2 * crop_planes) * 40
+    out = torch.empty(n, h * r, w * r, 3, dtype=torch.uint8)
+    kernels.write_rgb()(phases, crop, planes, crop_planes, _bicubic_phases(r).float(), 128.0, out, generic=generic)
+    expected = reference_rgb(phases, crop, planes, crop_planes, 128.0, h, w)
+    rounded = torch.round(expected).clamp(0, 255)  # torch.round: half to even, as OpenCV
+    diff = (out.double() - rounded).abs()
+    near_tie = ((expected - expected.floor() - 0.5).abs() < 1e-3) & (expected > 0) & (expected < 255)
+    assert diff.max() <= 1 and bool((diff[~near_tie] == 0).all())  # fp32 sums: only ties may go the other way
+    assert out.min() == 0 and out.max() == 255  # clamped, not wrapped
+
+
+@needs_head
+def test_write_rgb_checks_its_shapes() -> None:
+    from subpixel_cli.fused import _bicubic_phases
+
+    run, taps = kernels.write_rgb(), _bicubic_phases(2).float()
+    phases, planes = torch.zeros(1, 4, 8, 8), torch.zeros(1, 3, 12, 12)
+    run(phases, 0, planes, 0, taps, 0.0, torch.empty(1, 16, 16, 3, dtype=torch.uint8))
+    for bad in (torch.empty(1, 18, 16, 3, dtype=torch.uint8),  # 9 rows of phases, 8 there
+                torch.empty(1, 16, 16, 1, dtype=torch.uint8),  # not RGB
+                torch.empty(1, 16, 16, 3)):  # not bytes
+        with pytest.raises(ValueError, match="write_rgb cannot write"):
+            run(phases, 0, planes, 0, taps, 0.0, bad)
+    with pytest.raises(ValueError, match="write_rgb cannot write"):  # planes without their margin
+        run(phases, 0, planes[..., 2:, :], 0, taps, 0.0, torch.empty(1, 16, 16, 3, dtype=torch.uint8))
+
+
+@needs_conv3
+@pytest.mark.parametrize("outputs", [1, 2, 4, 8, 16])
+def test_conv3_bf16_is_the_convolution_in_fp32_sums(outputs: int) -> None:
+    torch.manual_seed(outputs)
+    weight, bias = torch.randn(outputs, 64, 3, 3, dtype=torch.float64) / 20, torch.randn(outputs, dtype=torch.float64)
+    run = kernels.conv3_bf16(weight, bias, outputs=(outputs,))
+    x = torch.randn(2, 64, 7, 23).tanh().bfloat16().contiguous(memory_format=torch.channels_last)  # 21 columns: a rest
+    got = run(x)
+    expected = F.conv2d(x.double(), weight.bfloat16().double(), bias)  # bf16 products are exact in fp32
+    assert got.dtype == torch.float32 and got.shape == (2, outputs, 5, 21)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    assert (got.double() - expected).abs().max() < 1e-4
+
+
+@needs_conv3
+def test_conv3_bf16_takes_only_what_it_is_for() -> None:
+    assert kernels.conv3_bf16(torch.zeros(9, 32, 3, 3), torch.zeros(9)) is None  # ×3: oneDNN's is faster
+    assert kernels.conv3_bf16(torch.zeros(16, 32, 3, 3), torch.zeros(16)) is None  # ×4 likewise
+    assert kernels.conv3_bf16(torch.zeros(4, 48, 3, 3), torch.zeros(4)) is None  # channels not in 32s
+    assert kernels.conv3_bf16(torch.zeros(4, 32, 5, 5), torch.zeros(4)) is None
+    run = kernels.conv3_bf16(torch.zeros(4, 32, 3, 3), torch.zeros(4))
+    with pytest.raises(ValueError, match="bf16"):
+        run(torch.zeros(1, 32, 8, 8))
+
+
+@needs_head
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
+def test_upscale_with_and_without_the_head_kernels(precision: str, monkeypatch) -> None:
+    # The kernels replace OpenCV's write and (×2) oneDNN's last layer: the same pixels within a
+    # level, nearer the float path's (the last layer's sums stay fp32, where oneDNN's bf16 layer
+    # rounds them to bf16), and they are what the CPU path takes where they build.
+    if precision == "bf16" and not runtime.native_bf16():
+        pytest.skip("bf16 off native hardware is the fp32 head")
+    if precision == "int8" and not int8_kernels():
+        pytest.skip("this torch build has no oneDNN quantized convolution")
+    loaded = load_model("espcn-x2")
+    lr = degrade(mod_crop(read_rgb8(SAMPLE), 2), 2)[:70, :90]
+    with_kernels = Upscaler(loaded, device="cpu", precision=precision)
+    assert with_kernels._fused[3].write_rgb is not None
+    monkeypatch.setattr(kernels, "write_rgb", lambda: None)
+    monkeypatch.setattr(kernels, "conv3_bf16", lambda *a, **k: None)
+    without = Upscaler(loaded, device="cpu", precision=precision)
+    assert without._fused[3].write_rgb is None and without._fused[3].conv3 is None
+    a, b = with_kernels.upscale(lr)[0].astype(int), without.upscale(lr)[0].astype(int)
+    exact = Upscaler(loaded, device="cpu", precision="fp32", fused=False).upscale(lr)[0].astype(int)
+    assert a.shape == b.shape == (140, 180, 3)
+    assert np.abs(a - b).max() <= 1 and (a != b).mean() < (0.01 if precision == "fp32" else 0.15)
+    assert np.abs(a - exact).mean() <= np.abs(b - exact).mean()

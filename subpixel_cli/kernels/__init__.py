@@ -2,8 +2,9 @@
 
 torch cannot fuse a convolution, its tanh and a per-channel quantizer into one pass, and that
 pass over the network's largest tensor is what the int8 path waits on. ``int8.c`` holds the int8
-path's kernels, :func:`conv1_u8` and :func:`tanh_bf16`: portable C with vector extensions,
-compiled with ``-O3 -march=native`` into a cache folder (``$SUBPIXEL_CACHE`` or
+path's kernels, :func:`conv1_u8` and :func:`tanh_bf16`, ``head.c`` the last layer and the last pass of a Y model on
+RGB pictures in every precision, :func:`write_rgb`: portable C (vector extensions, and AVX-512
+intrinsics where the compiler targets them), compiled with ``-O3 -march=native`` into a cache folder (``$SUBPIXEL_CACHE`` or
 ``~/.cache/subpixel``, ``kernels/``) keyed by the source, the compiler and the CPU, and loaded
 with ctypes. Where there is no compiler or the build fails, they are ``None`` and callers keep
 their torch path; ``SUBPIXEL_KERNELS=0`` turns them off. :func:`unavailable` says why.
@@ -144,6 +145,100 @@ def conv1_u8() -> Conv1 | None:
         return out
 
     run.bf16 = bool(lib.conv1_u8_bf16())  # type: ignore[attr-defined]  # weights rounded to bf16
+    return run
+
+
+@functools.lru_cache(maxsize=1)
+def _head() -> ctypes.CDLL | None:
+    lib = _build("head")
+    if lib is None:
+        return None
+    ptr, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    lib.conv3_bf16_built.restype = i32
+    if lib.conv3_bf16_built():
+        lib.conv3_bf16.restype = i32
+        lib.conv3_bf16.argtypes = [ptr, i64, i64, i64, i64, ptr, ptr, i64, ptr]
+    lib.write_rgb.restype = i32
+    lib.write_rgb.argtypes = [ptr, i32, i64, i64, i64, i64, ptr, i64, i64, i64, ptr, i64, ctypes.c_float, ptr,
+                              i64, i64, i32]
+    return lib
+
+
+WriteRGB = Callable[..., None]
+Conv3 = Callable[[torch.Tensor], torch.Tensor]
+
+
+# Output channels conv3_bf16 is used for: with 8 or 16 it ran at a third of oneDNN's speed (which
+# fills its 16-channel blocks there), with 4 (×2 Y models) at twice it (benchmarks/README.md).
+CONV3_OUTPUTS = (1, 2, 4)
+
+
+def conv3_bf16(weight: torch.Tensor, bias: torch.Tensor, outputs: tuple[int, ...] = CONV3_OUTPUTS) -> Conv3 | None:
+    """For ``O×C×3×3`` weights (``C`` a multiple of 32, ``O`` in ``outputs``: the kernel takes
+    1, 2, 4, 8 or 16) and bias, ``f(x)``:
+    the unpadded convolution of bf16 ``N×C×H×W`` features (channels last) as ``N×O×(H−2)×(W−2)``
+    fp32 (channels last), the weights rounded to bf16 and the sums in fp32, as oneDNN's bf16
+    convolution; ``None`` where the kernel is not built (CPUs without AVX-512 BF16) or does not
+    take the shape."""
+    o, c, kh, kw = weight.shape
+    lib = _head()
+    if (lib is None or not lib.conv3_bf16_built() or (kh, kw) != (3, 3) or c % 32
+            or o not in set(outputs) & {1, 2, 4, 8, 16}):
+        return None
+    taps = weight.permute(0, 2, 3, 1).to(torch.bfloat16).contiguous()  # O×3×3×C
+    b = bias.float().contiguous()
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        n, cx, h, w = x.shape
+        if x.dtype != torch.bfloat16 or cx != c or h < 3 or w < 3:
+            raise ValueError(f"conv3_bf16 takes bf16 N×{c}×H×W features of at least 3×3, not {tuple(x.shape)} {x.dtype}")
+        nhwc = x.permute(0, 2, 3, 1).contiguous()
+        out = torch.empty((n, h - 2, w - 2, o), dtype=torch.float32)
+        if lib.conv3_bf16(nhwc.data_ptr(), n, h, w, c, taps.data_ptr(), b.data_ptr(), o, out.data_ptr()) != 0:
+            raise ValueError(f"conv3_bf16 does not take {o} outputs from {c} channels")
+        return out.permute(0, 3, 1, 2)
+
+    return run
+
+
+@functools.lru_cache(maxsize=None)
+def write_rgb() -> WriteRGB | None:
+    """``f(phases, crop, planes, crop_planes, taps, centre, out, generic=False)``: a Y model's
+    pixels, in one pass. ``phases``: the last layer's ``N×r²×H×W`` output (bf16 or fp32, channels
+    last), read from row and column ``crop`` on, plus ``centre``; ``planes``: ``N×3×H'×W'`` float32,
+    the chroma's contribution to R, G, B at low resolution, bicubically ×r by ``taps`` (``r×5``: tap
+    ``o`` weighs pixel ``y + o − 2`` in output row ``y·r + i``) from row and column ``crop_planes``
+    (two pixels of margin); ``out``: ``N×h·r×w·r×3`` uint8, whose size sets h and w. The sums are
+    rounded to nearest even and clamped to 0…255. ``generic``: the plain loop even where the
+    AVX-512 one was built. ``None`` where the kernel cannot be built; its ``wide`` says whether it
+    has the AVX-512 path."""
+    lib = _head()
+    if lib is None:
+        return None
+
+    def run(phases: torch.Tensor, crop: int, planes: torch.Tensor, crop_planes: int, taps: torch.Tensor,
+            centre: float, out: torch.Tensor, generic: bool = False) -> None:
+        n, r2, th, tw = phases.shape
+        r = round(r2**0.5)
+        _, hr, wr, c = out.shape
+        h, w = hr // r, wr // r
+        fits = (r * r == r2 and c == 3 and out.dtype == torch.uint8 and out.is_contiguous() and hr == h * r
+                and wr == w * r and phases.dtype in (torch.bfloat16, torch.float32) and planes.shape[:2] == (n, 3)
+                and planes.dtype == torch.float32 and taps.shape == (r, 5) and out.shape[0] == n
+                and crop + h <= th and crop + w <= tw and crop_planes + h + 4 <= planes.shape[2]
+                and crop_planes + w + 4 <= planes.shape[3] and min(crop, crop_planes) >= 0)
+        if not fits:
+            raise ValueError(f"write_rgb cannot write {tuple(out.shape)} {out.dtype} pixels from "
+                             f"{tuple(phases.shape)} {phases.dtype} phases and {tuple(planes.shape)} planes")
+        nhwc = phases.permute(0, 2, 3, 1).contiguous()  # no copy for channels-last phases
+        planes, taps = planes.contiguous(), taps.float().contiguous()
+        status = lib.write_rgb(nhwc.data_ptr(), int(phases.dtype == torch.bfloat16), n, th, tw, crop,
+                               planes.data_ptr(), planes.shape[2], planes.shape[3], crop_planes, taps.data_ptr(),
+                               r, centre, out.data_ptr(), h, w, int(generic))
+        if status != 0:
+            raise MemoryError("write_rgb ran out of memory")
+
+    run.wide = bool(lib.write_rgb_wide())  # type: ignore[attr-defined]
     return run
 
 

@@ -1,0 +1,327 @@
+/* The network's last layer and the last pass of a Y model on RGB pictures.
+ *
+ * conv3_bf16 (CPUs with AVX-512 BF16): the last layer, a 3×3 convolution of bf16 features (NHWC,
+ * channels a multiple of 32) to a few fp32 channels (1, 2, 4, 8 or 16: r² of a Y model). oneDNN
+ * computes its outputs in blocks of 16 channels, so ×2's four are a quarter of its work (12 ms a
+ * 1080p frame on two cores); here each (pixel, channel) sum is 16 lanes of bf16 pair products
+ * over the input channels, and 16 such sums are reduced at once into 16 contiguous outputs.
+ *
+ * write_rgb: the network's Y phases (the last layer's r² channels, NHWC, bf16 or fp32) and the
+ * chroma's low-resolution contribution to R, G and B (three float planes: M·(Cb, Cr), with the
+ * BT.601 matrix M) become interleaved RGB bytes r× larger: each output row takes the phase shift
+ * of its Y, the chroma planes' bicubic ×r (the 5 taps of each phase, given), the sum, rounding
+ * (to nearest even, as OpenCV's saturating casts) and clamping. The path it replaces made three
+ * full-size float planes (OpenCV's resize), three more sums and an interleave: ~9 ms a 1080p
+ * frame on two cores, where this is one read of the phases and one write of the pixels.
+ *
+ * With AVX-512 (F, BW) each 16 output pixels of a row take the chroma by permutes of 16
+ * low-resolution values, the Y by one gather; elsewhere (or with `generic`) a plain loop.
+ * Built and loaded by subpixel_cli.kernels. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+#include <immintrin.h>
+#define WIDE 1
+#elif defined(__AVX512BF16__)
+#include <immintrin.h>
+#endif
+
+#define TAPS 5   /* low-resolution pixels a bicubic phase reads: o = −2…2 */
+#define LANES 16
+#define SLACK 16 /* floats after a row buffer that a 16-lane load may read */
+
+/* One call's fixed numbers. t: n × th × tw × r² phases; d: n × 3 × dh × dw planes; out: n × h·r × w·r × 3. */
+typedef struct {
+    const void *t;
+    int bf16;
+    int64_t th, tw, crop_t;
+    const float *d;
+    int64_t dh, dw, crop_d;
+    const float *taps; /* r × TAPS: taps[i·TAPS + o] weighs pixel y + o − 2 in output row y·r + i */
+    int64_t r, h, w;
+    float centre;
+    uint8_t *out;
+} Job;
+
+static inline float phase_value(const Job *job, int64_t i) {
+    if (!job->bf16) return ((const float *)job->t)[i];
+    uint32_t bits = (uint32_t)((const uint16_t *)job->t)[i] << 16;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+/* Rounded to nearest even and clamped to 0…255, as OpenCV's saturate_cast<uchar>(float). */
+static inline uint8_t level(float v) {
+    if (!(v > 0.0f)) return 0; /* also NaN */
+    if (v >= 255.0f) return 255;
+    return (uint8_t)(int)((v + 8388608.0f) - 8388608.0f); /* ±2²³ rounds to a whole number, nearest even */
+}
+
+/* The chroma rows of output row y·r + i at low resolution: vrow[c·stride + x], x < w + 4 (two
+ * pixels of margin each side for the horizontal taps). */
+static void vertical(const Job *job, int64_t k, int64_t y, int64_t i, float *vrow, int64_t stride) {
+    const int64_t cols = job->w + TAPS - 1;
+    for (int c = 0; c < 3; c++) {
+        float *v = vrow + c * stride;
+        const float *plane = job->d + ((k * 3 + c) * job->dh + job->crop_d + y) * job->dw + job->crop_d;
+        for (int64_t x = 0; x < cols; x++) v[x] = 0.0f;
+        for (int o = 0; o < TAPS; o++) {
+            const float wt = job->taps[i * TAPS + o];
+            if (wt == 0.0f) continue;
+            const float *src = plane + o * job->dw;
+            for (int64_t x = 0; x < cols; x++) v[x] += wt * src[x];
+        }
+    }
+}
+
+/* Output pixels [x0, w·r) of a row whose vertical pass is in vrow, one at a time. */
+static void pixels_from(const Job *job, int64_t trow, const float *vrow, int64_t stride, int64_t x0, uint8_t *dst) {
+    const int64_t r = job->r, r2 = r * r;
+    for (int64_t x = x0; x < job->w * r; x++) {
+        const int64_t X = x / r, j = x % r;
+        const float *wh = job->taps + j * TAPS;
+        const float yv = phase_value(job, trow + X * r2 + j) + job->centre;
+        for (int c = 0; c < 3; c++) {
+            const float *v = vrow + c * stride + X;
+            float chroma = 0.0f;
+            for (int o = 0; o < TAPS; o++) chroma += wh[o] * v[o];
+            dst[x * 3 + c] = level(yv + chroma);
+        }
+    }
+}
+
+#ifdef WIDE
+/* Per output column x of a row (the same for every row): for the 16-pixel block b = x / 16,
+ * rel[x] = x / r − (16b) / r (which of the block's 16 low-resolution values it reads first),
+ * yoff[x] = (x / r)·r² + x % r (its phase, less the row's), wts[o·cols + x] = its horizontal taps. */
+typedef struct {
+    int32_t *rel, *yoff;
+    float *wts;
+} Columns;
+
+/* 16 bytes each of R, G and B as 48 interleaved bytes. */
+static inline void store_rgb(uint8_t *dst, __m128i r, __m128i g, __m128i b) {
+    const __m128i m_r0 = _mm_setr_epi8(0, -1, -1, 1, -1, -1, 2, -1, -1, 3, -1, -1, 4, -1, -1, 5);
+    const __m128i m_g0 = _mm_setr_epi8(-1, 0, -1, -1, 1, -1, -1, 2, -1, -1, 3, -1, -1, 4, -1, -1);
+    const __m128i m_b0 = _mm_setr_epi8(-1, -1, 0, -1, -1, 1, -1, -1, 2, -1, -1, 3, -1, -1, 4, -1);
+    const __m128i m_r1 = _mm_setr_epi8(-1, -1, 6, -1, -1, 7, -1, -1, 8, -1, -1, 9, -1, -1, 10, -1);
+    const __m128i m_g1 = _mm_setr_epi8(5, -1, -1, 6, -1, -1, 7, -1, -1, 8, -1, -1, 9, -1, -1, 10);
+    const __m128i m_b1 = _mm_setr_epi8(-1, 5, -1, -1, 6, -1, -1, 7, -1, -1, 8, -1, -1, 9, -1, -1);
+    const __m128i m_r2 = _mm_setr_epi8(-1, 11, -1, -1, 12, -1, -1, 13, -1, -1, 14, -1, -1, 15, -1, -1);
+    const __m128i m_g2 = _mm_setr_epi8(-1, -1, 11, -1, -1, 12, -1, -1, 13, -1, -1, 14, -1, -1, 15, -1);
+    const __m128i m_b2 = _mm_setr_epi8(10, -1, -1, 11, -1, -1, 12, -1, -1, 13, -1, -1, 14, -1, -1, 15);
+    __m128i p0 = _mm_or_si128(_mm_or_si128(_mm_shuffle_epi8(r, m_r0), _mm_shuffle_epi8(g, m_g0)), _mm_shuffle_epi8(b, m_b0));
+    __m128i p1 = _mm_or_si128(_mm_or_si128(_mm_shuffle_epi8(r, m_r1), _mm_shuffle_epi8(g, m_g1)), _mm_shuffle_epi8(b, m_b1));
+    __m128i p2 = _mm_or_si128(_mm_or_si128(_mm_shuffle_epi8(r, m_r2), _mm_shuffle_epi8(g, m_g2)), _mm_shuffle_epi8(b, m_b2));
+    _mm_storeu_si128((__m128i *)dst, p0);
+    _mm_storeu_si128((__m128i *)(dst + 16), p1);
+    _mm_storeu_si128((__m128i *)(dst + 32), p2);
+}
+
+static inline __m128i levels16(__m512 v) {
+    __m512i q = _mm512_max_epi32(_mm512_cvtps_epi32(v), _mm512_setzero_si512()); /* nearest even */
+    return _mm512_cvtusepi32_epi8(q);                                             /* saturates at 255 */
+}
+
+/* Whole 16-pixel blocks of a row; returns where the rest starts. */
+static int64_t blocks16(const Job *job, const Columns *col, int64_t trow, const float *vrow, int64_t stride,
+                        uint8_t *dst) {
+    const int64_t r = job->r, cols = job->w * r;
+    const __m512 centre = _mm512_set1_ps(job->centre);
+    int64_t x0 = 0;
+    for (; x0 + LANES <= cols; x0 += LANES) {
+        const int64_t X0 = x0 / r;
+        const __m512i rel = _mm512_loadu_si512(col->rel + x0);
+        __m512 v[3], acc[3];
+        for (int c = 0; c < 3; c++) {
+            v[c] = _mm512_loadu_ps(vrow + c * stride + X0);
+            acc[c] = _mm512_setzero_ps();
+        }
+        for (int o = 0; o < TAPS; o++) {
+            const __m512 wt = _mm512_loadu_ps(col->wts + o * cols + x0);
+            const __m512i idx = _mm512_add_epi32(rel, _mm512_set1_epi32(o));
+            for (int c = 0; c < 3; c++) acc[c] = _mm512_fmadd_ps(wt, _mm512_permutexvar_ps(idx, v[c]), acc[c]);
+        }
+        const __m512i yoff = _mm512_loadu_si512(col->yoff + x0);
+        __m512 yv;
+        if (job->bf16) { /* the dword at element yoff: its low half is the bf16 */
+            __m512i dw = _mm512_i32gather_epi32(yoff, (const uint16_t *)job->t + trow, 2);
+            yv = _mm512_castsi512_ps(_mm512_slli_epi32(dw, 16));
+        } else {
+            yv = _mm512_i32gather_ps(yoff, (const float *)job->t + trow, 4);
+        }
+        yv = _mm512_add_ps(yv, centre);
+        store_rgb(dst + x0 * 3, levels16(_mm512_add_ps(yv, acc[0])), levels16(_mm512_add_ps(yv, acc[1])),
+                  levels16(_mm512_add_ps(yv, acc[2])));
+    }
+    return x0;
+}
+
+static int columns(const Job *job, Columns *col) {
+    const int64_t r = job->r, cols = job->w * r;
+    col->rel = malloc(sizeof(int32_t) * (size_t)cols);
+    col->yoff = malloc(sizeof(int32_t) * (size_t)cols);
+    col->wts = malloc(sizeof(float) * TAPS * (size_t)cols);
+    if (col->rel == NULL || col->yoff == NULL || col->wts == NULL) return 0;
+    for (int64_t x = 0; x < cols; x++) {
+        const int64_t X = x / r, j = x % r;
+        col->rel[x] = (int32_t)(X - (x / LANES * LANES) / r);
+        col->yoff[x] = (int32_t)(X * r * r + j);
+        for (int o = 0; o < TAPS; o++) col->wts[o * cols + x] = job->taps[j * TAPS + o];
+    }
+    return 1;
+}
+#endif
+
+#ifdef __AVX512BF16__
+/* out[l] = sum of v[l]'s 16 lanes, for 16 vectors, in four rounds of shuffles and adds. */
+static inline __m512 reduce16(const __m512 *v) {
+    __m512 a[8], b[4], c[2];
+    for (int i = 0; i < 8; i++) /* lanes 0–7: v[2i] folded to 8; 8–15: v[2i + 1] */
+        a[i] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0x44),
+                             _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0xEE));
+    for (int i = 0; i < 4; i++) /* quad q: v[4i + q] folded to 4 */
+        b[i] = _mm512_add_ps(_mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0x88),
+                             _mm512_shuffle_f32x4(a[2 * i], a[2 * i + 1], 0xDD));
+    for (int i = 0; i < 2; i++) /* quad q: v[8i + q] in lanes 0–1, v[8i + 4 + q] in 2–3 */
+        c[i] = _mm512_add_ps(_mm512_shuffle_ps(b[2 * i], b[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_ps(b[2 * i], b[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    __m512 d = _mm512_add_ps(_mm512_shuffle_ps(c[0], c[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm512_shuffle_ps(c[0], c[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    /* lane 4q + m holds v[4m + q]'s sum */
+    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    return _mm512_permutexvar_ps(order, d);
+}
+
+/* One output row for o = O (a constant in each caller, so that the 16 sums stay in registers). */
+static inline __attribute__((always_inline)) void conv3_row(const uint16_t *rows, int64_t w, int64_t c,
+                                                           const uint16_t *wts, const float *bias, __m512 bias16,
+                                                           float *dst, const int O) {
+    const int64_t ow = w - 2, chunks = c / 32;
+    const int per = 16 / O; /* pixels per block of 16 sums */
+    int64_t ox = 0;
+    for (; ox + per <= ow; ox += per) {
+        __m512 acc[16];
+        for (int a = 0; a < 16; a++) acc[a] = _mm512_setzero_ps();
+        for (int tap = 0; tap < 9; tap++) {
+            const int64_t ky = tap / 3, kx = tap % 3;
+            for (int64_t q = 0; q < chunks; q++)
+                for (int p = 0; p < per; p++) {
+                    __m512bh in = (__m512bh)_mm512_loadu_si512(rows + (ky * w + ox + p + kx) * c + q * 32);
+                    for (int j = 0; j < O; j++) {
+                        __m512bh wv = (__m512bh)_mm512_loadu_si512(wts + (j * 9 + tap) * c + q * 32);
+                        acc[p * O + j] = _mm512_dpbf16_ps(acc[p * O + j], in, wv);
+                    }
+                }
+        }
+        _mm512_storeu_ps(dst + ox * O, _mm512_add_ps(reduce16(acc), bias16));
+    }
+    for (; ox < ow; ox++) /* the last few pixels, one at a time */
+        for (int j = 0; j < O; j++) {
+            __m512 acc = _mm512_setzero_ps();
+            for (int tap = 0; tap < 9; tap++)
+                for (int64_t q = 0; q < chunks; q++) {
+                    __m512bh in = (__m512bh)_mm512_loadu_si512(rows + ((tap / 3) * w + ox + tap % 3) * c + q * 32);
+                    __m512bh wv = (__m512bh)_mm512_loadu_si512(wts + (j * 9 + tap) * c + q * 32);
+                    acc = _mm512_dpbf16_ps(acc, in, wv);
+                }
+            dst[ox * O + j] = _mm512_reduce_add_ps(acc) + bias[j];
+        }
+}
+
+/* x: n × h × w × c bf16 (c a multiple of 32); wts: o × 3 × 3 × c bf16; bias: o floats;
+ * out: n × (h − 2) × (w − 2) × o floats; o is 1, 2, 4, 8 or 16. Rows are shared among OpenMP's
+ * threads. Returns 0, or −1 for an o or c it does not take. */
+int conv3_bf16(const uint16_t *x, int64_t n, int64_t h, int64_t w, int64_t c, const uint16_t *wts,
+               const float *bias, int64_t o, float *out) {
+    if (c % 32 != 0 || !(o == 1 || o == 2 || o == 4 || o == 8 || o == 16) || h < 3 || w < 3) return -1;
+    const int64_t oh = h - 2, ow = w - 2;
+    float b16[16];
+    for (int l = 0; l < 16; l++) b16[l] = bias[l % o];
+    const __m512 bias16 = _mm512_loadu_ps(b16);
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t k = 0; k < n; k++)
+        for (int64_t y = 0; y < oh; y++) {
+            const uint16_t *rows = x + ((k * h + y) * w) * c;
+            float *dst = out + ((k * oh + y) * ow) * o;
+            switch (o) {
+            case 1: conv3_row(rows, w, c, wts, bias, bias16, dst, 1); break;
+            case 2: conv3_row(rows, w, c, wts, bias, bias16, dst, 2); break;
+            case 4: conv3_row(rows, w, c, wts, bias, bias16, dst, 4); break;
+            case 8: conv3_row(rows, w, c, wts, bias, bias16, dst, 8); break;
+            default: conv3_row(rows, w, c, wts, bias, bias16, dst, 16); break;
+            }
+        }
+    return 0;
+}
+#endif
+
+/* 1 where conv3_bf16 is built (AVX-512 BF16), else 0. */
+int conv3_bf16_built(void) {
+#ifdef __AVX512BF16__
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+/* 1 where the kernel has its AVX-512 path, 0 where it has only the plain loop. */
+int write_rgb_wide(void) {
+#ifdef WIDE
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+/* t: n × th × tw × r² phases (bf16 when t_bf16, else fp32), read from row and column crop_t;
+ * d: n × 3 × dh × dw float planes, read from row and column crop_d (two pixels of margin before
+ * each output pixel's own); taps: r × 5; out: n × (h·r) × (w·r) × 3 bytes. `generic`: the plain
+ * loop even where the AVX-512 one is built (for tests). Output rows are shared among OpenMP's
+ * threads (torch's pool: see int8.c). Returns 0, or −1 where it ran out of memory. */
+int write_rgb(const void *t, int t_bf16, int64_t n, int64_t th, int64_t tw, int64_t crop_t, const float *d,
+               int64_t dh, int64_t dw, int64_t crop_d, const float *taps, int64_t r, float centre, uint8_t *out,
+               int64_t h, int64_t w, int generic) {
+    Job job = {t, t_bf16, th, tw, crop_t, d, dh, dw, crop_d, taps, r, h, w, centre, out};
+    const int64_t rows = h * r, cols = w * r, stride = w + TAPS - 1 + SLACK;
+    int wide = 0, failed = 0;
+#ifdef WIDE
+    Columns col = {NULL, NULL, NULL};
+    /* The gather reads 32 bits at a bf16 phase: 2 bytes past the very last one, whose row takes
+     * the plain loop; yoff must fit 32 bits. */
+    wide = !generic && tw * r * r < INT32_MAX / 2 && columns(&job, &col);
+#else
+    (void)generic;
+#endif
+#pragma omp parallel
+    {
+        float *vrow = calloc((size_t)(3 * stride), sizeof(float));
+#pragma omp for collapse(2) schedule(static)
+        for (int64_t k = 0; k < n; k++)
+            for (int64_t Y = 0; Y < rows; Y++) {
+                const int64_t y = Y / r, i = Y % r;
+                uint8_t *dst = out + (k * rows + Y) * cols * 3;
+                const int64_t trow = ((k * th + y + crop_t) * tw + crop_t) * r * r + i * r;
+                if (vrow == NULL) { /* out of memory: reported below */
+                    failed = 1;
+                    continue;
+                }
+                vertical(&job, k, y, i, vrow, stride);
+                int64_t x0 = 0;
+#ifdef WIDE
+                if (wide && !(k == n - 1 && Y == rows - 1)) x0 = blocks16(&job, &col, trow, vrow, stride, dst);
+#endif
+                pixels_from(&job, trow, vrow, stride, x0, dst);
+            }
+        free(vrow);
+    }
+#ifdef WIDE
+    free(col.rel);
+    free(col.yoff);
+    free(col.wts);
+#endif
+    (void)wide;
+    return failed ? -1 : 0;
+}
