@@ -154,7 +154,7 @@ def _head() -> ctypes.CDLL | None:
     if lib is None:
         return None
     ptr, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-    lib.conv3_bf16_built.restype = i32
+    lib.conv3_bf16_built.restype = lib.write_rgb_wide.restype = i32
     if lib.conv3_bf16_built():
         lib.conv3_bf16.restype = i32
         lib.conv3_bf16.argtypes = [ptr, i64, i64, i64, i64, ptr, ptr, i64, ptr]
@@ -209,11 +209,11 @@ def write_rgb() -> WriteRGB | None:
     the chroma's contribution to R, G, B at low resolution, bicubically ×r by ``taps`` (``r×5``: tap
     ``o`` weighs pixel ``y + o − 2`` in output row ``y·r + i``) from row and column ``crop_planes``
     (two pixels of margin); ``out``: ``N×h·r×w·r×3`` uint8, whose size sets h and w. The sums are
-    rounded to nearest even and clamped to 0…255. ``generic``: the plain loop even where the
-    AVX-512 one was built. ``None`` where the kernel cannot be built; its ``wide`` says whether it
-    has the AVX-512 path."""
+    rounded to nearest even and clamped to 0…255. ``generic``: the plain loop (which does the
+    last pixels of rows) for every pixel, for tests. ``None`` where the kernel cannot be built or
+    has no AVX-512 path: the plain loop alone took 2.3× OpenCV's time (benchmarks/README.md)."""
     lib = _head()
-    if lib is None:
+    if lib is None or not lib.write_rgb_wide():
         return None
 
     def run(phases: torch.Tensor, crop: int, planes: torch.Tensor, crop_planes: int, taps: torch.Tensor,
@@ -238,7 +238,6 @@ def write_rgb() -> WriteRGB | None:
         if status != 0:
             raise MemoryError("write_rgb ran out of memory")
 
-    run.wide = bool(lib.write_rgb_wide())  # type: ignore[attr-defined]
     return run
 
 

@@ -15,8 +15,9 @@
  * frame on two cores, where this is one read of the phases and one write of the pixels.
  *
  * With AVX-512 (F, BW) each 16 output pixels of a row take the chroma by permutes of 16
- * low-resolution values, the Y by one gather; elsewhere (or with `generic`) a plain loop.
- * Built and loaded by subpixel_cli.kernels. */
+ * low-resolution values, the Y by one gather; a plain loop does the rest of each row (and, with
+ * `generic`, everything: for tests). Without AVX-512 callers keep OpenCV's path: the plain loop
+ * alone is slower than it. Built and loaded by subpixel_cli.kernels. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
