@@ -194,6 +194,8 @@ class FusedPath:
                            else self._weights(chroma_filter(r), None, self.chroma_dtype, device)[0])
         # On the CPU the pixels come out of one C pass where it builds (kernels.write_rgb), else OpenCV's.
         self.write_rgb = kernels.write_rgb() if self.opencv else None
+        # and a Y model's Y plane (grey pictures, video in YCbCr) likewise, where torch took four passes
+        self.write_y = kernels.write_y() if cfg.channels == 1 and in_channels == 1 and device.type == "cpu" else None
         self.taps = _bicubic_phases(r).float() if self.write_rgb is not None else None
 
     def _conv1_u8(self, cfg: Any, layer: tuple[torch.Tensor, torch.Tensor], to_y: Any) -> tuple[Any, ...] | None:
@@ -292,6 +294,10 @@ class FusedPath:
         crop_t, crop_d = pad - self.radius, pad - _BICUBIC_REACH  # what the unpadded layers left
         if self.write_rgb is not None and out.is_contiguous() and t.dtype in (torch.bfloat16, torch.float32):
             self.write_rgb(t, crop_t, d, crop_d, self.taps, self.centre, out)
+            lap("write")
+            return
+        if self.write_y is not None and t.dtype in (torch.bfloat16, torch.float32):
+            self.write_y(t, crop_t, self.centre, out)
             lap("write")
             return
         phases = _phase_view(t, r, crop_t, h, w)

@@ -221,13 +221,47 @@ def test_upscale_with_and_without_the_head_kernels(precision: str, monkeypatch) 
     loaded = load_model("espcn-x2")
     lr = degrade(mod_crop(read_rgb8(SAMPLE), 2), 2)[:70, :90]
     with_kernels = Upscaler(loaded, device="cpu", precision=precision)
-    assert with_kernels._fused[3].write_rgb is not None
+    assert with_kernels._fused[3].write_rgb is not None and with_kernels._fused["y"].write_y is not None
     monkeypatch.setattr(kernels, "write_rgb", lambda: None)
+    monkeypatch.setattr(kernels, "write_y", lambda: None)
     monkeypatch.setattr(kernels, "conv3_bf16", lambda *a, **k: None)
     without = Upscaler(loaded, device="cpu", precision=precision)
     assert without._fused[3].write_rgb is None and without._fused[3].conv3 is None
+    assert without._fused["y"].write_y is None
+    i420 = np.concatenate([lr[:64, :90, 0], lr[:32, :90, 1]])  # a 90×64 frame: 64 rows of Y, 32 of U and V
+    ya, yb = with_kernels.upscale_i420(i420[None]).astype(int), without.upscale_i420(i420[None]).astype(int)
+    assert np.abs(ya - yb).max() <= 1 and (ya != yb).mean() < (0.001 if precision == "fp32" else 0.15)
     a, b = with_kernels.upscale(lr)[0].astype(int), without.upscale(lr)[0].astype(int)
     exact = Upscaler(loaded, device="cpu", precision="fp32", fused=False).upscale(lr)[0].astype(int)
     assert a.shape == b.shape == (140, 180, 3)
     assert np.abs(a - b).max() <= 1 and (a != b).mean() < (0.01 if precision == "fp32" else 0.15)
     assert np.abs(a - exact).mean() <= np.abs(b - exact).mean()
+
+
+@needs_head
+@pytest.mark.parametrize("r", [2, 3, 4])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("generic", [False, True])
+def test_write_y_is_the_phase_shift_clamped_and_truncated(r: int, dtype: torch.dtype, generic: bool) -> None:
+    torch.manual_seed(r)
+    n, h, w, crop = 3, 7, 11, 2  # 11·r columns: whole 16-pixel blocks and a rest
+    phases = (torch.rand(n, r * r, h + 2 * crop, w + 2 * crop) * 300 - 150).to(dtype)
+    phases = phases.contiguous(memory_format=torch.channels_last)
+    frames = torch.full((n, h * r * 3 // 2 + 1, w * r), 7, dtype=torch.uint8)  # Y planes with rows after each
+    planes = frames[:, : h * r]
+    kernels.write_y()(phases, crop, 128.0, planes, generic=generic)
+    v = F.pixel_shuffle(phases.float()[:, :, crop : crop + h, crop : crop + w], r)[:, 0] + 128.0
+    assert torch.equal(planes, v.clamp(0, 255).to(torch.uint8))  # what torch's copy to uint8 gives
+    assert bool((frames[:, h * r :] == 7).all())  # nothing written past each plane
+    assert planes.min() == 0 and planes.max() == 255
+
+
+@needs_head
+def test_write_y_checks_its_shapes() -> None:
+    run, phases = kernels.write_y(), torch.zeros(2, 4, 8, 8)
+    for bad in (torch.empty(2, 18, 16, dtype=torch.uint8),  # 9 rows of phases, 8 there
+                torch.empty(2, 16, 16, 3, dtype=torch.uint8),  # not one plane
+                torch.empty(2, 16, 32, dtype=torch.uint8)[:, :, ::2],  # rows not contiguous
+                torch.empty(2, 16, 16)):  # not bytes
+        with pytest.raises(ValueError, match="write_y cannot write"):
+            run(phases, 0, 0.0, bad)

@@ -158,7 +158,8 @@ def _head() -> ctypes.CDLL | None:
     if lib.conv3_bf16_built():
         lib.conv3_bf16.restype = i32
         lib.conv3_bf16.argtypes = [ptr, i64, i64, i64, i64, ptr, ptr, i64, ptr]
-    lib.write_rgb.restype = i32
+    lib.write_y.restype = lib.write_rgb.restype = i32
+    lib.write_y.argtypes = [ptr, i32, i64, i64, i64, i64, i64, ctypes.c_float, ptr, i64, i64, i64, i32]
     lib.write_rgb.argtypes = [ptr, i32, i64, i64, i64, i64, ptr, i64, i64, i64, ptr, i64, ctypes.c_float, ptr,
                               i64, i64, i32]
     return lib
@@ -237,6 +238,40 @@ def write_rgb() -> WriteRGB | None:
                                r, centre, out.data_ptr(), h, w, int(generic))
         if status != 0:
             raise MemoryError("write_rgb ran out of memory")
+
+    return run
+
+
+@functools.lru_cache(maxsize=None)
+def write_y() -> Callable[..., None] | None:
+    """``f(phases, crop, centre, out, generic=False)``: the Y plane of a Y model on one channel (a
+    grey picture, or the Y of video that stays in YCbCr) in one pass: the phase shift of
+    ``phases`` (``N×r²×H×W``, bf16 or fp32, channels last; from row and column ``crop``) plus
+    ``centre``, clamped to 0…255 and truncated (the last layer's bias holds the ½ that rounds), as
+    torch's copy to uint8 does. ``out``: ``N×h·r×w·r(×1)`` uint8 whose planes are each contiguous
+    (frames may lie apart: the Y planes of I420 frames). ``None`` where the kernel cannot be built
+    or has no AVX-512 path."""
+    lib = _head()
+    if lib is None or not lib.write_rgb_wide():
+        return None
+
+    def run(phases: torch.Tensor, crop: int, centre: float, out: torch.Tensor, generic: bool = False) -> None:
+        n, r2, th, tw = phases.shape
+        r = round(r2**0.5)
+        hr, wr = out.shape[1:3]
+        h, w = hr // r, wr // r
+        plane = out.dim() == 3 or (out.dim() == 4 and out.shape[3] == 1)
+        fits = (r * r == r2 and plane and out.dtype == torch.uint8 and out.shape[0] == n and hr == h * r
+                and wr == w * r and out.stride()[1:3] == (wr, 1) and (n == 1 or out.stride(0) >= hr * wr)
+                and phases.dtype in (torch.bfloat16, torch.float32) and 0 <= crop and crop + h <= th
+                and crop + w <= tw)
+        if not fits:
+            raise ValueError(f"write_y cannot write {tuple(out.shape)} {out.dtype} planes (strides {out.stride()}) "
+                             f"from {tuple(phases.shape)} {phases.dtype} phases")
+        nhwc = phases.permute(0, 2, 3, 1).contiguous()
+        if lib.write_y(nhwc.data_ptr(), int(phases.dtype == torch.bfloat16), n, th, tw, crop, r, centre,
+                       out.data_ptr(), h, w, out.stride(0), int(generic)) != 0:
+            raise MemoryError("write_y ran out of memory")
 
     return run
 

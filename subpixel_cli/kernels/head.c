@@ -326,3 +326,54 @@ int write_rgb(const void *t, int t_bf16, int64_t n, int64_t th, int64_t tw, int6
     (void)wide;
     return failed ? -1 : 0;
 }
+
+/* write_y: the Y plane alone (video that stays in YCbCr): out = the phase shift of t plus centre,
+ * clamped to 0…255 and truncated (the layer's bias holds the ½ that makes it rounding), as torch's
+ * float → uint8 copy. t: n × th × tw × r² (bf16 when t_bf16, else fp32) from row and column crop_t;
+ * out: n planes of (h·r) × (w·r) bytes, frame_stride bytes apart (the planes of I420 frames).
+ * Returns 0, or −1 where it ran out of memory. */
+int write_y(const void *t, int t_bf16, int64_t n, int64_t th, int64_t tw, int64_t crop_t, int64_t r, float centre,
+            uint8_t *out, int64_t h, int64_t w, int64_t frame_stride, int generic) {
+    Job job = {t, t_bf16, th, tw, crop_t, NULL, 0, 0, 0, NULL, r, h, w, centre, out};
+    const int64_t rows = h * r, cols = w * r, r2 = r * r;
+    int32_t *yoff = malloc(sizeof(int32_t) * (size_t)cols);
+    if (yoff == NULL) return -1;
+    for (int64_t x = 0; x < cols; x++) yoff[x] = (int32_t)((x / r) * r2 + x % r);
+    int wide = 0;
+#ifdef WIDE
+    wide = !generic && tw * r2 < INT32_MAX / 2;
+#else
+    (void)generic;
+#endif
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t k = 0; k < n; k++)
+        for (int64_t Y = 0; Y < rows; Y++) {
+            const int64_t y = Y / r, i = Y % r;
+            uint8_t *dst = out + k * frame_stride + Y * cols;
+            const int64_t trow = ((k * th + y + crop_t) * tw + crop_t) * r2 + i * r;
+            int64_t x = 0;
+#ifdef WIDE
+            if (wide && !(k == n - 1 && Y == rows - 1)) { /* the last row: the gather would read past t */
+                const __m512 c = _mm512_set1_ps(centre), lo = _mm512_setzero_ps(), hi = _mm512_set1_ps(255.0f);
+                for (; x + LANES <= cols; x += LANES) {
+                    const __m512i off = _mm512_loadu_si512(yoff + x);
+                    __m512 v;
+                    if (t_bf16)
+                        v = _mm512_castsi512_ps(_mm512_slli_epi32(
+                            _mm512_i32gather_epi32(off, (const uint16_t *)t + trow, 2), 16));
+                    else
+                        v = _mm512_i32gather_ps(off, (const float *)t + trow, 4);
+                    v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, c), lo), hi);
+                    _mm_storeu_si128((__m128i *)(dst + x), _mm512_cvtusepi32_epi8(_mm512_cvttps_epi32(v)));
+                }
+            }
+#endif
+            for (; x < cols; x++) {
+                float v = phase_value(&job, trow + yoff[x]) + centre;
+                dst[x] = !(v > 0.0f) ? 0 : v >= 255.0f ? 255 : (uint8_t)v;
+            }
+        }
+    free(yoff);
+    (void)wide;
+    return 0;
+}

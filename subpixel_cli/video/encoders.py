@@ -27,18 +27,19 @@ CODECS: dict[str, tuple[str, ...]] = {
 CRF_DEFAULTS = {"libx264": 18, "libx265": 22, "libvpx-vp9": 30, "libsvtav1": 30, "libaom-av1": 30}
 # x264/x265 speed presets, by output size. At "medium" the encoder took a quarter to a half of the
 # CPU time of a ×2-×4 run on 2 cores (and is the bottleneck behind a GPU); "veryfast" is 2-3×
-# quicker and keeps the CRF's quality, at the cost of somewhat larger files. Above 720p even
-# "veryfast" costs more than the network on 2 cores (x264, one thread, 1080p: veryfast 38 ms a
-# frame, superfast 22, ultrafast 9): "superfast" (CABAC and deblocking kept; one reference, no
-# lookahead) is the compromise, at about twice veryfast's file size for the same CRF. Above 1080p
-# (×4 of 360p is 1440p) "ultrafast": at 1080p it costs 10 ms a frame on 2 cores against 16 for
-# superfast, for ~30 % more bits, and the encode stays ~50 dB from its input (superfast 52.5); with
-# it `subpixel video` keeps up with the model (benchmarks/README.md). --preset chooses any other.
+# quicker and keeps the CRF's quality, at the cost of somewhat larger files. On 2 cores the encoder
+# and the network share the same cores, so every core-millisecond the encoder takes is one the
+# network does not get. x264 at 1080p, CRF 18, this project's test clip ×3, per frame: superfast
+# 21 core-ms (15 ms on 2 threads), ultrafast 10 (7.6 ms), against ~63 core-ms for the int8 network:
+# superfast held `subpixel video` to 72 % of the model's rate, ultrafast lets it reach ~85 %. So
+# "ultrafast" (no CABAC, no deblocking; ~30 % more bits than superfast for the same CRF, the encode
+# still ~50 dB from its input, far above what tells models apart) above 720p, "superfast" above
+# 960×540, "veryfast" up to it (benchmarks/README.md). --preset chooses any other.
 PRESETS = {"libx264": "veryfast", "libx265": "veryfast"}
 LARGE_PRESETS = {"libx264": "superfast", "libx265": "superfast"}
 HUGE_PRESETS = {"libx264": "ultrafast", "libx265": "ultrafast"}
-LARGE_PIXELS = 1280 * 720  # more pixels than this take LARGE_PRESETS
-HUGE_PIXELS = 1920 * 1080  # more than this, HUGE_PRESETS
+LARGE_PIXELS = 960 * 540  # more pixels than this take LARGE_PRESETS
+HUGE_PIXELS = 1280 * 720  # more than this, HUGE_PRESETS
 # Codecs a muxer holds although FFmpeg's codec query does not say so (MPEG-TS answers for only a
 # handful, so .ts output fell back to MPEG-2 video, which refuses 1/90000 time bases).
 _ALSO_HOLDS = {"mpegts": {"h264", "hevc"}}
