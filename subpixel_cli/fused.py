@@ -110,10 +110,15 @@ class FusedPath:
     convolutions are unpadded ("valid"): what zero padding would change lies in the reflect
     padding that is cut off anyway, so each layer computes only what the next one needs.
 
-    The chroma term is finished by OpenCV on the CPU: the low-resolution planes P·rgb, its float
-    bicubic resize (the same filter as ``F.interpolate``) and saturating adds of the Y plane take
-    half the time of the phase-filter convolution and three torch passes at high resolution.
-    Elsewhere it is the 5×5 phase filter at low resolution, added, clamped and copied by torch.
+    The chroma term is finished on the CPU from the low-resolution planes P·rgb: where the C
+    kernels are built with AVX-512 (:mod:`subpixel_cli.kernels`, ``head.c``), one pass makes the
+    output pixels (phase shift, bicubic chroma, sum, rounding, interleave); else OpenCV's float
+    bicubic resize (the same filter as ``F.interpolate``) and saturating adds of the Y plane, half
+    the time of the phase-filter convolution and three torch passes at high resolution. Elsewhere
+    (GPUs) it is the 5×5 phase filter at low resolution, added, clamped and copied by torch. A Y
+    plane alone (grey pictures, video in YCbCr) is written by a C pass too where it is built, and
+    the last layer of ×2 Y models runs in C on CPUs with AVX-512 BF16 (oneDNN wastes 3/4 of its
+    16-channel blocks on 4 outputs).
 
     ``dtype`` ``torch.int8`` is the int8 path: it needs the model's ``calibration``
     (:class:`~subpixel_cli.quantize.Calibration`) and oneDNN's quantized convolution.
@@ -197,6 +202,7 @@ class FusedPath:
         # and a Y model's Y plane (grey pictures, video in YCbCr) likewise, where torch took four passes
         self.write_y = kernels.write_y() if cfg.channels == 1 and in_channels == 1 and device.type == "cpu" else None
         self.taps = _bicubic_phases(r).float() if self.write_rgb is not None else None
+        self.chroma_planes = kernels.chroma_planes() if self.write_rgb is not None else None
 
     def _conv1_u8(self, cfg: Any, layer: tuple[torch.Tensor, torch.Tensor], to_y: Any) -> tuple[Any, ...] | None:
         """The int8 path's conv1 → tanh → levels as one C kernel (:func:`kernels.conv1_u8`) where
@@ -257,7 +263,9 @@ class FusedPath:
         lap("conv3")
         if self.chroma is None:
             return t, None
-        if self.opencv:
+        if self.chroma_planes is not None and xh.dtype == torch.float32:
+            d = self.chroma_planes(xh, self.chroma)
+        elif self.opencv:
             d = torch.einsum("cd,ndhw->nchw", self.chroma, xh.float()).contiguous()
         else:
             d = self._conv(xh, self.chroma, None)

@@ -265,3 +265,17 @@ def test_write_y_checks_its_shapes() -> None:
                 torch.empty(2, 16, 16)):  # not bytes
         with pytest.raises(ValueError, match="write_y cannot write"):
             run(phases, 0, 0.0, bad)
+
+
+@needs_head
+def test_chroma_planes_is_the_matrix_on_every_pixel() -> None:
+    from subpixel_cli.fused import _colour_matrices
+
+    a, a_inv = _colour_matrices()
+    m = (a_inv[:, 1:] @ a[1:]).float()  # what FusedPath hands over
+    x = (torch.rand(2, 9, 13, 3) * 255).permute(0, 3, 1, 2)  # channels last, as the network's input
+    got = kernels.chroma_planes()(x, m)
+    assert got.shape == (2, 3, 9, 13) and got.is_contiguous()
+    assert torch.allclose(got, torch.einsum("cd,ndhw->nchw", m, x), atol=1e-4)
+    with pytest.raises(ValueError, match="chroma_planes takes"):
+        kernels.chroma_planes()(x[:, :1], m)

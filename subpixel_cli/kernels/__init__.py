@@ -159,6 +159,8 @@ def _head() -> ctypes.CDLL | None:
         lib.conv3_bf16.restype = i32
         lib.conv3_bf16.argtypes = [ptr, i64, i64, i64, i64, ptr, ptr, i64, ptr]
     lib.write_y.restype = lib.write_rgb.restype = i32
+    lib.chroma_planes.restype = None
+    lib.chroma_planes.argtypes = [ptr, i64, i64, i64, ptr, ptr]
     lib.write_y.argtypes = [ptr, i32, i64, i64, i64, i64, i64, ctypes.c_float, ptr, i64, i64, i64, i32]
     lib.write_rgb.argtypes = [ptr, i32, i64, i64, i64, i64, ptr, i64, i64, i64, ptr, i64, ctypes.c_float, ptr,
                               i64, i64, i32]
@@ -238,6 +240,27 @@ def write_rgb() -> WriteRGB | None:
                                r, centre, out.data_ptr(), h, w, int(generic))
         if status != 0:
             raise MemoryError("write_rgb ran out of memory")
+
+    return run
+
+
+@functools.lru_cache(maxsize=None)
+def chroma_planes() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+    """``f(x, m)``: ``m @ rgb`` for every pixel of ``x`` (``N×3×H×W`` float32, channels last: the
+    network's input) as ``N×3×H×W`` float32 planes, the ones :func:`write_rgb` reads; ``None``
+    where it is not built (see :func:`write_rgb`: it comes with it)."""
+    lib = _head()
+    if lib is None or not lib.write_rgb_wide():
+        return None
+
+    def run(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        if c != 3 or x.dtype != torch.float32 or m.shape != (3, 3):
+            raise ValueError(f"chroma_planes takes float32 N×3×H×W pictures and a 3×3 matrix, not {tuple(x.shape)} {x.dtype}")
+        nhwc, m = x.permute(0, 2, 3, 1).contiguous(), m.float().contiguous()
+        out = torch.empty((n, 3, h, w), dtype=torch.float32)
+        lib.chroma_planes(nhwc.data_ptr(), n, h, w, m.data_ptr(), out.data_ptr())
+        return out
 
     return run
 
