@@ -2,12 +2,15 @@
 
 torch cannot fuse a convolution, its tanh and a per-channel quantizer into one pass, and that
 pass over the network's largest tensor is what the int8 path waits on. ``int8.c`` holds the int8
-path's kernels, :func:`conv1_u8` and :func:`tanh_bf16`, ``head.c`` the last layer and the last pass of a Y model on
-RGB pictures in every precision, :func:`write_rgb`: portable C (vector extensions, and AVX-512
-intrinsics where the compiler targets them), compiled with ``-O3 -march=native`` into a cache folder (``$SUBPIXEL_CACHE`` or
+path's kernels, :func:`conv1_u8` and :func:`tanh_bf16`; ``head.c`` the last steps of Y models in
+every precision: :func:`write_rgb` (RGB pixels from the phases and the chroma in one pass),
+:func:`chroma_planes`, :func:`write_y` (a Y plane alone) and :func:`conv3_bf16` (a last layer
+with few outputs). Portable C (vector extensions, and AVX-512 intrinsics where the compiler
+targets them), compiled with ``-O3 -march=native`` into a cache folder (``$SUBPIXEL_CACHE`` or
 ``~/.cache/subpixel``, ``kernels/``) keyed by the source, the compiler and the CPU, and loaded
-with ctypes. Where there is no compiler or the build fails, they are ``None`` and callers keep
-their torch path; ``SUBPIXEL_KERNELS=0`` turns them off. :func:`unavailable` says why.
+with ctypes. Where there is no compiler or the build fails, or a kernel would not be faster on
+this CPU, they are ``None`` and callers keep their torch/OpenCV path; ``SUBPIXEL_KERNELS=0``
+turns them off. :func:`unavailable` says why a library did not build.
 """
 
 from __future__ import annotations
@@ -171,8 +174,8 @@ WriteRGB = Callable[..., None]
 Conv3 = Callable[[torch.Tensor], torch.Tensor]
 
 
-# Output channels conv3_bf16 is used for: with 8 or 16 it ran at a third of oneDNN's speed (which
-# fills its 16-channel blocks there), with 4 (×2 Y models) at twice it (benchmarks/README.md).
+# Output channels conv3_bf16 is used for: with 4 (×2 Y models) it ran in half oneDNN's time, with
+# 8 and 16 (where oneDNN fills its 16-channel blocks) in 1.2× and 3.3× it (benchmarks/README.md).
 CONV3_OUTPUTS = (1, 2, 4)
 
 
