@@ -170,7 +170,7 @@ def fast_int8() -> bool:
     output the int8 layer's input in one pass (:func:`subpixel_cli.kernels.conv1_u8`, built on
     first need). Without that kernel, on a 2-core AMD Zen 4 with AVX-512 VNNI, int8 was within
     ±5 % of bf16 (torch's quantizer is a memory-bound pass that took back what conv2 gained); with
-    it, 4–25 % faster (stop 17), 15–34 % with the head kernels too (benchmarks/README.md)."""
+    it, 4–25 % faster (stop 17), 15–43 % with the head kernels too (benchmarks/README.md)."""
     from subpixel_cli import kernels
 
     return (_cpu_has("_is_vnni_supported", "_is_amx_tile_supported") and int8_kernels() and fast_bf16()
