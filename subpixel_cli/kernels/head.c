@@ -17,7 +17,12 @@
  * With AVX-512 (F, BW) each 16 output pixels of a row take the chroma by permutes of 16
  * low-resolution values, the Y by one gather; a plain loop does the rest of each row (and, with
  * `generic`, everything: for tests). Without AVX-512 callers keep OpenCV's path: the plain loop
- * alone is slower than it. Built and loaded by subpixel_cli.kernels. */
+ * alone is slower than it.
+ *
+ * write_y: the same for a Y plane alone (video kept in YCbCr, grey pictures); chroma_planes: the
+ * low-resolution planes write_rgb reads, from the network's RGB input.
+ *
+ * Built and loaded by subpixel_cli.kernels. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
