@@ -9,6 +9,7 @@
 #   benchmarks/train_cpu.sh x2-long  # the same for ×2, ~30 minutes (after x3-long, on its core)
 #   benchmarks/train_cpu.sh third    # a third cycle from the second: ×2 (~65 min) then ×4 (~35 min)
 #   benchmarks/train_cpu.sh third-x3 # the same for ×3 (~1.5 h), to resume in a later session
+#   benchmarks/train_cpu.sh fourth-x3 # a fourth ×3 cycle from the third, on 64-px patches (~1.8 h)
 #
 # Run it again after any interruption: a finished stage is skipped, a stopped one resumed from
 # its last checkpoint. Each stage's run folder is a model folder (subpixel eval --model DIR).
@@ -64,6 +65,13 @@ third_cycle() {  # third_cycle SCALE L1_STEPS MSE_STEPS: another warm restart, f
   stage "x$x-f" "${long[@]}" -x "$x" --steps "$3" --loss mse --lr 1e-4 --min-lr 1e-6 --init-from "$RUNS/x$x-e"
 }
 
+fourth_cycle() {  # fourth_cycle SCALE L1_STEPS MSE_STEPS: from cycle three, on longer (64-px) patches
+  local x=$1 long=(--dataset "$DATA/train" --workers 0 --patch-size 64 --batch-size 32 --patches-per-image 64
+                   --scale-aug 0.6 --scale-versions 8 --ema 0.999 --val-holdout 20 --seed 4)
+  stage "x$x-g" "${long[@]}" -x "$x" --steps "$2" --loss l1 --lr 3e-4 --min-lr 1e-5 --init-from "$RUNS/x$x-f"
+  stage "x$x-h" "${long[@]}" -x "$x" --steps "$3" --loss mse --lr 1e-4 --min-lr 1e-6 --init-from "$RUNS/x$x-g"
+}
+
 case "${1:-}" in
   chain1)
     stage x3-a "${Y[@]}" -x 3 --steps 24000 --loss l1 --lr 5e-4 --min-lr 1e-5 --init-from espcn-x3
@@ -86,5 +94,6 @@ case "${1:-}" in
   x2-long) long_cycle 2 10000 3000 ;;
   third) third_cycle 2 40000 4000; third_cycle 4 20000 3000 ;;
   third-x3) third_cycle 3 40000 8000 ;;
-  *) echo "usage: $0 chain1|chain2|x3-long|x4-long|x2-long|third|third-x3" >&2; exit 2 ;;
+  fourth-x3) fourth_cycle 3 30000 6000 ;;
+  *) echo "usage: $0 chain1|chain2|x3-long|x4-long|x2-long|third|third-x3|fourth-x3" >&2; exit 2 ;;
 esac
