@@ -30,8 +30,8 @@ CRF_DEFAULTS = {"libx264": 18, "libx265": 22, "libvpx-vp9": 30, "libsvtav1": 30,
 # quicker and keeps the CRF's quality, at the cost of somewhat larger files. On 2 cores the encoder
 # and the network share the same cores, so every core-millisecond the encoder takes is one the
 # network does not get. x264 at 1080p, CRF 18, this project's test clip ×3, per frame: superfast
-# 21 core-ms (15 ms on 2 threads), ultrafast 10 (7.6 ms), against ~63 core-ms for the int8 network:
-# superfast held `subpixel video` to 72 % of the model's rate, ultrafast lets it reach ~85 %. So
+# 21-23 core-ms (15 ms on 2 threads), ultrafast 10-12 (7.6 ms), against 57-64 core-ms for the int8
+# network: superfast held `subpixel video -x3` to 72 % of the model's rate, ultrafast to 70-82 %. So
 # "ultrafast" (no CABAC, no deblocking; ~30 % more bits than superfast for the same CRF, the encode
 # still ~50 dB from its input, far above what tells models apart) above 720p, "superfast" above
 # 960×540, "veryfast" up to it (benchmarks/README.md). --preset chooses any other.
