@@ -304,8 +304,8 @@ class FusedPath:
             self.write_rgb(t, crop_t, d, crop_d, self.taps, self.centre, out)
             lap("write")
             return
-        planes_dense = out.stride()[1:3] == (wr, 1) and (n == 1 or out.stride(0) >= hr * wr)  # each plane in one piece
-        if self.write_y is not None and t.dtype in (torch.bfloat16, torch.float32) and planes_dense:
+        if (self.write_y is not None and t.dtype in (torch.bfloat16, torch.float32)
+                and out.stride()[1:3] == (wr, 1) and (n == 1 or out.stride(0) >= hr * wr)):  # each plane in one piece
             self.write_y(t, crop_t, self.centre, out)
             lap("write")
             return

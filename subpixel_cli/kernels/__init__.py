@@ -170,6 +170,13 @@ def _head() -> ctypes.CDLL | None:
     return lib
 
 
+def _wide_head() -> ctypes.CDLL | None:
+    """head.c where it was built with its AVX-512 path: its pixel passes' plain loops alone are
+    slower than OpenCV's and torch's (benchmarks/README.md), so without it they are not used."""
+    lib = _head()
+    return lib if lib is not None and lib.write_rgb_wide() else None
+
+
 WriteRGB = Callable[..., None]
 Conv3 = Callable[[torch.Tensor], torch.Tensor]
 
@@ -218,8 +225,8 @@ def write_rgb() -> WriteRGB | None:
     rounded to nearest even and clamped to 0…255. ``generic``: the plain loop (which does the
     last pixels of rows) for every pixel, for tests. ``None`` where the kernel cannot be built or
     has no AVX-512 path: the plain loop alone took 2.3× OpenCV's time (benchmarks/README.md)."""
-    lib = _head()
-    if lib is None or not lib.write_rgb_wide():
+    lib = _wide_head()
+    if lib is None:
         return None
 
     def run(phases: torch.Tensor, crop: int, planes: torch.Tensor, crop_planes: int, taps: torch.Tensor,
@@ -252,8 +259,8 @@ def chroma_planes() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | No
     """``f(x, m)``: ``m @ rgb`` for every pixel of ``x`` (``N×3×H×W`` float32, channels last: the
     network's input) as ``N×3×H×W`` float32 planes, the ones :func:`write_rgb` reads; ``None``
     where it is not built (see :func:`write_rgb`: it comes with it)."""
-    lib = _head()
-    if lib is None or not lib.write_rgb_wide():
+    lib = _wide_head()
+    if lib is None:
         return None
 
     def run(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
@@ -277,8 +284,8 @@ def write_y() -> Callable[..., None] | None:
     torch's copy to uint8 does. ``out``: ``N×h·r×w·r(×1)`` uint8 whose planes are each contiguous
     (frames may lie apart: the Y planes of I420 frames). ``None`` where the kernel cannot be built
     or has no AVX-512 path."""
-    lib = _head()
-    if lib is None or not lib.write_rgb_wide():
+    lib = _wide_head()
+    if lib is None:
         return None
 
     def run(phases: torch.Tensor, crop: int, centre: float, out: torch.Tensor, generic: bool = False) -> None:

@@ -107,6 +107,15 @@ typedef struct {
     float *wts;
 } Columns;
 
+/* The 16 phases at element offsets `off` from `t` + `trow` as floats: for bf16 a 32-bit gather
+ * whose low half is the phase (it reads 2 bytes past the last one: callers keep the very last row
+ * of t to the plain loop). */
+static inline __m512 gather_phases(const void *t, int bf16, int64_t trow, __m512i off) {
+    if (bf16)
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_i32gather_epi32(off, (const uint16_t *)t + trow, 2), 16));
+    return _mm512_i32gather_ps(off, (const float *)t + trow, 4);
+}
+
 /* 16 bytes each of R, G and B as 48 interleaved bytes. */
 static inline void store_rgb(uint8_t *dst, __m128i r, __m128i g, __m128i b) {
     const __m128i m_r0 = _mm_setr_epi8(0, -1, -1, 1, -1, -1, 2, -1, -1, 3, -1, -1, 4, -1, -1, 5);
@@ -150,15 +159,8 @@ static int64_t blocks16(const Job *job, const Columns *col, int64_t trow, const 
             const __m512i idx = _mm512_add_epi32(rel, _mm512_set1_epi32(o));
             for (int c = 0; c < 3; c++) acc[c] = _mm512_fmadd_ps(wt, _mm512_permutexvar_ps(idx, v[c]), acc[c]);
         }
-        const __m512i yoff = _mm512_loadu_si512(col->yoff + x0);
-        __m512 yv;
-        if (job->bf16) { /* the dword at element yoff: its low half is the bf16 */
-            __m512i dw = _mm512_i32gather_epi32(yoff, (const uint16_t *)job->t + trow, 2);
-            yv = _mm512_castsi512_ps(_mm512_slli_epi32(dw, 16));
-        } else {
-            yv = _mm512_i32gather_ps(yoff, (const float *)job->t + trow, 4);
-        }
-        yv = _mm512_add_ps(yv, centre);
+        const __m512 yv = _mm512_add_ps(gather_phases(job->t, job->bf16, trow, _mm512_loadu_si512(col->yoff + x0)),
+                                        centre);
         store_rgb(dst + x0 * 3, levels16(_mm512_add_ps(yv, acc[0])), levels16(_mm512_add_ps(yv, acc[1])),
                   levels16(_mm512_add_ps(yv, acc[2])));
     }
@@ -361,13 +363,7 @@ int write_y(const void *t, int t_bf16, int64_t n, int64_t th, int64_t tw, int64_
             if (wide && !(k == n - 1 && Y == rows - 1)) { /* the last row: the gather would read past t */
                 const __m512 c = _mm512_set1_ps(centre), lo = _mm512_setzero_ps(), hi = _mm512_set1_ps(255.0f);
                 for (; x + LANES <= cols; x += LANES) {
-                    const __m512i off = _mm512_loadu_si512(yoff + x);
-                    __m512 v;
-                    if (t_bf16)
-                        v = _mm512_castsi512_ps(_mm512_slli_epi32(
-                            _mm512_i32gather_epi32(off, (const uint16_t *)t + trow, 2), 16));
-                    else
-                        v = _mm512_i32gather_ps(off, (const float *)t + trow, 4);
+                    __m512 v = gather_phases(t, t_bf16, trow, _mm512_loadu_si512(yoff + x));
                     v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, c), lo), hi);
                     _mm_storeu_si128((__m128i *)(dst + x), _mm512_cvtusepi32_epi8(_mm512_cvttps_epi32(v)));
                 }
