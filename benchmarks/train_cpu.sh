@@ -10,6 +10,7 @@
 #   benchmarks/train_cpu.sh third    # a third cycle from the second: ×2 (~65 min) then ×4 (~35 min)
 #   benchmarks/train_cpu.sh third-x3 # the same for ×3 (~1.5 h), to resume in a later session
 #   benchmarks/train_cpu.sh fourth-x3 # a fourth ×3 cycle from the third, on 64-px patches (~1.8 h)
+#   benchmarks/train_cpu.sh fourth-x2 # the same for ×2 (~1.5 h), on the other core
 #
 # Run it again after any interruption: a finished stage is skipped, a stopped one resumed from
 # its last checkpoint. Each stage's run folder is a model folder (subpixel eval --model DIR).
@@ -95,5 +96,6 @@ case "${1:-}" in
   third) third_cycle 2 40000 4000; third_cycle 4 20000 3000 ;;
   third-x3) third_cycle 3 40000 8000 ;;
   fourth-x3) fourth_cycle 3 30000 6000 ;;
-  *) echo "usage: $0 chain1|chain2|x3-long|x4-long|x2-long|third|third-x3|fourth-x3" >&2; exit 2 ;;
+  fourth-x2) fourth_cycle 2 18000 3000 ;;
+  *) echo "usage: $0 chain1|chain2|x3-long|x4-long|x2-long|third|third-x3|fourth-x3|fourth-x2" >&2; exit 2 ;;
 esac
