@@ -111,14 +111,14 @@ class FusedPath:
     padding that is cut off anyway, so each layer computes only what the next one needs.
 
     The chroma term is finished on the CPU from the low-resolution planes P·rgb: where the C
-    kernels are built with AVX-512 (:mod:`subpixel_cli.kernels`, ``head.c``), one pass makes the
-    output pixels (phase shift, bicubic chroma, sum, rounding, interleave); else OpenCV's float
-    bicubic resize (the same filter as ``F.interpolate``) and saturating adds of the Y plane, half
-    the time of the phase-filter convolution and three torch passes at high resolution. Elsewhere
-    (GPUs) it is the 5×5 phase filter at low resolution, added, clamped and copied by torch. A Y
-    plane alone (grey pictures, video in YCbCr) is written by a C pass too where it is built, and
-    the last layer of ×2 Y models runs in C on CPUs with AVX-512 BF16 (oneDNN wastes 3/4 of its
-    16-channel blocks on 4 outputs).
+    kernels are built with AVX-512 or AVX2 (:mod:`subpixel_cli.kernels`, ``head.c``), one pass
+    makes the output pixels (phase shift, bicubic chroma, sum, rounding, interleave); else
+    OpenCV's float bicubic resize (the same filter as ``F.interpolate``) and saturating adds of the
+    Y plane, half the time of the phase-filter convolution and three torch passes at high
+    resolution. Elsewhere (GPUs) it is the 5×5 phase filter at low resolution, added, clamped and
+    copied by torch. A Y plane alone (grey pictures, video in YCbCr) is written by a C pass too
+    where it is built with AVX-512, and the last layer of ×2 Y models runs in C on CPUs with
+    AVX-512 BF16 (oneDNN wastes 3/4 of its 16-channel blocks on 4 outputs).
 
     ``dtype`` ``torch.int8`` is the int8 path: it needs the model's ``calibration``
     (:class:`~subpixel_cli.quantize.Calibration`) and oneDNN's quantized convolution.

@@ -4,6 +4,7 @@ cached, and that everything falls back to torch where it cannot be built."""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -130,6 +131,27 @@ def test_bench_says_when_the_kernels_are_missing(model_folder, monkeypatch) -> N
 # --- head.c: the last layer (conv3_bf16) and the pixels of a Y model on RGB (write_rgb) ------
 
 needs_head = pytest.mark.skipif(kernels.write_rgb() is None, reason=f"not built here: {kernels.unavailable('head')}")
+_HEAD_CACHES = ("_head", "write_rgb", "write_y", "chroma_planes")
+
+
+@pytest.fixture(params=["native", "avx2"])
+def head_build(request):
+    """The head kernels as built for this CPU, and (on x86 CPUs with AVX-512) as built for AVX2
+    CPUs (``-march=x86-64-v3``), so that the 8-pixel path runs here too."""
+    if request.param == "avx2":
+        if kernels.vector_lanes() != 16 or torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+            pytest.skip("the AVX2 build is tried on x86 CPUs whose own build is the AVX-512 one")
+        os.environ["SUBPIXEL_KERNELS_MARCH"] = "x86-64-v3"
+    for name in _HEAD_CACHES:
+        getattr(kernels, name).cache_clear()
+    try:
+        if request.param == "avx2" and kernels.vector_lanes() != 8:
+            pytest.skip(f"no AVX2 build here: {kernels.unavailable('head')}")
+        yield request.param
+    finally:
+        os.environ.pop("SUBPIXEL_KERNELS_MARCH", None)
+        for name in _HEAD_CACHES:
+            getattr(kernels, name).cache_clear()
 needs_conv3 = pytest.mark.skipif(kernels.conv3_bf16(torch.zeros(4, 32, 3, 3), torch.zeros(4)) is None,
                                  reason="conv3_bf16 needs AVX-512 BF16")
 
@@ -149,11 +171,13 @@ def reference_rgb(phases: torch.Tensor, crop: int, planes: torch.Tensor, crop_pl
 @pytest.mark.parametrize("r", [2, 3, 4])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("generic", [False, True])
-def test_write_rgb_is_phase_shift_plus_bicubic_chroma(r: int, dtype: torch.dtype, generic: bool) -> None:
+def test_write_rgb_is_phase_shift_plus_bicubic_chroma(r: int, dtype: torch.dtype, generic: bool, head_build: str) -> None:
     from subpixel_cli.fused import _bicubic_phases
 
+    if generic and head_build == "avx2":
+        pytest.skip("the plain loop is the same in every build")
     torch.manual_seed(r)
-    n, h, w, crop, crop_planes = 2, 9, 13, 3, 1  # 13·r columns: whole 16-pixel blocks and a rest
+    n, h, w, crop, crop_planes = 2, 9, 13, 3, 1  # 13·r columns: whole 16- or 8-pixel blocks and a rest
     phases = (torch.rand(n, r * r, h + 2 * crop + 1, w + 2 * crop) * 300 - 150).to(dtype)
     phases = phases.contiguous(memory_format=torch.channels_last)  # as oneDNN hands them over
     planes = torch.randn(n, 3, h + 4 + 2 * crop_planes, w + 4 + 2 * crop_planes) * 40
@@ -165,6 +189,22 @@ def test_write_rgb_is_phase_shift_plus_bicubic_chroma(r: int, dtype: torch.dtype
     near_tie = ((expected - expected.floor() - 0.5).abs() < 1e-3) & (expected > 0) & (expected < 255)
     assert diff.max() <= 1 and bool((diff[~near_tie] == 0).all())  # fp32 sums: only ties may go the other way
     assert out.min() == 0 and out.max() == 255  # clamped, not wrapped
+
+
+@needs_head
+@pytest.mark.parametrize("value, level", [(1e10, 255), (float("inf"), 255), (-1e10, 0), (float("-inf"), 0),
+                                          (float("nan"), 0)])
+def test_pixel_passes_saturate_what_no_level_holds(value: float, level: int, head_build: str) -> None:
+    # Beyond ±2³¹ a float → int32 conversion gives INT_MIN: clamped first, huge values are 255, not 0.
+    from subpixel_cli.fused import _bicubic_phases
+
+    phases = torch.full((2, 9, 4, 30), value).contiguous(memory_format=torch.channels_last)
+    rgb, y = torch.empty(2, 12, 90, 3, dtype=torch.uint8), torch.empty(2, 12, 90, dtype=torch.uint8)
+    kernels.write_rgb()(phases, 0, torch.zeros(2, 3, 8, 34), 0, _bicubic_phases(3).float(), 0.0, rgb)
+    assert bool((rgb == level).all())
+    if head_build == "native":  # write_y is used with AVX-512 only
+        kernels.write_y()(phases, 0, 0.0, y)
+        assert bool((y == level).all())
 
 
 @needs_head

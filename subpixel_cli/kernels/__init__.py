@@ -11,6 +11,8 @@ targets them), compiled with ``-O3 -march=native`` into a cache folder (``$SUBPI
 with ctypes. Where there is no compiler or the build fails, or a kernel would not be faster on
 this CPU, they are ``None`` and callers keep their torch/OpenCV path; ``SUBPIXEL_KERNELS=0``
 turns them off. :func:`unavailable` says why a library did not build.
+``SUBPIXEL_KERNELS_MARCH`` (e.g. ``x86-64-v3``) builds them for another ``-march`` than the CPU's
+own: to run the AVX2 paths on an AVX-512 CPU, for tests and benchmarks.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from pathlib import Path
 import torch
 
 _HERE = Path(__file__).parent
-_FLAGS = ("-O3", "-march=native", "-shared", "-fPIC", "-std=c11")
+_FLAGS = ("-O3", "-shared", "-fPIC", "-std=c11")
 # With OpenMP the kernels share torch's thread pool (its libgomp, which has the same soname);
 # without it (a compiler that has none) they run on one thread.
 _OPENMP = ("-fopenmp",)
@@ -80,7 +82,8 @@ def _build(name: str) -> ctypes.CDLL | None:
     except (OSError, subprocess.SubprocessError) as exc:
         _why[name] = f"{cc} does not run ({exc})"
         return None
-    key = hashlib.sha256(b"\0".join([source, " ".join(_FLAGS + _OPENMP).encode(), version.encode(),
+    flags = (*_FLAGS, f"-march={os.environ.get('SUBPIXEL_KERNELS_MARCH') or 'native'}")
+    key = hashlib.sha256(b"\0".join([source, " ".join(flags + _OPENMP).encode(), version.encode(),
                                      _cpu_identity().encode()])).hexdigest()[:16]
     folder = cache_folder()
     built = folder / f"{name}-{key}.so"
@@ -90,7 +93,7 @@ def _build(name: str) -> ctypes.CDLL | None:
             with tempfile.TemporaryDirectory(dir=folder) as tmp:  # built aside, then renamed: never half a file
                 part = Path(tmp) / built.name
                 for extra in (_OPENMP, ()):
-                    run = subprocess.run([cc, *_FLAGS, *extra, "-o", str(part), str(_HERE / f"{name}.c")],
+                    run = subprocess.run([cc, *flags, *extra, "-o", str(part), str(_HERE / f"{name}.c")],
                                          capture_output=True, text=True, timeout=_BUILD_SECONDS)
                     if run.returncode == 0:
                         break
@@ -157,7 +160,7 @@ def _head() -> ctypes.CDLL | None:
     if lib is None:
         return None
     ptr, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-    lib.conv3_bf16_built.restype = lib.write_rgb_wide.restype = i32
+    lib.conv3_bf16_built.restype = lib.vector_lanes.restype = i32
     if lib.conv3_bf16_built():
         lib.conv3_bf16.restype = i32
         lib.conv3_bf16.argtypes = [ptr, i64, i64, i64, i64, ptr, ptr, i64, ptr]
@@ -170,11 +173,19 @@ def _head() -> ctypes.CDLL | None:
     return lib
 
 
-def _wide_head() -> ctypes.CDLL | None:
-    """head.c where it was built with its AVX-512 path: its pixel passes' plain loops alone are
-    slower than OpenCV's and torch's (benchmarks/README.md), so without it they are not used."""
+def _vector_head() -> ctypes.CDLL | None:
+    """head.c where it was built with a vector path (AVX-512 or AVX2): its pixel passes' plain
+    loops alone are slower than OpenCV's and torch's (benchmarks/README.md), so without one they
+    are not used."""
     lib = _head()
-    return lib if lib is not None and lib.write_rgb_wide() else None
+    return lib if lib is not None and lib.vector_lanes() else None
+
+
+def vector_lanes() -> int:
+    """Pixels :func:`write_rgb`'s vector path takes at a time: 16 (AVX-512), 8 (AVX2), 0 (none
+    built: the pixel passes are ``None``). :func:`write_y` is used with 16 only."""
+    lib = _head()
+    return lib.vector_lanes() if lib is not None else 0
 
 
 WriteRGB = Callable[..., None]
@@ -224,8 +235,9 @@ def write_rgb() -> WriteRGB | None:
     (two pixels of margin); ``out``: ``N×h·r×w·r×3`` uint8, whose size sets h and w. The sums are
     rounded to nearest even and clamped to 0…255. ``generic``: the plain loop (which does the
     last pixels of rows) for every pixel, for tests. ``None`` where the kernel cannot be built or
-    has no AVX-512 path: the plain loop alone took 2.3× OpenCV's time (benchmarks/README.md)."""
-    lib = _wide_head()
+    has no vector path (AVX-512 or AVX2): the plain loop alone took 2.3× OpenCV's time
+    (benchmarks/README.md)."""
+    lib = _vector_head()
     if lib is None:
         return None
 
@@ -259,7 +271,7 @@ def chroma_planes() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | No
     """``f(x, m)``: ``m @ rgb`` for every pixel of ``x`` (``N×3×H×W`` float32, channels last: the
     network's input) as ``N×3×H×W`` float32 planes, the ones :func:`write_rgb` reads; ``None``
     where it is not built (see :func:`write_rgb`: it comes with it)."""
-    lib = _wide_head()
+    lib = _vector_head()
     if lib is None:
         return None
 
@@ -283,9 +295,9 @@ def write_y() -> Callable[..., None] | None:
     ``centre``, clamped to 0…255 and truncated (the last layer's bias holds the ½ that rounds), as
     torch's copy to uint8 does. ``out``: ``N×h·r×w·r(×1)`` uint8 whose planes are each contiguous
     (frames may lie apart: the Y planes of I420 frames). ``None`` where the kernel cannot be built
-    or has no AVX-512 path."""
-    lib = _wide_head()
-    if lib is None:
+    or has no AVX-512 path: with AVX2 its gathers were no faster than torch's four passes."""
+    lib = _vector_head()
+    if lib is None or lib.vector_lanes() < 16:
         return None
 
     def run(phases: torch.Tensor, crop: int, centre: float, out: torch.Tensor, generic: bool = False) -> None:

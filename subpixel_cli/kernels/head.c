@@ -15,12 +15,13 @@
  * frame on two cores, where this is one read of the phases and one write of the pixels.
  *
  * With AVX-512 (F, BW) each 16 output pixels of a row take the chroma by permutes of 16
- * low-resolution values, the Y by one gather; a plain loop does the rest of each row (and, with
- * `generic`, everything: for tests). Without AVX-512 callers keep OpenCV's path: the plain loop
- * alone is slower than it.
+ * low-resolution values, the Y by one gather; with AVX2 and FMA (most x86 CPUs since 2013) each
+ * 8 by permutes of 8; a plain loop does the rest of each row (and, with `generic`, everything:
+ * for tests). Without either callers keep OpenCV's path: the plain loop alone is slower than it.
  *
- * write_y: the same for a Y plane alone (video kept in YCbCr, grey pictures); chroma_planes: the
- * low-resolution planes write_rgb reads, from the network's RGB input.
+ * write_y: the same for a Y plane alone (video kept in YCbCr, grey pictures; with AVX-512 only:
+ * with AVX2 it was no faster than torch's four passes); chroma_planes: the low-resolution planes
+ * write_rgb reads, from the network's RGB input.
  *
  * Built and loaded by subpixel_cli.kernels. */
 #include <stdint.h>
@@ -28,14 +29,19 @@
 #include <string.h>
 #if defined(__AVX512F__) && defined(__AVX512BW__)
 #include <immintrin.h>
-#define WIDE 1
-#elif defined(__AVX512BF16__)
+#define WIDE 1 /* 16 pixels at a time */
+#define LANES 16
+#elif defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
+#define NARROW 1 /* 8 pixels at a time */
+#define LANES 8
+#endif
+#if defined(WIDE) || defined(NARROW)
+#define VECTOR 1
 #endif
 
 #define TAPS 5   /* low-resolution pixels a bicubic phase reads: o = −2…2 */
-#define LANES 16
-#define SLACK 16 /* floats after a row buffer that a 16-lane load may read */
+#define SLACK 16 /* floats after a row buffer that a vector load may read */
 
 /* One call's fixed numbers. t: n × th × tw × r² phases; d: n × 3 × dh × dw planes; out: n × h·r × w·r × 3. */
 typedef struct {
@@ -98,15 +104,33 @@ static void pixels_from(const Job *job, int64_t trow, const float *vrow, int64_t
     }
 }
 
-#ifdef WIDE
-/* Per output column x of a row (the same for every row): for the 16-pixel block b = x / 16,
- * rel[x] = x / r − (16b) / r (which of the block's 16 low-resolution values it reads first),
- * yoff[x] = (x / r)·r² + x % r (its phase, less the row's), wts[o·cols + x] = its horizontal taps. */
+#ifdef VECTOR
+/* Per output column x of a row (the same for every row): for the block of LANES pixels b = x / LANES,
+ * rel[x] = x / r − (LANES·b) / r (which of the block's LANES low-resolution values it reads first),
+ * yoff[x] = (x / r)·r² + x % r (its phase, less the row's), wts[o·cols + x] = its horizontal taps.
+ * For r ≥ 2 rel + 4 stays below LANES, so the block's taps are permutes of LANES values. */
 typedef struct {
     int32_t *rel, *yoff;
     float *wts;
 } Columns;
 
+static int columns(const Job *job, Columns *col) {
+    const int64_t r = job->r, cols = job->w * r;
+    col->rel = malloc(sizeof(int32_t) * (size_t)cols);
+    col->yoff = malloc(sizeof(int32_t) * (size_t)cols);
+    col->wts = malloc(sizeof(float) * TAPS * (size_t)cols);
+    if (col->rel == NULL || col->yoff == NULL || col->wts == NULL) return 0;
+    for (int64_t x = 0; x < cols; x++) {
+        const int64_t X = x / r, j = x % r;
+        col->rel[x] = (int32_t)(X - (x / LANES * LANES) / r);
+        col->yoff[x] = (int32_t)(X * r * r + j);
+        for (int o = 0; o < TAPS; o++) col->wts[o * cols + x] = job->taps[j * TAPS + o];
+    }
+    return 1;
+}
+#endif
+
+#ifdef WIDE
 /* The 16 phases at element offsets `off` from `t` + `trow` as floats: for bf16 a 32-bit gather
  * whose low half is the phase (it reads 2 bytes past the last one: callers keep the very last row
  * of t to the plain loop). */
@@ -135,9 +159,11 @@ static inline void store_rgb(uint8_t *dst, __m128i r, __m128i g, __m128i b) {
     _mm_storeu_si128((__m128i *)(dst + 32), p2);
 }
 
+/* 16 levels: v clamped to 0…255 first (NaN to 0; beyond ±2³¹ the conversion gives INT_MIN),
+ * rounded to nearest even. */
 static inline __m128i levels16(__m512 v) {
-    __m512i q = _mm512_max_epi32(_mm512_cvtps_epi32(v), _mm512_setzero_si512()); /* nearest even */
-    return _mm512_cvtusepi32_epi8(q);                                             /* saturates at 255 */
+    v = _mm512_min_ps(_mm512_max_ps(v, _mm512_setzero_ps()), _mm512_set1_ps(255.0f));
+    return _mm512_cvtusepi32_epi8(_mm512_cvtps_epi32(v));
 }
 
 /* Whole 16-pixel blocks of a row; returns where the rest starts. */
@@ -167,19 +193,65 @@ static int64_t blocks16(const Job *job, const Columns *col, int64_t trow, const 
     return x0;
 }
 
-static int columns(const Job *job, Columns *col) {
+/* One block of 16 pixels of a Y plane: v + centre clamped to 0…255 (NaN to 0) and truncated. */
+static inline void store_y(uint8_t *dst, __m512 v, __m512 centre) {
+    v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, centre), _mm512_setzero_ps()), _mm512_set1_ps(255.0f));
+    _mm_storeu_si128((__m128i *)dst, _mm512_cvtusepi32_epi8(_mm512_cvttps_epi32(v)));
+}
+#endif
+
+#ifdef NARROW
+/* The AVX2 forms of the above, 8 pixels at a time. */
+static inline __m256 gather_phases(const void *t, int bf16, int64_t trow, __m256i off) {
+    if (bf16)
+        return _mm256_castsi256_ps(
+            _mm256_slli_epi32(_mm256_i32gather_epi32((const int *)((const uint16_t *)t + trow), off, 2), 16));
+    return _mm256_i32gather_ps((const float *)t + trow, off, 4);
+}
+
+/* 8 bytes each of R, G and B (low halves) as 24 interleaved bytes. */
+static inline void store_rgb(uint8_t *dst, __m128i r, __m128i g, __m128i b) {
+    const __m128i rg = _mm_unpacklo_epi64(r, g); /* r0…r7 g0…g7 */
+    const __m128i m_rg0 = _mm_setr_epi8(0, 8, -1, 1, 9, -1, 2, 10, -1, 3, 11, -1, 4, 12, -1, 5);
+    const __m128i m_b0 = _mm_setr_epi8(-1, -1, 0, -1, -1, 1, -1, -1, 2, -1, -1, 3, -1, -1, 4, -1);
+    const __m128i m_rg1 = _mm_setr_epi8(13, -1, 6, 14, -1, 7, 15, -1, -1, -1, -1, -1, -1, -1, -1, -1);
+    const __m128i m_b1 = _mm_setr_epi8(-1, 5, -1, -1, 6, -1, -1, 7, -1, -1, -1, -1, -1, -1, -1, -1);
+    _mm_storeu_si128((__m128i *)dst, _mm_or_si128(_mm_shuffle_epi8(rg, m_rg0), _mm_shuffle_epi8(b, m_b0)));
+    _mm_storel_epi64((__m128i *)(dst + 16), _mm_or_si128(_mm_shuffle_epi8(rg, m_rg1), _mm_shuffle_epi8(b, m_b1)));
+}
+
+/* 8 levels in the low half, as levels16. */
+static inline __m128i levels8(__m256 v) {
+    v = _mm256_min_ps(_mm256_max_ps(v, _mm256_setzero_ps()), _mm256_set1_ps(255.0f));
+    const __m256i q = _mm256_cvtps_epi32(v);
+    const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
+    return _mm_packus_epi16(w, w);
+}
+
+static int64_t blocks8(const Job *job, const Columns *col, int64_t trow, const float *vrow, int64_t stride,
+                       uint8_t *dst) {
     const int64_t r = job->r, cols = job->w * r;
-    col->rel = malloc(sizeof(int32_t) * (size_t)cols);
-    col->yoff = malloc(sizeof(int32_t) * (size_t)cols);
-    col->wts = malloc(sizeof(float) * TAPS * (size_t)cols);
-    if (col->rel == NULL || col->yoff == NULL || col->wts == NULL) return 0;
-    for (int64_t x = 0; x < cols; x++) {
-        const int64_t X = x / r, j = x % r;
-        col->rel[x] = (int32_t)(X - (x / LANES * LANES) / r);
-        col->yoff[x] = (int32_t)(X * r * r + j);
-        for (int o = 0; o < TAPS; o++) col->wts[o * cols + x] = job->taps[j * TAPS + o];
+    const __m256 centre = _mm256_set1_ps(job->centre);
+    int64_t x0 = 0;
+    for (; x0 + LANES <= cols; x0 += LANES) {
+        const int64_t X0 = x0 / r;
+        const __m256i rel = _mm256_loadu_si256((const __m256i *)(col->rel + x0));
+        __m256 v[3], acc[3];
+        for (int c = 0; c < 3; c++) {
+            v[c] = _mm256_loadu_ps(vrow + c * stride + X0);
+            acc[c] = _mm256_setzero_ps();
+        }
+        for (int o = 0; o < TAPS; o++) {
+            const __m256 wt = _mm256_loadu_ps(col->wts + o * cols + x0);
+            const __m256i idx = _mm256_add_epi32(rel, _mm256_set1_epi32(o));
+            for (int c = 0; c < 3; c++) acc[c] = _mm256_fmadd_ps(wt, _mm256_permutevar8x32_ps(v[c], idx), acc[c]);
+        }
+        const __m256i off = _mm256_loadu_si256((const __m256i *)(col->yoff + x0));
+        const __m256 yv = _mm256_add_ps(gather_phases(job->t, job->bf16, trow, off), centre);
+        store_rgb(dst + x0 * 3, levels8(_mm256_add_ps(yv, acc[0])), levels8(_mm256_add_ps(yv, acc[1])),
+                  levels8(_mm256_add_ps(yv, acc[2])));
     }
-    return 1;
+    return x0;
 }
 #endif
 
@@ -275,10 +347,11 @@ int conv3_bf16_built(void) {
 #endif
 }
 
-/* 1 where the kernel has its AVX-512 path, 0 where it has only the plain loop. */
-int write_rgb_wide(void) {
-#ifdef WIDE
-    return 1;
+/* The pixels write_rgb takes at a time: 16 (AVX-512), 8 (AVX2), or 0 where it has only the plain
+ * loop; write_y has a vector path with AVX-512 only. */
+int vector_lanes(void) {
+#ifdef VECTOR
+    return LANES;
 #else
     return 0;
 #endif
@@ -287,7 +360,7 @@ int write_rgb_wide(void) {
 /* t: n × th × tw × r² phases (bf16 when t_bf16, else fp32), read from row and column crop_t;
  * d: n × 3 × dh × dw float planes, read from row and column crop_d (two pixels of margin before
  * each output pixel's own); taps: r × 5; out: n × (h·r) × (w·r) × 3 bytes. `generic`: the plain
- * loop even where the AVX-512 one is built (for tests). Output rows are shared among OpenMP's
+ * loop even where a vector one is built (for tests). Output rows are shared among OpenMP's
  * threads (torch's pool: see int8.c). Returns 0, or −1 where it ran out of memory. */
 int write_rgb(const void *t, int t_bf16, int64_t n, int64_t th, int64_t tw, int64_t crop_t, const float *d,
                int64_t dh, int64_t dw, int64_t crop_d, const float *taps, int64_t r, float centre, uint8_t *out,
@@ -295,11 +368,11 @@ int write_rgb(const void *t, int t_bf16, int64_t n, int64_t th, int64_t tw, int6
     Job job = {t, t_bf16, th, tw, crop_t, d, dh, dw, crop_d, taps, r, h, w, centre, out};
     const int64_t rows = h * r, cols = w * r, stride = w + TAPS - 1 + SLACK;
     int wide = 0, failed = 0;
-#ifdef WIDE
+#ifdef VECTOR
     Columns col = {NULL, NULL, NULL};
     /* The gather reads 32 bits at a bf16 phase: 2 bytes past the very last one, whose row takes
-     * the plain loop; yoff must fit 32 bits. */
-    wide = !generic && tw * r * r < INT32_MAX / 2 && columns(&job, &col);
+     * the plain loop; yoff must fit 32 bits; r ≥ 2 keeps a block's taps within its LANES values. */
+    wide = !generic && r >= 2 && tw * r * r < INT32_MAX / 2 && columns(&job, &col);
 #else
     (void)generic;
 #endif
@@ -320,12 +393,14 @@ int write_rgb(const void *t, int t_bf16, int64_t n, int64_t th, int64_t tw, int6
                 int64_t x0 = 0;
 #ifdef WIDE
                 if (wide && !(k == n - 1 && Y == rows - 1)) x0 = blocks16(&job, &col, trow, vrow, stride, dst);
+#elif defined(NARROW)
+                if (wide && !(k == n - 1 && Y == rows - 1)) x0 = blocks8(&job, &col, trow, vrow, stride, dst);
 #endif
                 pixels_from(&job, trow, vrow, stride, x0, dst);
             }
         free(vrow);
     }
-#ifdef WIDE
+#ifdef VECTOR
     free(col.rel);
     free(col.yoff);
     free(col.wts);
@@ -347,7 +422,7 @@ int write_y(const void *t, int t_bf16, int64_t n, int64_t th, int64_t tw, int64_
     if (yoff == NULL) return -1;
     for (int64_t x = 0; x < cols; x++) yoff[x] = (int32_t)((x / r) * r2 + x % r);
     int wide = 0;
-#ifdef WIDE
+#ifdef WIDE /* with AVX2 its gathers were no faster than torch's passes (benchmarks/README.md) */
     wide = !generic && tw * r2 < INT32_MAX / 2;
 #else
     (void)generic;
@@ -361,12 +436,9 @@ int write_y(const void *t, int t_bf16, int64_t n, int64_t th, int64_t tw, int64_
             int64_t x = 0;
 #ifdef WIDE
             if (wide && !(k == n - 1 && Y == rows - 1)) { /* the last row: the gather would read past t */
-                const __m512 c = _mm512_set1_ps(centre), lo = _mm512_setzero_ps(), hi = _mm512_set1_ps(255.0f);
-                for (; x + LANES <= cols; x += LANES) {
-                    __m512 v = gather_phases(t, t_bf16, trow, _mm512_loadu_si512(yoff + x));
-                    v = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(v, c), lo), hi);
-                    _mm_storeu_si128((__m128i *)(dst + x), _mm512_cvtusepi32_epi8(_mm512_cvttps_epi32(v)));
-                }
+                const __m512 c = _mm512_set1_ps(centre);
+                for (; x + LANES <= cols; x += LANES)
+                    store_y(dst + x, gather_phases(t, t_bf16, trow, _mm512_loadu_si512(yoff + x)), c);
             }
 #endif
             for (; x < cols; x++) {
