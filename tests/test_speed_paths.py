@@ -149,7 +149,7 @@ def test_bf16_fused_path_stays_close_to_fp32(scale, model_channels, image_channe
     assert diff.max() <= 4
     assert (diff > 1).mean() < 0.01
     mse = (diff.astype(float) ** 2).mean()
-    assert 10 * np.log10(255**2 / mse) > 45
+    assert mse < 255**2 / 10**4.5  # PSNR above 45 dB (identical pixels included)
 
 
 @pytest.mark.parametrize("fast", [True, False])
