@@ -4,6 +4,7 @@ with each path's Y-PSNR on Set5/Set14 against fp32, and where a frame's time goe
 
     python benchmarks/realtime.py                    # ~4 min on 2 cores; run it on a quiet machine
     python benchmarks/realtime.py --seconds 2 --no-psnr
+    python benchmarks/realtime.py --as-vnni-without-bf16   # fp32 and int8 as a Cascade Lake runs them
     (cd OLD_CHECKOUT && python /path/to/benchmarks/realtime.py --steps-only)   # an older tree
 
 fps: ``subpixel bench``'s measurement (:func:`subpixel_cli.bench.measure_throughput`, batches of
@@ -16,12 +17,16 @@ Set5 and Set14 (../shared/data/benchmarks) through the Upscaler, RGB in and RGB 
 by the MATLAB protocol (as ``subpixel quantize`` checks). Steps: the best of 5 batches per step
 (:func:`subpixel_cli.bench.profile_steps`). ``--steps-only`` in a tree from before the steps were
 timed (no ``lap`` argument) times its convolutions and write step from outside instead.
+``--as-vnni-without-bf16`` (on an AVX-512 BF16 CPU) runs fp32 and int8 as a CPU with AVX-512 VNNI
+but no bf16 arithmetic (Cascade Lake, Ice Lake) would: oneDNN held to ``AVX512_CORE_VNNI``, the C
+kernels built for ``-march=cascadelake`` and the runtime told there is no fast bf16.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -37,6 +42,16 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT.parent / "shared" / "data" / "benchmarks"
 SIZES = {2: (960, 540), 3: (640, 360), 4: (480, 270)}
 PRECISIONS = ("fp32", "bf16", "int8")
+_NO_BF16 = "SUBPIXEL_BENCH_NO_BF16"  # set for the child processes of --as-vnni-without-bf16
+
+
+def _pretend_no_bf16() -> None:
+    """What a CPU with VNNI and without bf16 arithmetic would be told (the ISA and -march limits
+    are set in the environment before oneDNN and the kernels start)."""
+    from subpixel_cli import fused, runtime
+
+    os.environ.update({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI", "SUBPIXEL_KERNELS_MARCH": "cascadelake", _NO_BF16: "1"})
+    runtime.fast_bf16 = fused.fast_bf16 = lambda: False
 
 
 def old_tree_steps(upscaler: Upscaler, width: int, height: int) -> dict[str, float]:
@@ -95,8 +110,14 @@ def main() -> None:
     parser.add_argument("--no-psnr", action="store_true")
     parser.add_argument("--steps-only", action="store_true", help="only where the time goes, in this tree's auto precision")
     parser.add_argument("--json", type=Path, help="write the results here too")
+    parser.add_argument("--as-vnni-without-bf16", action="store_true",
+                        help="fp32 and int8 as a CPU with VNNI but no bf16 arithmetic runs them")
     parser.add_argument("--one", nargs=2, metavar=("SCALE", "PRECISION"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    precisions = PRECISIONS
+    if args.as_vnni_without_bf16 or os.environ.get(_NO_BF16):
+        _pretend_no_bf16()
+        precisions = ("fp32", "int8")
     if args.one:
         print(json.dumps(_speeds(int(args.one[0]), args.one[1], args.seconds)))
         return
@@ -122,7 +143,7 @@ def main() -> None:
         for scale, (w, h) in SIZES.items():
             loaded = load_model(None, scale)
             base: dict[str, float] = {}
-            for precision in PRECISIONS:
+            for precision in precisions:
                 run = subprocess.run([sys.executable, __file__, "--one", str(scale), precision, "--seconds", str(args.seconds)],
                                      capture_output=True, text=True, check=True)
                 speed = json.loads(run.stdout.strip().splitlines()[-1])

@@ -12,9 +12,9 @@ cut off anyway.
 On the CPU the reduced-precision paths keep every layer in that precision: bf16 runs all three
 convolutions in bf16, with the last layer's output and the Y plane centred on zero (a bias of −128
 levels, or −½) so that bf16's 8 bits of mantissa round them to ¼–½ of a level instead of 1; int8
-runs conv2 on oneDNN's u8×s8 kernels (:mod:`subpixel_cli.quantize`) between bf16 layers, its
-input made in one pass (conv1, tanh, levels) and its tanh done in place by the C kernels of
-:mod:`subpixel_cli.kernels` where they build.
+runs conv2 on oneDNN's u8×s8 kernels (:mod:`subpixel_cli.quantize`) between bf16 layers (fp32
+ones on CPUs without bf16 arithmetic), its input made in one pass (conv1, tanh, levels) and its
+tanh done in place by the C kernels of :mod:`subpixel_cli.kernels` where they build.
 :meth:`FusedPath.__call__` takes a :class:`Laps` to time each step (``subpixel bench --profile``).
 """
 
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from subpixel_cli import kernels
 from subpixel_cli.color import Y_OFFSET, Y_RANGE, matrices
 from subpixel_cli.model import ESPCN
-from subpixel_cli.runtime import MKLDNN_CONV, native_bf16
+from subpixel_cli.runtime import MKLDNN_CONV, fast_bf16, native_bf16
 
 # The centre a bf16 last layer's outputs (0…255) and Y plane (0…1) are moved to: a bf16 number
 # between 128 and 256 is a whole number, between 64 and 128 a multiple of ½, so output values
@@ -135,7 +135,11 @@ class FusedPath:
         int8 = dtype == torch.int8
         if int8 and (calibration is None or device.type != "cpu"):
             raise ValueError("the int8 path runs on the CPU, with a calibration")
-        float_dtype = (torch.bfloat16 if native_bf16() else torch.float32) if int8 else dtype
+        # int8's layers around conv2: bf16 where the CPU computes it (elsewhere oneDNN emulates it,
+        # slower than fp32: a CPU with VNNI but no AVX-512 BF16, such as Cascade Lake, runs them in fp32).
+        float_dtype = (torch.bfloat16 if fast_bf16() else torch.float32) if int8 else dtype
+        # With the C kernels the int8 path does conv1's tanh and act2 itself: tanh's own form (below).
+        int8_in_c = int8 and kernels.conv1_u8() is not None
         layers = [(c.weight.detach().to("cpu", torch.float64), c.bias.detach().to("cpu", torch.float64))
                   for c in (model.conv1, model.conv2, model.conv3)]
         (w1, b1), (w3, b3) = layers[0], layers[2]
@@ -164,7 +168,7 @@ class FusedPath:
                 layers[2] = (gain * w3, gain * (b3 - Y_OFFSET) + half - self.centre)
         else:  # an RGB model on RGB; its channels are already in (i, j, c) order
             layers[0], layers[2] = (w1 / 255, b1), (255 * w3, 255 * b3 + half - self.centre)
-        post_ops = _BF16_POST_OPS if float_dtype == torch.bfloat16 else _POST_OPS
+        post_ops = _BF16_POST_OPS if float_dtype == torch.bfloat16 or int8_in_c else _POST_OPS
         post_op, gamma, alpha, beta = post_ops[cfg.activation]
         for k in (1, 2):  # the next layer reads α·s + β instead of the activation
             w, b = layers[k]
@@ -179,12 +183,12 @@ class FusedPath:
         self.chroma_dtype = torch.float32 if centred else self.head_dtype  # the colours' own precision
         self.mkldnn = MKLDNN_CONV is not None and device.type == "cpu" and (
             float_dtype == torch.float32 or (float_dtype == torch.bfloat16 and native_bf16()))
-        self.int8, self.conv1_u8, self.tanh_bf16 = None, None, None
+        self.int8, self.conv1_u8, self.act2 = None, None, None
         if int8:
             self.int8 = _Int8Layer(layers[1], calibration, alpha, beta, gamma, float_dtype)
             self.conv1_u8 = self._conv1_u8(cfg, layers[0], to_y)
-            # act2 in place by the same C library, where conv2 hands over bf16 (one pass, not a conv)
-            self.tanh_bf16 = kernels.tanh_bf16() if self.conv1_u8 is not None and float_dtype == torch.bfloat16 else None
+            if self.conv1_u8 is not None:  # act2 in place by the same C library (one pass, not a conv)
+                self.act2 = kernels.tanh_bf16() if float_dtype == torch.bfloat16 else kernels.tanh_f32()
             f2 = cfg.features[1]  # what is left of conv2 in float: its activation, on a 1×1 identity
             layers[1] = (torch.eye(f2, dtype=torch.float64).view(f2, f2, 1, 1), None)
         # A bf16 last layer with few outputs (×2 Y models) by its C kernel, where it is built: fp32 out.
@@ -254,7 +258,7 @@ class FusedPath:
             f = self._first_layer(x, lap)
             if self.int8 is not None:
                 f = self.int8(f, lap)
-        f = self.tanh_bf16(f) if self.tanh_bf16 is not None else self._conv(f, w2, b2, self.post_op)
+        f = self.act2(f) if self.act2 is not None else self._conv(f, w2, b2, self.post_op)
         lap("act2" if self.int8 is not None else "conv2 + act")
         if self.conv3 is not None and f.dtype == torch.bfloat16:
             t = self.conv3(f)

@@ -165,16 +165,17 @@ def int8_kernels() -> bool:
 
 
 def fast_int8() -> bool:
-    """Whether the int8 path beats bf16 on this CPU, as far as measured: int8 dot products (VNNI
-    or AMX tiles) and native bf16 for the layers around conv2, and the C kernel that makes conv1's
-    output the int8 layer's input in one pass (:func:`subpixel_cli.kernels.conv1_u8`, built on
-    first need). Without that kernel, on a 2-core AMD Zen 4 with AVX-512 VNNI, int8 was within
-    ±5 % of bf16 (torch's quantizer is a memory-bound pass that took back what conv2 gained); with
-    it, 4–25 % faster (stop 17), 15–43 % with the head kernels too (benchmarks/README.md)."""
+    """Whether the int8 path beats the float ones on this CPU, as far as measured: int8 dot
+    products (VNNI or AMX tiles) and the C kernel that makes conv1's output the int8 layer's input
+    in one pass (:func:`subpixel_cli.kernels.conv1_u8`, built on first need). Without that kernel,
+    on a 2-core AMD Zen 4 with AVX-512 VNNI, int8 was within ±5 % of bf16 (torch's quantizer is a
+    memory-bound pass that took back what conv2 gained); with it, 4–25 % faster (stop 17), 15–43 %
+    with the head kernels too. Where the CPU has VNNI but no bf16 arithmetic (Cascade Lake, Ice
+    Lake) the layers around conv2 run in fp32 and int8 is compared with fp32: 1.7–1.9× as fast
+    there (benchmarks/README.md)."""
     from subpixel_cli import kernels
 
-    return (_cpu_has("_is_vnni_supported", "_is_amx_tile_supported") and int8_kernels() and fast_bf16()
-            and kernels.conv1_u8() is not None)
+    return _cpu_has("_is_vnni_supported", "_is_amx_tile_supported") and int8_kernels() and kernels.conv1_u8() is not None
 
 
 # --- process-wide tuning ----------------------------------------------------------------------

@@ -59,6 +59,19 @@ def test_conv1_u8_checks_its_shapes() -> None:
 
 
 @needs_kernel
+def test_tanh_f32_is_tanh_in_place() -> None:
+    x = (torch.randn(2, 32, 7, 9) * 3).contiguous(memory_format=torch.channels_last)  # a rest after 16s
+    x[0, :5, 0, 0] = torch.tensor([0.0, 4.9, 5.0, 20.0, -20.0])
+    expected, inside = torch.tanh(x.double()), x.abs() < 4.97
+    got = kernels.tanh_f32()(x)
+    assert got is x  # in place
+    assert (got.double() - expected).abs().max() < 1e-4  # tanh(±4.97) beyond ±4.97
+    assert (got.double() - expected)[inside].abs().max() < 3e-6  # 2.2e-6 inside
+    with pytest.raises(ValueError, match="float32"):
+        kernels.tanh_f32()(torch.zeros(4, dtype=torch.bfloat16))
+
+
+@needs_kernel
 def test_tanh_bf16_is_tanh_in_place() -> None:
     x = (torch.randn(2, 32, 7, 9) * 3).bfloat16().contiguous(memory_format=torch.channels_last)
     x[0, :4, 0, 0] = torch.tensor([0.0, -0.0, 20.0, -20.0])

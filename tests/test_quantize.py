@@ -203,16 +203,46 @@ def test_bench_reports_the_precision_steps_and_peak_share(model_folder, tmp_path
 
 
 @needs_int8
-def test_int8_without_native_bf16_runs_its_float_layers_in_fp32(monkeypatch):
-    """Where oneDNN has no bf16 kernels the layers around conv2 run in fp32 (activations in
-    sigmoid's form there): the pixels stay within a few levels of the fp32 path's."""
-    from subpixel_cli import fused
+@pytest.mark.parametrize("with_kernels", [True, False])
+def test_int8_without_bf16_arithmetic_runs_its_float_layers_in_fp32(monkeypatch, with_kernels):
+    """Where the CPU has no bf16 arithmetic (VNNI without AVX-512 BF16: Cascade Lake, Ice Lake;
+    oneDNN would emulate bf16, slower than fp32) the layers around conv2 run in fp32: with the C
+    kernels in tanh's form (conv1's tanh and act2 in C), without them in sigmoid's (oneDNN's
+    post-ops). The pixels stay within a few levels of the fp32 path's."""
+    from subpixel_cli import fused, kernels
 
+    if with_kernels and kernels.conv1_u8() is None:
+        pytest.skip(f"the int8 kernels are not built here: {kernels.unavailable()}")
     loaded = load_model("espcn-x3")
     lr = degrade(mod_crop(read_rgb8(SAMPLE), 3), 3)[:60, :80]
     reference = Upscaler(loaded, device="cpu", precision="fp32").upscale(lr)[0].astype(int)
-    monkeypatch.setattr(fused, "native_bf16", lambda: False)
+    monkeypatch.setattr(fused, "fast_bf16", lambda: False)
+    if not with_kernels:
+        monkeypatch.setattr(kernels, "conv1_u8", lambda: None)
     up = Upscaler(loaded, device="cpu", precision="int8")
-    assert up._fused[3].dtype == torch.float32 and up._fused[3].post_op == "sigmoid"
-    out = up.upscale(lr)[0].astype(int)
-    assert np.abs(out - reference).max() <= 4 and np.abs(out - reference).mean() < 0.3
+    path = up._fused[3]
+    assert path.dtype == torch.float32 and path.int8.out_dtype == torch.float32
+    if with_kernels:
+        assert path.post_op == "tanh" and path.conv1_u8 is not None and path.act2 is kernels.tanh_f32()
+    else:
+        assert path.post_op == "sigmoid" and path.act2 is None
+    out = up.upscale(lr)[0].astype(int)  # (on this crop bf16 around int8 is 0.33 levels off on average)
+    assert np.abs(out - reference).max() <= 4 and np.abs(out - reference).mean() < 0.5
+
+
+def test_fast_int8_needs_int8_dot_products_and_the_kernel_not_bf16(monkeypatch):
+    # A CPU with VNNI and no bf16 arithmetic takes int8 (fp32 around it: 1.7–1.9× fp32's speed);
+    # one without VNNI or AMX does not, nor one without the kernel.
+    from subpixel_cli import kernels
+
+    features = {"_is_vnni_supported"}
+    monkeypatch.setattr(runtime, "_cpu_has", lambda *checks: bool(features & set(checks)))
+    monkeypatch.setattr(runtime, "int8_kernels", lambda: True)
+    monkeypatch.setattr(kernels, "conv1_u8", lambda: object())
+    assert runtime.fast_int8() and not runtime.fast_bf16()
+    features.clear()
+    assert not runtime.fast_int8()
+    features.add("_is_amx_tile_supported")
+    assert runtime.fast_int8()
+    monkeypatch.setattr(kernels, "conv1_u8", lambda: None)
+    assert not runtime.fast_int8()

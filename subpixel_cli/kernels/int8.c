@@ -5,8 +5,8 @@
  * convolution reads). torch would take three passes over the 64 channels (conv + tanh, the
  * level multiply-add, the quantizer), each reading and writing the network's largest tensor.
  *
- * tanh_bf16: tanh in place on bf16 numbers (conv2's output), where torch took a 1×1 identity
- * convolution with oneDNN's tanh post-op.
+ * tanh_bf16, tanh_f32: tanh in place on conv2's output (bf16, or fp32 on CPUs without bf16
+ * arithmetic), where torch took a 1×1 identity convolution with oneDNN's tanh post-op.
  *
  * Portable C with GCC/Clang vector extensions: 16-lane float vectors become one AVX-512
  * register, two AVX ones or four SSE/NEON ones, whatever the compiler targets (-march=native).
@@ -232,4 +232,15 @@ void tanh_bf16(uint16_t *x, int64_t n) {
         v16i t = (v16i)tanh16((v16)bits);
         x[i] = (uint16_t)(((t[0] + 0x7FFF + ((t[0] >> 16) & 1)) >> 16) & 0xFFFF);
     }
+}
+
+/* x[i] = tanh(x[i]) for n floats. */
+void tanh_f32(float *x, int64_t n) {
+    const int64_t blocks = n / LANES;
+#pragma omp parallel for schedule(static)
+    for (int64_t k = 0; k < blocks; k++) {
+        v16 v = tanh16(load(x + k * LANES));
+        __builtin_memcpy(x + k * LANES, &v, sizeof v);
+    }
+    for (int64_t i = blocks * LANES; i < n; i++) x[i] = tanh16(splat(x[i]))[0];
 }
