@@ -191,8 +191,12 @@ class FusedPath:
                 self.act2 = kernels.tanh_bf16() if float_dtype == torch.bfloat16 else kernels.tanh_f32()
             f2 = cfg.features[1]  # what is left of conv2 in float: its activation, on a 1×1 identity
             layers[1] = (torch.eye(f2, dtype=torch.float64).view(f2, f2, 1, 1), None)
-        # A bf16 last layer with few outputs (×2 Y models) by its C kernel, where it is built: fp32 out.
-        self.conv3 = kernels.conv3_bf16(*layers[2]) if centred and self.mkldnn else None
+        # A last layer with few outputs (×2 Y models) by its C kernel, where it is built: fp32 out.
+        self.conv3 = None
+        if self.mkldnn and centred:
+            self.conv3 = kernels.conv3_bf16(*layers[2])
+        elif self.mkldnn and self.head_dtype == torch.float32:
+            self.conv3 = kernels.conv3_f32(*layers[2])
         dtypes = (float_dtype, float_dtype, self.head_dtype)
         self.layers = [self._weights(w, b, dt, device) for (w, b), dt in zip(layers, dtypes)]
         self.to_y = None if to_y is None else self._weights(*to_y, float_dtype, device)
@@ -260,7 +264,7 @@ class FusedPath:
                 f = self.int8(f, lap)
         f = self.act2(f) if self.act2 is not None else self._conv(f, w2, b2, self.post_op)
         lap("act2" if self.int8 is not None else "conv2 + act")
-        if self.conv3 is not None and f.dtype == torch.bfloat16:
+        if self.conv3 is not None and f.dtype == self.conv3.dtype:
             t = self.conv3(f)
         else:
             t = self._conv(f.to(self.head_dtype), w3, b3)

@@ -144,6 +144,7 @@ def test_bench_says_when_the_kernels_are_missing(model_folder, monkeypatch) -> N
 # --- head.c: the last layer (conv3_bf16) and the pixels of a Y model on RGB (write_rgb) ------
 
 needs_head = pytest.mark.skipif(kernels.write_rgb() is None, reason=f"not built here: {kernels.unavailable('head')}")
+needs_write_y = pytest.mark.skipif(kernels.write_y() is None, reason="write_y is used with AVX-512 only")
 _HEAD_CACHES = ("_head", "write_rgb", "write_y", "chroma_planes")
 
 
@@ -151,18 +152,24 @@ _HEAD_CACHES = ("_head", "write_rgb", "write_y", "chroma_planes")
 def head_build(request):
     """The head kernels as built for this CPU, and (on x86 CPUs with AVX-512) as built for AVX2
     CPUs (``-march=x86-64-v3``), so that the 8-pixel path runs here too."""
-    if request.param == "avx2":
-        if kernels.vector_lanes() != 16 or torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
-            pytest.skip("the AVX2 build is tried on x86 CPUs whose own build is the AVX-512 one")
-        os.environ["SUBPIXEL_KERNELS_MARCH"] = "x86-64-v3"
+    if request.param == "native":
+        yield request.param
+        return
+    if kernels.vector_lanes() != 16 or torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        pytest.skip("the AVX2 build is tried on x86 CPUs whose own build is the AVX-512 one")
+    before = os.environ.get("SUBPIXEL_KERNELS_MARCH")
+    os.environ["SUBPIXEL_KERNELS_MARCH"] = "x86-64-v3"
     for name in _HEAD_CACHES:
         getattr(kernels, name).cache_clear()
     try:
-        if request.param == "avx2" and kernels.vector_lanes() != 8:
+        if kernels.vector_lanes() != 8:
             pytest.skip(f"no AVX2 build here: {kernels.unavailable('head')}")
         yield request.param
     finally:
-        os.environ.pop("SUBPIXEL_KERNELS_MARCH", None)
+        if before is None:
+            os.environ.pop("SUBPIXEL_KERNELS_MARCH", None)
+        else:
+            os.environ["SUBPIXEL_KERNELS_MARCH"] = before
         for name in _HEAD_CACHES:
             getattr(kernels, name).cache_clear()
 needs_conv3 = pytest.mark.skipif(kernels.conv3_bf16(torch.zeros(4, 32, 3, 3), torch.zeros(4)) is None,
@@ -215,7 +222,7 @@ def test_pixel_passes_saturate_what_no_level_holds(value: float, level: int, hea
     rgb, y = torch.empty(2, 12, 90, 3, dtype=torch.uint8), torch.empty(2, 12, 90, dtype=torch.uint8)
     kernels.write_rgb()(phases, 0, torch.zeros(2, 3, 8, 34), 0, _bicubic_phases(3).float(), 0.0, rgb)
     assert bool((rgb == level).all())
-    if head_build == "native":  # write_y is used with AVX-512 only
+    if kernels.write_y() is not None:  # used with AVX-512 only
         kernels.write_y()(phases, 0, 0.0, y)
         assert bool((y == level).all())
 
@@ -250,6 +257,34 @@ def test_conv3_bf16_is_the_convolution_in_fp32_sums(outputs: int) -> None:
     assert (got.double() - expected).abs().max() < 1e-4
 
 
+needs_conv3_f32 = pytest.mark.skipif(kernels.conv3_f32(torch.zeros(4, 32, 3, 3), torch.zeros(4)) is None,
+                                     reason="conv3_f32 needs AVX-512")
+
+
+@needs_conv3_f32
+@pytest.mark.parametrize("outputs", [1, 2, 4, 8, 16])
+@pytest.mark.parametrize("channels", [32, 48])
+def test_conv3_f32_is_the_convolution(outputs: int, channels: int) -> None:
+    torch.manual_seed(outputs)
+    weight, bias = torch.randn(outputs, channels, 3, 3, dtype=torch.float64) / 20, torch.randn(outputs, dtype=torch.float64)
+    run = kernels.conv3_f32(weight, bias, outputs=(outputs,))
+    x = torch.randn(2, channels, 7, 23).tanh().contiguous(memory_format=torch.channels_last)  # 21 columns: a rest
+    got = run(x)
+    expected = F.conv2d(x.double(), weight.float().double(), bias)
+    assert got.dtype == torch.float32 and got.shape == (2, outputs, 5, 21)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    assert (got.double() - expected).abs().max() < 1e-5
+
+
+@needs_conv3_f32
+def test_conv3_f32_takes_only_what_it_is_for() -> None:
+    assert kernels.conv3_f32(torch.zeros(9, 32, 3, 3), torch.zeros(9)) is None  # ×3: oneDNN's is faster
+    assert kernels.conv3_f32(torch.zeros(4, 40, 3, 3), torch.zeros(4)) is None  # channels not in 16s
+    run = kernels.conv3_f32(torch.zeros(4, 32, 3, 3), torch.zeros(4))
+    with pytest.raises(ValueError, match="float32"):
+        run(torch.zeros(1, 32, 8, 8, dtype=torch.bfloat16))
+
+
 @needs_conv3
 def test_conv3_bf16_takes_only_what_it_is_for() -> None:
     assert kernels.conv3_bf16(torch.zeros(9, 32, 3, 3), torch.zeros(9)) is None  # ×3: oneDNN's is faster
@@ -274,10 +309,14 @@ def test_upscale_with_and_without_the_head_kernels(precision: str, monkeypatch) 
     loaded = load_model("espcn-x2")
     lr = degrade(mod_crop(read_rgb8(SAMPLE), 2), 2)[:70, :90]
     with_kernels = Upscaler(loaded, device="cpu", precision=precision)
-    assert with_kernels._fused[3].write_rgb is not None and with_kernels._fused["y"].write_y is not None
+    assert with_kernels._fused[3].write_rgb is not None
+    assert (with_kernels._fused["y"].write_y is not None) == (kernels.write_y() is not None)  # AVX-512 only
+    if kernels.vector_lanes() == 16:  # ×2's four outputs: conv3_bf16 or conv3_f32
+        assert with_kernels._fused[3].conv3 is not None
     monkeypatch.setattr(kernels, "write_rgb", lambda: None)
     monkeypatch.setattr(kernels, "write_y", lambda: None)
     monkeypatch.setattr(kernels, "conv3_bf16", lambda *a, **k: None)
+    monkeypatch.setattr(kernels, "conv3_f32", lambda *a, **k: None)
     without = Upscaler(loaded, device="cpu", precision=precision)
     assert without._fused[3].write_rgb is None and without._fused[3].conv3 is None
     assert without._fused["y"].write_y is None
@@ -291,7 +330,7 @@ def test_upscale_with_and_without_the_head_kernels(precision: str, monkeypatch) 
     assert np.abs(a - exact).mean() <= np.abs(b - exact).mean()
 
 
-@needs_head
+@needs_write_y
 @pytest.mark.parametrize("r", [2, 3, 4])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("generic", [False, True])
@@ -309,7 +348,7 @@ def test_write_y_is_the_phase_shift_clamped_and_truncated(r: int, dtype: torch.d
     assert planes.min() == 0 and planes.max() == 255
 
 
-@needs_head
+@needs_write_y
 def test_write_y_checks_its_shapes() -> None:
     run, phases = kernels.write_y(), torch.zeros(2, 4, 8, 8)
     for bad in (torch.empty(2, 18, 16, dtype=torch.uint8),  # 9 rows of phases, 8 there

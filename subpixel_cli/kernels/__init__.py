@@ -160,10 +160,11 @@ def _head() -> ctypes.CDLL | None:
     if lib is None:
         return None
     ptr, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-    lib.conv3_bf16_built.restype = lib.vector_lanes.restype = i32
-    if lib.conv3_bf16_built():
-        lib.conv3_bf16.restype = i32
-        lib.conv3_bf16.argtypes = [ptr, i64, i64, i64, i64, ptr, ptr, i64, ptr]
+    lib.conv3_bf16_built.restype = lib.conv3_f32_built.restype = lib.vector_lanes.restype = i32
+    for name in ("conv3_bf16", "conv3_f32"):
+        if getattr(lib, f"{name}_built")():
+            getattr(lib, name).restype = i32
+            getattr(lib, name).argtypes = [ptr, i64, i64, i64, i64, ptr, ptr, i64, ptr]
     lib.write_y.restype = lib.write_rgb.restype = i32
     lib.chroma_planes.restype = None
     lib.chroma_planes.argtypes = [ptr, i64, i64, i64, ptr, ptr]
@@ -204,24 +205,39 @@ def conv3_bf16(weight: torch.Tensor, bias: torch.Tensor, outputs: tuple[int, ...
     fp32 (channels last), the weights rounded to bf16 and the sums in fp32, as oneDNN's bf16
     convolution; ``None`` where the kernel is not built (CPUs without AVX-512 BF16) or does not
     take the shape."""
+    return _conv3(weight, bias, outputs, torch.bfloat16)
+
+
+def conv3_f32(weight: torch.Tensor, bias: torch.Tensor, outputs: tuple[int, ...] = CONV3_OUTPUTS) -> Conv3 | None:
+    """:func:`conv3_bf16` for float32 features and weights (``C`` a multiple of 16), on CPUs with
+    AVX-512 (with or without bf16 arithmetic): the last layer of the fp32 path, and of int8's
+    where the CPU has no bf16 arithmetic."""
+    return _conv3(weight, bias, outputs, torch.float32)
+
+
+def _conv3(weight: torch.Tensor, bias: torch.Tensor, outputs: tuple[int, ...], dtype: torch.dtype) -> Conv3 | None:
     o, c, kh, kw = weight.shape
     lib = _head()
-    if (lib is None or not lib.conv3_bf16_built() or (kh, kw) != (3, 3) or c % 32
+    name, chunk = ("conv3_bf16", 32) if dtype == torch.bfloat16 else ("conv3_f32", 16)
+    if (lib is None or not getattr(lib, f"{name}_built")() or (kh, kw) != (3, 3) or c % chunk
             or o not in set(outputs) & {1, 2, 4, 8, 16}):
         return None
-    taps = weight.permute(0, 2, 3, 1).to(torch.bfloat16).contiguous()  # O×3×3×C
+    kernel = getattr(lib, name)
+    taps = weight.permute(0, 2, 3, 1).to(dtype).contiguous()  # O×3×3×C
     b = bias.float().contiguous()
 
     def run(x: torch.Tensor) -> torch.Tensor:
         n, cx, h, w = x.shape
-        if x.dtype != torch.bfloat16 or cx != c or h < 3 or w < 3:
-            raise ValueError(f"conv3_bf16 takes bf16 N×{c}×H×W features of at least 3×3, not {tuple(x.shape)} {x.dtype}")
+        if x.dtype != dtype or cx != c or h < 3 or w < 3:
+            raise ValueError(f"{name} takes {'bf16' if dtype == torch.bfloat16 else 'float32'} N×{c}×H×W features "
+                             f"of at least 3×3, not {tuple(x.shape)} {x.dtype}")
         nhwc = x.permute(0, 2, 3, 1).contiguous()
         out = torch.empty((n, h - 2, w - 2, o), dtype=torch.float32)
-        if lib.conv3_bf16(nhwc.data_ptr(), n, h, w, c, taps.data_ptr(), b.data_ptr(), o, out.data_ptr()) != 0:
-            raise ValueError(f"conv3_bf16 does not take {o} outputs from {c} channels")
+        if kernel(nhwc.data_ptr(), n, h, w, c, taps.data_ptr(), b.data_ptr(), o, out.data_ptr()) != 0:
+            raise ValueError(f"{name} does not take {o} outputs from {c} channels")
         return out.permute(0, 3, 1, 2)
 
+    run.dtype = dtype  # type: ignore[attr-defined]  # what it takes
     return run
 
 

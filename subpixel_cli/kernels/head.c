@@ -255,7 +255,7 @@ static int64_t blocks8(const Job *job, const Columns *col, int64_t trow, const f
 }
 #endif
 
-#ifdef __AVX512BF16__
+#ifdef WIDE
 /* out[l] = sum of v[l]'s 16 lanes, for 16 vectors, in four rounds of shuffles and adds. */
 static inline __m512 reduce16(const __m512 *v) {
     __m512 a[8], b[4], c[2];
@@ -275,6 +275,68 @@ static inline __m512 reduce16(const __m512 *v) {
     return _mm512_permutexvar_ps(order, d);
 }
 
+/* conv3_row in fp32: 16 channels a vector, one fused multiply-add per (pixel, output, tap, 16
+ * channels). */
+static inline __attribute__((always_inline)) void conv3_row_f32(const float *rows, int64_t w, int64_t c,
+                                                               const float *wts, const float *bias, __m512 bias16,
+                                                               float *dst, const int O) {
+    const int64_t ow = w - 2, chunks = c / 16;
+    const int per = 16 / O;
+    int64_t ox = 0;
+    for (; ox + per <= ow; ox += per) {
+        __m512 acc[16];
+        for (int a = 0; a < 16; a++) acc[a] = _mm512_setzero_ps();
+        for (int tap = 0; tap < 9; tap++) {
+            const int64_t ky = tap / 3, kx = tap % 3;
+            for (int64_t q = 0; q < chunks; q++)
+                for (int p = 0; p < per; p++) {
+                    const __m512 in = _mm512_loadu_ps(rows + (ky * w + ox + p + kx) * c + q * 16);
+                    for (int j = 0; j < O; j++)
+                        acc[p * O + j] = _mm512_fmadd_ps(in, _mm512_loadu_ps(wts + (j * 9 + tap) * c + q * 16),
+                                                         acc[p * O + j]);
+                }
+        }
+        _mm512_storeu_ps(dst + ox * O, _mm512_add_ps(reduce16(acc), bias16));
+    }
+    for (; ox < ow; ox++)
+        for (int j = 0; j < O; j++) {
+            __m512 acc = _mm512_setzero_ps();
+            for (int tap = 0; tap < 9; tap++)
+                for (int64_t q = 0; q < chunks; q++)
+                    acc = _mm512_fmadd_ps(_mm512_loadu_ps(rows + ((tap / 3) * w + ox + tap % 3) * c + q * 16),
+                                          _mm512_loadu_ps(wts + (j * 9 + tap) * c + q * 16), acc);
+            dst[ox * O + j] = _mm512_reduce_add_ps(acc) + bias[j];
+        }
+}
+
+/* conv3_bf16's layer in fp32 (CPUs with AVX-512 but no bf16 arithmetic run the layers around
+ * int8's conv2, and fp32, in fp32): x n × h × w × c floats (c a multiple of 16), wts o × 3 × 3 × c,
+ * o 1, 2, 4, 8 or 16. Returns 0, or −1 for an o or c it does not take. */
+int conv3_f32(const float *x, int64_t n, int64_t h, int64_t w, int64_t c, const float *wts, const float *bias,
+              int64_t o, float *out) {
+    if (c % 16 != 0 || !(o == 1 || o == 2 || o == 4 || o == 8 || o == 16) || h < 3 || w < 3) return -1;
+    const int64_t oh = h - 2, ow = w - 2;
+    float b16[16];
+    for (int l = 0; l < 16; l++) b16[l] = bias[l % o];
+    const __m512 bias16 = _mm512_loadu_ps(b16);
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t k = 0; k < n; k++)
+        for (int64_t y = 0; y < oh; y++) {
+            const float *rows = x + ((k * h + y) * w) * c;
+            float *dst = out + ((k * oh + y) * ow) * o;
+            switch (o) {
+            case 1: conv3_row_f32(rows, w, c, wts, bias, bias16, dst, 1); break;
+            case 2: conv3_row_f32(rows, w, c, wts, bias, bias16, dst, 2); break;
+            case 4: conv3_row_f32(rows, w, c, wts, bias, bias16, dst, 4); break;
+            case 8: conv3_row_f32(rows, w, c, wts, bias, bias16, dst, 8); break;
+            default: conv3_row_f32(rows, w, c, wts, bias, bias16, dst, 16); break;
+            }
+        }
+    return 0;
+}
+#endif
+
+#ifdef __AVX512BF16__
 /* One output row for o = O (a constant in each caller, so that the 16 sums stay in registers). */
 static inline __attribute__((always_inline)) void conv3_row(const uint16_t *rows, int64_t w, int64_t c,
                                                            const uint16_t *wts, const float *bias, __m512 bias16,
@@ -337,6 +399,15 @@ int conv3_bf16(const uint16_t *x, int64_t n, int64_t h, int64_t w, int64_t c, co
     return 0;
 }
 #endif
+
+/* 1 where conv3_f32 is built (AVX-512), else 0. */
+int conv3_f32_built(void) {
+#ifdef WIDE
+    return 1;
+#else
+    return 0;
+#endif
+}
 
 /* 1 where conv3_bf16 is built (AVX-512 BF16), else 0. */
 int conv3_bf16_built(void) {
