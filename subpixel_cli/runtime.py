@@ -171,7 +171,7 @@ def fast_int8() -> bool:
     on a 2-core AMD Zen 4 with AVX-512 VNNI, int8 was within ±5 % of bf16 (torch's quantizer is a
     memory-bound pass that took back what conv2 gained); with it, 4–25 % faster (stop 17), 15–43 %
     with the head kernels too. Where the CPU has VNNI but no bf16 arithmetic (Cascade Lake, Ice
-    Lake) the layers around conv2 run in fp32 and int8 is compared with fp32: 1.7–1.9× as fast
+    Lake) the layers around conv2 run in fp32 and int8 is compared with fp32: 2.0–2.2× as fast
     there (benchmarks/README.md)."""
     from subpixel_cli import kernels
 

@@ -231,7 +231,7 @@ def test_int8_without_bf16_arithmetic_runs_its_float_layers_in_fp32(monkeypatch,
 
 
 def test_fast_int8_needs_int8_dot_products_and_the_kernel_not_bf16(monkeypatch):
-    # A CPU with VNNI and no bf16 arithmetic takes int8 (fp32 around it: 1.7–1.9× fp32's speed);
+    # A CPU with VNNI and no bf16 arithmetic takes int8 (fp32 around it: 2.0–2.2× fp32's speed);
     # one without VNNI or AMX does not, nor one without the kernel.
     from subpixel_cli import kernels
 

@@ -354,11 +354,12 @@ def _tanh(dtype: torch.dtype) -> Callable[[torch.Tensor], torch.Tensor] | None:
     lib = _int8()
     if lib is None:
         return None
-    kernel, name = (lib.tanh_bf16, "bf16") if dtype == torch.bfloat16 else (lib.tanh_f32, "float32")
+    name, kind = ("tanh_bf16", "bf16") if dtype == torch.bfloat16 else ("tanh_f32", "float32")
+    kernel = getattr(lib, name)
 
     def run(x: torch.Tensor) -> torch.Tensor:
         if x.dtype != dtype or not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
-            raise ValueError(f"tanh_{'bf16' if name == 'bf16' else 'f32'} takes a dense {name} tensor")
+            raise ValueError(f"{name} takes a dense {kind} tensor")
         kernel(x.data_ptr(), x.numel())
         return x
 
