@@ -210,8 +210,8 @@ def conv3_bf16(weight: torch.Tensor, bias: torch.Tensor, outputs: tuple[int, ...
 
 def conv3_f32(weight: torch.Tensor, bias: torch.Tensor, outputs: tuple[int, ...] = CONV3_OUTPUTS) -> Conv3 | None:
     """:func:`conv3_bf16` for float32 features and weights (``C`` a multiple of 16), on CPUs with
-    AVX-512 (with or without bf16 arithmetic): the last layer of the fp32 path, and of int8's
-    where the CPU has no bf16 arithmetic."""
+    AVX-512 (with or without bf16 arithmetic) or AVX2 (``O`` up to 8): the last layer of the fp32
+    path, and of int8's where the CPU has no bf16 arithmetic."""
     return _conv3(weight, bias, outputs, torch.float32)
 
 
@@ -220,7 +220,7 @@ def _conv3(weight: torch.Tensor, bias: torch.Tensor, outputs: tuple[int, ...], d
     lib = _head()
     name, chunk = ("conv3_bf16", 32) if dtype == torch.bfloat16 else ("conv3_f32", 16)
     if (lib is None or not getattr(lib, f"{name}_built")() or (kh, kw) != (3, 3) or c % chunk
-            or o not in set(outputs) & {1, 2, 4, 8, 16}):
+            or o not in set(outputs) & {1, 2, 4, 8, 16} or (name == "conv3_f32" and o > lib.vector_lanes())):
         return None
     kernel = getattr(lib, name)
     taps = weight.permute(0, 2, 3, 1).to(dtype).contiguous()  # O×3×3×C

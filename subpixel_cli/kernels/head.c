@@ -274,62 +274,101 @@ static inline __m512 reduce16(const __m512 *v) {
     const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
     return _mm512_permutexvar_ps(order, d);
 }
+#endif
 
-/* conv3_row in fp32: 16 channels a vector, one fused multiply-add per (pixel, output, tap, 16
- * channels). */
+#ifdef NARROW
+/* out[l] = sum of v[l]'s 8 lanes, for 8 vectors: two rounds of horizontal adds, then the halves. */
+static inline __m256 reduce8(const __m256 *v) {
+    const __m256 a0 = _mm256_hadd_ps(v[0], v[1]), a1 = _mm256_hadd_ps(v[2], v[3]);
+    const __m256 a2 = _mm256_hadd_ps(v[4], v[5]), a3 = _mm256_hadd_ps(v[6], v[7]);
+    const __m256 b0 = _mm256_hadd_ps(a0, a1), b1 = _mm256_hadd_ps(a2, a3); /* v[0..3] | same, upper lanes */
+    return _mm256_add_ps(_mm256_permute2f128_ps(b0, b1, 0x20), _mm256_permute2f128_ps(b0, b1, 0x31));
+}
+
+static inline float sum8(__m256 v) {
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    return _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
+}
+#endif
+
+#ifdef VECTOR
+/* conv3_f32's vectors: LANES floats (AVX-512 or AVX2). */
+#ifdef WIDE
+typedef __m512 vecf;
+#define VLOAD _mm512_loadu_ps
+#define VFMA _mm512_fmadd_ps
+#define VZERO _mm512_setzero_ps
+#define VADD _mm512_add_ps
+#define VSTORE _mm512_storeu_ps
+#define VREDUCE reduce16
+#define VSUM _mm512_reduce_add_ps
+#else
+typedef __m256 vecf;
+#define VLOAD _mm256_loadu_ps
+#define VFMA _mm256_fmadd_ps
+#define VZERO _mm256_setzero_ps
+#define VADD _mm256_add_ps
+#define VSTORE _mm256_storeu_ps
+#define VREDUCE reduce8
+#define VSUM sum8
+#endif
+
+/* conv3_row in fp32: LANES channels a vector, one fused multiply-add per (pixel, output, tap,
+ * LANES channels), LANES sums reduced at once into LANES contiguous outputs. */
 static inline __attribute__((always_inline)) void conv3_row_f32(const float *rows, int64_t w, int64_t c,
-                                                               const float *wts, const float *bias, __m512 bias16,
+                                                               const float *wts, const float *bias, vecf bias_v,
                                                                float *dst, const int O) {
-    const int64_t ow = w - 2, chunks = c / 16;
-    const int per = 16 / O;
+    const int64_t ow = w - 2, chunks = c / LANES;
+    const int per = LANES / O;
     int64_t ox = 0;
     for (; ox + per <= ow; ox += per) {
-        __m512 acc[16];
-        for (int a = 0; a < 16; a++) acc[a] = _mm512_setzero_ps();
+        vecf acc[LANES];
+        for (int a = 0; a < LANES; a++) acc[a] = VZERO();
         for (int tap = 0; tap < 9; tap++) {
             const int64_t ky = tap / 3, kx = tap % 3;
             for (int64_t q = 0; q < chunks; q++)
                 for (int p = 0; p < per; p++) {
-                    const __m512 in = _mm512_loadu_ps(rows + (ky * w + ox + p + kx) * c + q * 16);
+                    const vecf in = VLOAD(rows + (ky * w + ox + p + kx) * c + q * LANES);
                     for (int j = 0; j < O; j++)
-                        acc[p * O + j] = _mm512_fmadd_ps(in, _mm512_loadu_ps(wts + (j * 9 + tap) * c + q * 16),
-                                                         acc[p * O + j]);
+                        acc[p * O + j] = VFMA(in, VLOAD(wts + (j * 9 + tap) * c + q * LANES), acc[p * O + j]);
                 }
         }
-        _mm512_storeu_ps(dst + ox * O, _mm512_add_ps(reduce16(acc), bias16));
+        VSTORE(dst + ox * O, VADD(VREDUCE(acc), bias_v));
     }
     for (; ox < ow; ox++)
         for (int j = 0; j < O; j++) {
-            __m512 acc = _mm512_setzero_ps();
+            vecf acc = VZERO();
             for (int tap = 0; tap < 9; tap++)
                 for (int64_t q = 0; q < chunks; q++)
-                    acc = _mm512_fmadd_ps(_mm512_loadu_ps(rows + ((tap / 3) * w + ox + tap % 3) * c + q * 16),
-                                          _mm512_loadu_ps(wts + (j * 9 + tap) * c + q * 16), acc);
-            dst[ox * O + j] = _mm512_reduce_add_ps(acc) + bias[j];
+                    acc = VFMA(VLOAD(rows + ((tap / 3) * w + ox + tap % 3) * c + q * LANES),
+                               VLOAD(wts + (j * 9 + tap) * c + q * LANES), acc);
+            dst[ox * O + j] = VSUM(acc) + bias[j];
         }
 }
 
 /* conv3_bf16's layer in fp32 (CPUs with AVX-512 but no bf16 arithmetic run the layers around
- * int8's conv2, and fp32, in fp32): x n × h × w × c floats (c a multiple of 16), wts o × 3 × 3 × c,
- * o 1, 2, 4, 8 or 16. Returns 0, or −1 for an o or c it does not take. */
+ * int8's conv2, and fp32, in fp32; AVX2 CPUs the fp32 path): x n × h × w × c floats (c a multiple
+ * of 16), wts o × 3 × 3 × c, o 1, 2, 4 or 8 (and 16 with AVX-512). Returns 0, or −1 for an o or c
+ * it does not take. */
 int conv3_f32(const float *x, int64_t n, int64_t h, int64_t w, int64_t c, const float *wts, const float *bias,
               int64_t o, float *out) {
-    if (c % 16 != 0 || !(o == 1 || o == 2 || o == 4 || o == 8 || o == 16) || h < 3 || w < 3) return -1;
+    if (c % 16 != 0 || !(o == 1 || o == 2 || o == 4 || o == 8 || o == 16) || o > LANES || h < 3 || w < 3) return -1;
     const int64_t oh = h - 2, ow = w - 2;
-    float b16[16];
-    for (int l = 0; l < 16; l++) b16[l] = bias[l % o];
-    const __m512 bias16 = _mm512_loadu_ps(b16);
+    float b[LANES];
+    for (int l = 0; l < LANES; l++) b[l] = bias[l % o];
+    const vecf bias_v = VLOAD(b);
 #pragma omp parallel for collapse(2) schedule(static)
     for (int64_t k = 0; k < n; k++)
         for (int64_t y = 0; y < oh; y++) {
             const float *rows = x + ((k * h + y) * w) * c;
             float *dst = out + ((k * oh + y) * ow) * o;
             switch (o) {
-            case 1: conv3_row_f32(rows, w, c, wts, bias, bias16, dst, 1); break;
-            case 2: conv3_row_f32(rows, w, c, wts, bias, bias16, dst, 2); break;
-            case 4: conv3_row_f32(rows, w, c, wts, bias, bias16, dst, 4); break;
-            case 8: conv3_row_f32(rows, w, c, wts, bias, bias16, dst, 8); break;
-            default: conv3_row_f32(rows, w, c, wts, bias, bias16, dst, 16); break;
+            case 1: conv3_row_f32(rows, w, c, wts, bias, bias_v, dst, 1); break;
+            case 2: conv3_row_f32(rows, w, c, wts, bias, bias_v, dst, 2); break;
+            case 4: conv3_row_f32(rows, w, c, wts, bias, bias_v, dst, 4); break;
+            case 8: conv3_row_f32(rows, w, c, wts, bias, bias_v, dst, 8); break;
+            default: conv3_row_f32(rows, w, c, wts, bias, bias_v, dst, LANES); break;
             }
         }
     return 0;
@@ -400,9 +439,9 @@ int conv3_bf16(const uint16_t *x, int64_t n, int64_t h, int64_t w, int64_t c, co
 }
 #endif
 
-/* 1 where conv3_f32 is built (AVX-512), else 0. */
+/* 1 where conv3_f32 is built (AVX-512 or AVX2), else 0. */
 int conv3_f32_built(void) {
-#ifdef WIDE
+#ifdef VECTOR
     return 1;
 #else
     return 0;
