@@ -118,7 +118,8 @@ class FusedPath:
     resolution. Elsewhere (GPUs) it is the 5×5 phase filter at low resolution, added, clamped and
     copied by torch. A Y plane alone (grey pictures, video in YCbCr) is written by a C pass too
     where it is built with AVX-512, and the last layer of ×2 Y models runs in C on CPUs with
-    AVX-512, in bf16 or fp32 (oneDNN wastes 3/4 of its 16-channel blocks on 4 outputs).
+    AVX-512 (bf16 or fp32) or AVX2 (fp32): oneDNN wastes 3/4 of its 16-channel blocks (1/2 of its
+    8-channel ones) on 4 outputs.
 
     ``dtype`` ``torch.int8`` is the int8 path: it needs the model's ``calibration``
     (:class:`~subpixel_cli.quantize.Calibration`) and oneDNN's quantized convolution.
