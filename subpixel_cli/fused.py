@@ -139,8 +139,10 @@ class FusedPath:
         # int8's layers around conv2: bf16 where the CPU computes it (elsewhere oneDNN emulates it,
         # slower than fp32: a CPU with VNNI but no AVX-512 BF16, such as Cascade Lake, runs them in fp32).
         float_dtype = (torch.bfloat16 if fast_bf16() else torch.float32) if int8 else dtype
-        # With the C kernels the int8 path does conv1's tanh and act2 itself: tanh's own form (below).
-        int8_in_c = int8 and kernels.conv1_u8() is not None
+        # Where the C kernel takes conv1 (one plane, 64 channels, 5×5, tanh) the int8 path does
+        # conv1's tanh and act2 itself: tanh's own form (below), in fp32 too.
+        int8_in_c = (int8 and cfg.activation == "tanh" and cfg.features[0] == 64
+                     and tuple(model.conv1.weight.shape[1:]) == (1, 5, 5) and kernels.conv1_u8() is not None)
         layers = [(c.weight.detach().to("cpu", torch.float64), c.bias.detach().to("cpu", torch.float64))
                   for c in (model.conv1, model.conv2, model.conv3)]
         (w1, b1), (w3, b3) = layers[0], layers[2]

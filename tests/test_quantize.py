@@ -230,6 +230,21 @@ def test_int8_without_bf16_arithmetic_runs_its_float_layers_in_fp32(monkeypatch,
     assert np.abs(out - reference).max() <= 4 and np.abs(out - reference).mean() < 0.5
 
 
+@needs_int8
+@pytest.mark.parametrize("channels,form", [(1, "tanh"), (3, "sigmoid")])
+def test_int8_in_fp32_takes_tanhs_form_only_where_the_kernel_takes_conv1(monkeypatch, channels, form):
+    # An RGB model's conv1 reads three planes, which conv1_u8 does not take: its fp32 layers keep
+    # oneDNN's sigmoid post-ops (cheaper than its tanh on AVX2), as without the kernels.
+    from subpixel_cli import fused, kernels
+
+    if kernels.conv1_u8() is None:
+        pytest.skip(f"the int8 kernels are not built here: {kernels.unavailable()}")
+    monkeypatch.setattr(fused, "fast_bf16", lambda: False)
+    path = fused.FusedPath(make_model(2, channels), 3, torch.device("cpu"), torch.int8, calibration=_calibration(0.02))
+    assert path.dtype == torch.float32 and path.post_op == form
+    assert (path.conv1_u8 is not None) == (form == "tanh") and (path.act2 is not None) == (form == "tanh")
+
+
 def test_fast_int8_needs_int8_dot_products_and_the_kernel_not_bf16(monkeypatch):
     # A CPU with VNNI and no bf16 arithmetic takes int8 (fp32 around it: 2.0–2.2× fp32's speed);
     # one without VNNI or AMX does not, nor one without the kernel.
