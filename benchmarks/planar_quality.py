@@ -21,7 +21,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from subpixel_cli.data import degrade, mod_crop
+from subpixel_cli.data import mod_crop
+from subpixel_cli.degradations import downscale
 from subpixel_cli.images import read_rgb8
 from subpixel_cli.metrics import psnr, shave, y_channel
 from subpixel_cli.registry import load_model
@@ -55,7 +56,7 @@ def main() -> None:
             rgb_path, planar = [], []
             for path in paths:
                 hr = mod_crop(read_rgb8(path), 2 * scale)
-                source = to_i420(degrade(hr, scale), matrix)
+                source = to_i420(downscale(hr, scale), matrix)
 
                 def score(rgb: np.ndarray) -> float:
                     return psnr(shave(y_channel(rgb), scale), shave(y_channel(hr), scale), peak=255.0)

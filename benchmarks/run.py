@@ -362,7 +362,8 @@ def _count_frames(path: Path) -> int:
 
 
 def quality(args: argparse.Namespace) -> dict:
-    from subpixel_cli.data import degrade, mod_crop
+    from subpixel_cli.data import mod_crop
+from subpixel_cli.degradations import downscale
     from subpixel_cli.evaluate import dataset_files, read_hr
     from subpixel_cli.metrics import psnr, y_channel, y_psnr_ssim
     from subpixel_cli.registry import load_model, packaged_models
@@ -382,7 +383,7 @@ def quality(args: argparse.Namespace) -> dict:
             scores: dict[str, list[tuple[float, float]]] = {k: [] for k in ["fp32", *paths]}
             for path in dataset_files(args.data / "benchmarks" / dataset):
                 hr = mod_crop(read_hr(path), scale)
-                lr = degrade(hr, scale)
+                lr = downscale(hr, scale)
                 base = ref.upscale(lr)[0]
                 scores["fp32"].append((y_psnr_ssim(base, hr, scale)[0], float("inf")))
                 for label, up in ups.items():

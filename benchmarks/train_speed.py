@@ -63,13 +63,13 @@ class _PerItem(Dataset):
 def _pool(images: int = 48, seed: int = 0) -> PatchDataset:
     """Pairs of the size of the training photos (375×500 HR), LR by the protocol's degradation;
     the content does not change the speed."""
-    from subpixel_cli.data import degrade
+    from subpixel_cli.degradations import downscale
 
     rng = np.random.default_rng(seed)
     pairs = []
     for i in range(images):
         hr = rng.integers(0, 256, (375, 498, 3), dtype=np.uint8)
-        pairs.append(Pair(str(i), to_channels(degrade(hr, SCALE), 1), to_channels(hr, 1)))
+        pairs.append(Pair(str(i), to_channels(downscale(hr, SCALE), 1), to_channels(hr, 1)))
     return PatchDataset(pairs, SCALE, PATCH, patches_per_image=64, seed=seed)
 
 

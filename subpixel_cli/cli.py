@@ -302,14 +302,12 @@ def _command_line(ctx: click.Context) -> str:
               help="Hold back N training images (spread evenly over the folders) for validation.")
 @click.option("--init-from", metavar="M", help="Start from this model: conv1/conv2 from another scale (e.g. a ×3 run for ×2/×4), all layers when scale and channels match (fine-tuning).")
 @click.option("--name", help="Model name in config.json (default: the run folder's name).")
+@click.option("--degrade", metavar="SPEC", default=None,
+              help="Damage each LR patch as real pictures are damaged, anew every epoch (e.g. "
+                   "jpeg:30-95@0.8,noise:0-8@0.3,h264:20-36@0.2; see docs/degradations.md).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress on stderr.")
 @handle_errors
-def train(dataset: str, data_dir: str | None, scale: int | None, steps: int | None, epochs: int | None, batch_size: int,
-          patch_size: int, patches_per_image: int, lr: float, min_lr: float, schedule: str, loss: str,
-          channels: str | None, degradation: str, device: str, workers: int, device_data: bool | None,
-          val: str | None, out: Path | None,
-          resume: bool, seed: int, checkpoint_every: int, precision: str, scale_aug: float, scale_versions: int,
-          ema: float | None, val_holdout: int, init_from: str | None, name: str | None, quiet: bool) -> None:
+def train(quiet: bool, **options: Any) -> None:
     """Train an ESPCN model; the run folder (--out) is a model folder usable as --model.
 
     Checkpoints are written atomically; --resume continues with the same step and optimiser
@@ -319,6 +317,7 @@ def train(dataset: str, data_dir: str | None, scale: int | None, steps: int | No
     Examples:
       subpixel train --dataset celebA --data-dir ~/data --steps 20000
       subpixel train --dataset train/ -x 3 --val benchmarks/Set5 --out runs/x3
+      subpixel train --dataset train/ -x 4 --init-from espcn-x4 --degrade jpeg:30-95,noise:0-8@0.3
       torchrun --nproc_per_node 2 -m subpixel_cli train --dataset train/ -x 2
     """
     import os
@@ -326,16 +325,11 @@ def train(dataset: str, data_dir: str | None, scale: int | None, steps: int | No
     from subpixel_cli.train import TrainConfig
     from subpixel_cli.train import train as run_training
 
-    scale = scale or (4 if dataset.lower() == "celeba" else 3)
-    out = out or Path("runs") / f"{Path(dataset).name.lower()}-x{scale}"
-    config = TrainConfig(dataset=dataset, scale=scale, out=str(out), data_dir=data_dir, steps=steps, epochs=epochs,
-                         batch_size=batch_size, patch_size=patch_size, patches_per_image=patches_per_image, lr=lr,
-                         min_lr=min_lr, schedule=schedule, loss=loss, channels=int(channels) if channels else None,
-                         degradation=degradation, device=device, workers=workers, device_data=device_data, val=val,
-                         resume=resume, seed=seed,
-                         checkpoint_every=checkpoint_every, precision=precision, scale_aug=scale_aug,
-                         scale_versions=scale_versions, ema=ema, val_holdout=val_holdout, init_from=init_from, name=name,
-                         command=_command_line(click.get_current_context()))
+    dataset, steps = options["dataset"], options["steps"]
+    options["scale"] = options["scale"] or (4 if dataset.lower() == "celeba" else 3)
+    options["out"] = str(options["out"] or Path("runs") / f"{Path(dataset).name.lower()}-x{options['scale']}")
+    options["channels"] = int(options["channels"]) if options["channels"] else None
+    config = TrainConfig(**options, command=_command_line(click.get_current_context()))
     show = not quiet and int(os.environ.get("RANK", "0")) == 0
     if not show:
         result = run_training(config)

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from subpixel_cli.choices import DEGRADATIONS
 from subpixel_cli.color import rgb_to_y
+from subpixel_cli.degradations import Degradation, downscale
 from subpixel_cli.errors import DataError, InputError
 from subpixel_cli.images import IMAGE_SUFFIXES, list_images, read_rgb8
 from subpixel_cli.resize import imresize
@@ -68,32 +68,6 @@ def mod_crop(image: np.ndarray, scale: int) -> np.ndarray:
     return image[: h - h % scale, : w - w % scale]
 
 
-def gaussian_sigma(scale: int) -> float:
-    """The default blur for the Gaussian degradation: σ = 0.5·scale, roughly the support of
-    MATLAB's antialiasing kernel."""
-    return 0.5 * scale
-
-
-def degrade(hr: np.ndarray, scale: int, method: str = "bicubic", sigma: float | None = None) -> np.ndarray:
-    """The LR image of a ``uint8`` HR image whose sides are multiples of ``scale``.
-
-    ``bicubic``: MATLAB ``imresize(hr, 1/scale)`` in ``uint8`` (the evaluation protocol).
-    ``gaussian``: the paper's Gaussian blur (σ from :func:`gaussian_sigma` unless given) and
-    subsampling at the centre of each ``scale×scale`` block.
-    """
-    if hr.shape[0] % scale or hr.shape[1] % scale:
-        raise ValueError(f"degrade: a {hr.shape[0]}×{hr.shape[1]} image is not a multiple of {scale}; mod-crop it")
-    if method == "bicubic":
-        return imresize(hr, 1.0 / scale)
-    if method == "gaussian":
-        s = gaussian_sigma(scale) if sigma is None else sigma
-        blurred = cv2.GaussianBlur(hr, (0, 0), sigmaX=s, sigmaY=s, borderType=cv2.BORDER_REFLECT)
-        blurred = blurred.reshape(hr.shape)
-        off = scale // 2
-        return np.ascontiguousarray(blurred[off::scale, off::scale])
-    raise ValueError(f"degradation must be one of {DEGRADATIONS}, got {method!r}")
-
-
 def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
     """A ``uint8`` RGB image as float32 ``C×H×W`` in [0, 1]: BT.601 Y for 1 channel, else RGB."""
     rgb = image.astype(np.float32) / 255.0
@@ -108,18 +82,20 @@ class Pair:
     name: str
     lr: np.ndarray
     hr: np.ndarray
+    lr_rgb: np.ndarray | None = None  # the LR as H×W×3 uint8 RGB, for damage done per patch
 
 
 def make_pair(path: Path, scale: int, channels: int, degradation: str = "bicubic", shrink: float = 1.0,
-              image: np.ndarray | None = None) -> Pair:
+              image: np.ndarray | None = None, keep_rgb: bool = False) -> Pair:
     """Read an image, shrink it by ``shrink`` (MATLAB bicubic; scale augmentation), mod-crop it,
-    degrade it once and convert both to the model's channels."""
+    downscale it once and convert both to the model's channels (``keep_rgb``: keep the LR's
+    ``uint8`` RGB too)."""
     hr = read_rgb(path) if image is None else image
     if shrink != 1.0:
         hr = imresize(hr, shrink)
     hr = mod_crop(hr, scale)
-    lr = degrade(hr, scale, degradation)
-    return Pair(path.name, to_channels(lr, channels), to_channels(hr, channels))
+    lr = downscale(hr, scale, degradation)
+    return Pair(path.name, to_channels(lr, channels), to_channels(hr, channels), lr if keep_rgb else None)
 
 
 LOSSY_SUFFIXES = frozenset({".jpg", ".jpeg", ".webp"})
@@ -146,13 +122,13 @@ def _item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch, index])
 
 
-def _load_versions(job: tuple[Path, int, int, int, int, str, int, float]) -> list[Pair]:
+def _load_versions(job: tuple[Path, int, int, int, int, str, int, float, bool]) -> list[Pair]:
     """One training image's versions (a top-level function, for worker processes)."""
-    path, i, seed, scale, channels, degradation, versions, smallest = job
+    path, i, seed, scale, channels, degradation, versions, smallest, keep_rgb = job
     image = read_rgb(path)
     factors = [1.0] if versions == 1 and smallest >= 1.0 else shrink_factors(
         path, versions, smallest, np.random.default_rng([seed, i, 7919]))
-    return [make_pair(path, scale, channels, degradation, f, image=image) for f in factors]
+    return [make_pair(path, scale, channels, degradation, f, image=image, keep_rgb=keep_rgb) for f in factors]
 
 
 class PatchDataset(Dataset):
@@ -160,10 +136,15 @@ class PatchDataset(Dataset):
 
     ``len()`` is ``patches_per_image`` × the number of images; item ``i`` of an epoch is a patch of
     image ``i mod images`` at a position and orientation drawn from ``(seed, epoch, i)``.
+
+    With a ``damage`` chain (:class:`~subpixel_cli.degradations.Degradation`; its pairs need
+    ``lr_rgb``) every LR patch is damaged when it is cut, by draws from ``(seed, epoch, i)`` too:
+    every epoch sees new damage, the same in whichever worker and after a resume.
     """
 
     def __init__(self, pairs: Sequence[Pair] | Sequence[Sequence[Pair]], scale: int, patch_size: int,
-                 patches_per_image: int = 16, seed: int = 0, augment: bool = True) -> None:
+                 patches_per_image: int = 16, seed: int = 0, augment: bool = True,
+                 damage: Degradation | None = None) -> None:
         # Each image is a pool of versions (its scale augmentation): a plain Pair is a pool of one.
         pools = [[p] if isinstance(p, Pair) else list(p) for p in pairs]
         pools = [[v for v in pool if min(v.lr.shape[1:]) >= patch_size] for pool in pools]
@@ -173,6 +154,9 @@ class PatchDataset(Dataset):
                             f"(needs {patch_size * scale} HR pixels a side); use a smaller --patch-size")
         self.scale, self.patch_size = scale, patch_size
         self.patches_per_image, self.seed, self.augment = patches_per_image, seed, augment
+        self.damage = damage or None
+        if self.damage is not None and any(v.lr_rgb is None for pool in self.images for v in pool):
+            raise ValueError("damaged patches need each pair's lr_rgb (make_pair(keep_rgb=True))")
 
     @property
     def pairs(self) -> list[Pair]:
@@ -186,8 +170,9 @@ class PatchDataset(Dataset):
         """Load ``files``, each as ``versions`` shrunk copies (:func:`shrink_factors`; one
         unshrunk copy when ``versions`` is 1 and ``smallest`` is 1), as a :class:`PatchDataset`;
         ``workers`` processes share the loading."""
-        seed = int(kwargs.get("seed", 0))
-        jobs = [(path, i, seed, scale, channels, degradation, versions, smallest) for i, path in enumerate(files)]
+        seed, keep_rgb = int(kwargs.get("seed", 0)), bool(kwargs.get("damage"))
+        jobs = [(path, i, seed, scale, channels, degradation, versions, smallest, keep_rgb)
+                for i, path in enumerate(files)]
         if workers > 0 and len(jobs) > 1:
             with concurrent.futures.ProcessPoolExecutor(workers) as pool:
                 pools = list(pool.map(_load_versions, jobs, chunksize=4))
@@ -228,23 +213,39 @@ class PatchDataset(Dataset):
         return list(np.cumsum([0] + [len(pool) for pool in self.images[:-1]]))
 
     def _cut(self, key: int) -> tuple[np.ndarray, np.ndarray]:
+        """Item ``key``'s LR (``C×p×p``, or ``p×p×3`` RGB ``uint8`` when patches are damaged)
+        and HR patch, flipped and turned."""
         version, y, x, k, flip = self.draw(key)
         pair, p, s = self.versions[version], self.patch_size, self.scale
-        lr = pair.lr[:, y : y + p, x : x + p]
         hr = pair.hr[:, y * s : (y + p) * s, x * s : (x + p) * s]
+        if self.damage is not None:
+            lr = pair.lr_rgb[y : y + p, x : x + p].transpose(2, 0, 1)  # C×H×W to turn alike
+        else:
+            lr = pair.lr[:, y : y + p, x : x + p]
         if flip:
             lr, hr = lr[:, :, ::-1], hr[:, :, ::-1]
-        return np.rot90(lr, k, axes=(1, 2)), np.rot90(hr, k, axes=(1, 2))
+        lr, hr = np.rot90(lr, k, axes=(1, 2)), np.rot90(hr, k, axes=(1, 2))
+        return (lr.transpose(1, 2, 0) if self.damage is not None else lr), hr
+
+    def _damaged(self, keys: Sequence[int], patches: list[np.ndarray]) -> list[np.ndarray]:
+        """RGB LR patches damaged by the chain and converted to the model's channels."""
+        rngs = [np.random.default_rng([self.seed, *divmod(int(k), len(self)), 1]) for k in keys]
+        damaged = self.damage.apply_many(patches, rngs, np.random.default_rng([self.seed, int(keys[0]), 2]))
+        channels = self.versions[0].lr.shape[0]
+        return [to_channels(d, channels) for d in damaged]
 
     def __getitem__(self, key: int) -> tuple[torch.Tensor, torch.Tensor]:
-        lr, hr = self._cut(key)
-        return torch.from_numpy(np.ascontiguousarray(lr)), torch.from_numpy(np.ascontiguousarray(hr))
+        lr, hr = self.__getitems__([key])
+        return lr[0], hr[0]
 
     def __getitems__(self, keys: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """A whole batch at once: each patch is copied once, straight into the batch (the
         DataLoader passes this to :func:`collate_batch`)."""
         cuts = [self._cut(k) for k in keys]
-        return torch.from_numpy(np.stack([c[0] for c in cuts])), torch.from_numpy(np.stack([c[1] for c in cuts]))
+        lrs = [c[0] for c in cuts]
+        if self.damage is not None:
+            lrs = self._damaged(keys, lrs)
+        return torch.from_numpy(np.stack(lrs)), torch.from_numpy(np.stack([c[1] for c in cuts]))
 
 
 class DevicePatches:
@@ -331,7 +332,7 @@ class FaceDataset(Dataset):
 
     def _load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         hr = celeba_hr(self.files[index])
-        lr = degrade(hr, self.scale, self.degradation)
+        lr = downscale(hr, self.scale, self.degradation)
         return to_channels(lr, self.channels), to_channels(hr, self.channels)
 
     def pair(self, index: int) -> Pair:

@@ -50,7 +50,8 @@ from subpixel_cli.color import rgb_to_y, rgb_to_ycbcr, ycbcr_to_rgb
 from subpixel_cli.errors import DataError, InputError, ModelError
 from subpixel_cli.files import atomic_write, make_folder
 from subpixel_cli.hub import LoadedModel
-from subpixel_cli.data import DATA_ENV, degrade, mod_crop
+from subpixel_cli.data import DATA_ENV, mod_crop
+from subpixel_cli.degradations import Degradation, downscale, seeded
 from subpixel_cli.images import IMAGE_SUFFIXES, list_images, read_rgb8
 from subpixel_cli.metrics import SSIM_WINDOW, psnr, shave, y_channel, y_psnr_ssim
 from subpixel_cli.model import ESPCN
@@ -111,6 +112,7 @@ class EvalResult:
     method: str
     scale: int
     datasets: list[DatasetScore]
+    degrade: str | None = None  # the damage done to the LR after the downscale (a fixed spec)
 
     @property
     def failed(self) -> int:
@@ -127,6 +129,7 @@ class EvalResult:
             "method": self.method,
             "scale": self.scale,
             "protocol": "matlab-bicubic-y",
+            "degrade": self.degrade,
             "datasets": [
                 {
                     "name": d.name,
@@ -215,18 +218,29 @@ class ProtocolImage:
     bicubic_ssim: float
 
 
-def prepare_image(name: str, hr: np.ndarray, scale: int, ssim: bool = True) -> ProtocolImage:
+def prepare_image(name: str, hr: np.ndarray, scale: int, ssim: bool = True,
+                  damage: Degradation | None = None) -> ProtocolImage:
     """Steps 1–2 of the protocol for an 8-bit HR image (``H×W`` grey or ``H×W×3``); a
-    :class:`ValueError` if it is too small to score at ``scale``."""
+    :class:`ValueError` if it is too small to score at ``scale``. ``damage`` is done to the LR
+    after the downscale, by draws seeded from ``name`` (:func:`~subpixel_cli.degradations.seeded`):
+    the same LR for everyone (a grey image is damaged as RGB and made grey again)."""
     hr = mod_crop(hr, scale)
     h, w = hr.shape[:2]
     if min(h, w) - 2 * scale < SSIM_WINDOW:
         need = SSIM_WINDOW + 2 * scale
         raise ValueError(f"{name}: {w}×{h} is too small for ×{scale} scoring (needs at least {need}×{need})")
-    lr = degrade(hr, scale)
+    lr = downscale(hr, scale)
+    if damage:
+        lr = _damaged(lr, damage, name)
     bicubic = bicubic_upscale(lr, scale)
     bic_psnr, bic_ssim = _scores(bicubic, y_channel(hr), scale, ssim)
     return ProtocolImage(name, hr, lr, bicubic, bic_psnr, bic_ssim)
+
+
+def _damaged(lr: np.ndarray, damage: Degradation, name: str) -> np.ndarray:
+    grey = lr.ndim == 2
+    out = damage.apply(np.repeat(lr[..., None], 3, axis=2) if grey else lr, seeded(name))
+    return _to_uint8(out.mean(axis=2)) if grey else out
 
 
 def _scores(output: np.ndarray, y_hr: np.ndarray, scale: int, ssim: bool) -> tuple[float, float]:
@@ -333,9 +347,11 @@ def evaluate_model(
     data_dir: str | Path | None = None,
     save_dir: str | Path | None = None,
     progress: Progress | None = None,
+    damage: Degradation | None = None,
 ) -> EvalResult:
     """Score ``model`` (``None``: bicubic alone) at ``scale`` on each dataset (see the module
-    docstring for the protocol and for what ``save_dir`` receives)."""
+    docstring for the protocol and for what ``save_dir`` receives); ``damage``: LR pictures
+    damaged as :func:`prepare_image` says."""
     if not isinstance(scale, int) or scale < 2:
         raise ValueError(f"scale must be an integer ≥ 2, got {scale!r}")
     net, method = _as_net(model, scale)
@@ -348,11 +364,11 @@ def evaluate_model(
         scores, used = [], set()
         for folder in folders:
             name = _unique(folder.name, used)
-            scores.append(_evaluate_folder(net, scale, folder, name, out_root, progress))
+            scores.append(_evaluate_folder(net, scale, folder, name, out_root, progress, damage))
     finally:
         if net is not None:
             net.train(was_training)
-    return EvalResult(method=method, scale=scale, datasets=scores)
+    return EvalResult(method=method, scale=scale, datasets=scores, degrade=str(damage) if damage else None)
 
 
 def _unique(name: str, used: set[str]) -> str:
@@ -365,7 +381,8 @@ def _unique(name: str, used: set[str]) -> str:
 
 
 def _evaluate_folder(
-    net: ESPCN | None, scale: int, folder: Path, name: str, out_root: Path | None, progress: Progress | None
+    net: ESPCN | None, scale: int, folder: Path, name: str, out_root: Path | None, progress: Progress | None,
+    damage: Degradation | None = None,
 ) -> DatasetScore:
     files = dataset_files(folder)
     score = DatasetScore(name=name, path=str(folder), scale=scale)
@@ -373,7 +390,7 @@ def _evaluate_folder(
     crops: list[tuple[str, list[np.ndarray], ImageScore]] = []
     for k, path in enumerate(files):
         try:
-            image, bicubic, sr, hr = _evaluate_image(net, scale, path)
+            image, bicubic, sr, hr = _evaluate_image(net, scale, path, damage)
         except (InputError, ValueError) as exc:
             score.failures.append((path.name, str(exc)))
         else:
@@ -393,10 +410,10 @@ def _evaluate_folder(
 
 
 def _evaluate_image(
-    net: ESPCN | None, scale: int, path: Path
+    net: ESPCN | None, scale: int, path: Path, damage: Degradation | None = None
 ) -> tuple[ImageScore, np.ndarray, np.ndarray, np.ndarray]:
     """Score one HR file; returns its score and the bicubic, SR and (cropped) HR images."""
-    image = prepare_image(path.name, read_hr(path), scale)
+    image = prepare_image(path.name, read_hr(path), scale, damage=damage)
     score, sr = score_image(net, image)
     return replace(score, name=path.stem), image.bicubic, sr, image.hr
 

@@ -35,7 +35,8 @@ import torch
 import torch.nn.functional as F
 
 from subpixel_cli.color import rgb_to_y
-from subpixel_cli.data import degrade, mod_crop
+from subpixel_cli.data import mod_crop
+from subpixel_cli.degradations import downscale
 from subpixel_cli.errors import DataError, SubpixelError, UsageError
 from subpixel_cli.files import atomic_path
 from subpixel_cli.images import list_images, read_rgb8
@@ -169,7 +170,7 @@ def calibrate(net: ESPCN, files: Sequence[Path], progress: Progress | None = Non
             hr = mod_crop(read_rgb8(path), cfg.scale)
         except (SubpixelError, OSError, ValueError):  # an unreadable file is not worth stopping a calibration for
             continue
-        x = _centre(degrade(hr, cfg.scale), CALIBRATION_CROP).astype(np.float32) / 255
+        x = _centre(downscale(hr, cfg.scale), CALIBRATION_CROP).astype(np.float32) / 255
         x = rgb_to_y(x).astype(np.float32) if cfg.channels == 1 else x
         inputs.append(torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None])
     if not inputs:

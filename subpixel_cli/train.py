@@ -39,7 +39,8 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from subpixel_cli import data as datasets
-from subpixel_cli.choices import SCHEDULES, TRAIN_PRECISIONS
+from subpixel_cli.choices import DEGRADATIONS, SCHEDULES, TRAIN_PRECISIONS
+from subpixel_cli.degradations import Degradation
 from subpixel_cli.errors import DataError, UsageError
 from subpixel_cli.files import atomic_write, make_folder
 from subpixel_cli.hub import ModelInfo, model_card, save_model
@@ -97,6 +98,7 @@ class TrainConfig:
     init_from: str | None = None  # a model spec whose layers start this run: conv1/conv2 (FSRCNN-style
     # transfer from another scale), all three when scale and channels match (fine-tuning)
     name: str | None = None
+    degrade: str | None = None  # a damage spec (subpixel_cli.degradations) done to every LR patch
     command: str = ""  # how the run was started, for the model card
 
     def __post_init__(self) -> None:
@@ -107,7 +109,7 @@ class TrainConfig:
             (self.channels in (1, 3), f"--channels must be 1 or 3, got {self.channels}"),
             (self.loss in LOSSES, f"--loss must be one of {sorted(LOSSES)}, got {self.loss!r}"),
             (self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}"),
-            (self.degradation in datasets.DEGRADATIONS, f"degradation must be one of {datasets.DEGRADATIONS}"),
+            (self.degradation in DEGRADATIONS, f"degradation must be one of {DEGRADATIONS}"),
             (self.steps is None or self.epochs is None, "give --steps or --epochs, not both"),
             (min(self.batch_size, self.patch_size, self.patches_per_image, self.checkpoint_every) >= 1,
              "batch size, patch size, patches per image and checkpoint interval must be ≥ 1"),
@@ -123,6 +125,17 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise UsageError(message)
+        if self.degrade is not None:
+            self.degrade = str(self.damage) if self.damage else None  # its canonical form; checks it
+        if self.degrade and self.is_celeba:
+            raise UsageError("--degrade damages patches of folder datasets; celebA trains on whole faces")
+        if self.degrade and self.device_data:
+            raise UsageError("--degrade damages patches on the CPU as they are cut: drop --device-data")
+
+    @property
+    def damage(self) -> Degradation | None:
+        """The parsed ``degrade`` spec."""
+        return Degradation.parse(self.degrade) if self.degrade else None
 
     @property
     def is_celeba(self) -> bool:
@@ -179,13 +192,15 @@ EventCallback = Callable[[TrainEvent], None]
 # --- validation -------------------------------------------------------------------------------
 
 
-def load_val_images(files: Sequence[Path], scale: int, reader: Callable[[Path], np.ndarray]) -> list[ProtocolImage]:
-    """Validation images by the evaluation protocol (``reader`` gives ``uint8`` RGB); files too
-    small to score at ``scale`` are left out."""
+def load_val_images(files: Sequence[Path], scale: int, reader: Callable[[Path], np.ndarray],
+                    damage: Degradation | None = None) -> list[ProtocolImage]:
+    """Validation images by the evaluation protocol (``reader`` gives ``uint8`` RGB), their LR
+    damaged as the training patches are (one draw per image, seeded by its name); files too small
+    to score at ``scale`` are left out."""
     images = []
     for f in files:
         with contextlib.suppress(ValueError):
-            images.append(prepare_image(f.name, reader(f), scale, ssim=False))
+            images.append(prepare_image(f.name, reader(f), scale, ssim=False, damage=damage))
     if not images:
         raise DataError(f"no usable validation images at ×{scale}")
     return images
@@ -221,16 +236,18 @@ def build_data(config: TrainConfig) -> RunData:
     versions = config.scale_versions if config.scale_aug < 1 else 1
     train = datasets.PatchDataset.from_files(
         files, config.scale, config.channels, config.patch_size, config.degradation, versions=versions,
-        smallest=config.scale_aug, workers=config.workers, patches_per_image=config.patches_per_image, seed=config.seed)
+        smallest=config.scale_aug, workers=config.workers, patches_per_image=config.patches_per_image, seed=config.seed,
+        damage=config.damage)
     if config.val:
         val = _folder_val(config)
         val_name = config.val
     elif held_out:
-        val = load_val_images(held_out, config.scale, datasets.read_rgb)
+        val = load_val_images(held_out, config.scale, datasets.read_rgb, config.damage)
         val_name = f"{len(held_out)} held-back training images"
     else:
         val, val_name = [], None
     description = {"dataset": str(folder), "train_images": len(train.images), "degradation": config.degradation,
+                   "damage": config.degrade,
                    "scale_augmentation": (f"{versions} copies shrunk by {config.scale_aug}–1 (JPEG ≤ 0.9)"
                                           if versions > 1 else None),
                    "patch_size_lr": config.patch_size, "val": val_name,
@@ -245,7 +262,7 @@ def _folder_val(config: TrainConfig) -> list[ProtocolImage]:
     files = list_images(folder)
     if not files:
         raise DataError(f"--val {config.val}: no images in it")
-    return load_val_images(files[: config.val_max_images], config.scale, datasets.read_rgb)
+    return load_val_images(files[: config.val_max_images], config.scale, datasets.read_rgb, config.damage)
 
 
 def _celeba_data(config: TrainConfig) -> RunData:
@@ -425,7 +442,9 @@ class _Loop:
             self.scaler.load_state_dict(state.scaler)
         self.loss_fn = LOSSES[config.loss]()
         self.whole_images = not isinstance(run_data.train, datasets.PatchDataset)
-        on_device = config.device_data if config.device_data is not None else device.type == "cuda"
+        # Damage is done on the CPU (JPEG, x264), as patches are cut: never on the device.
+        on_device = not config.degrade and (config.device_data if config.device_data is not None
+                                            else device.type == "cuda")
         self.on_device = (datasets.DevicePatches(run_data.train, device)
                           if on_device and not self.whole_images else None)
         radius = model.config.receptive_radius

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from conftest import SHARED_DATA, random_image
-from subpixel_cli import data
+from subpixel_cli import data, degradations
 from subpixel_cli.errors import DataError
 from subpixel_cli.resize import imresize
 
@@ -29,22 +29,22 @@ def _write(folder: Path, name: str, image: np.ndarray) -> Path:
 def test_degrade_is_uint8_matlab_bicubic_of_the_mod_cropped_image():
     hr = data.mod_crop(random_image(50, 61), 3)
     assert hr.shape == (48, 60, 3)
-    lr = data.degrade(hr, 3)
+    lr = degradations.downscale(hr, 3)
     assert lr.dtype == np.uint8 and lr.shape == (16, 20, 3)
     np.testing.assert_array_equal(lr, imresize(hr, 1 / 3))
 
 
 def test_gaussian_degradation_subsamples_by_the_scale():
     hr = random_image(48, 64)
-    lr = data.degrade(hr, 4, "gaussian")
+    lr = degradations.downscale(hr, 4, "gaussian")
     assert lr.shape == (12, 16, 3) and lr.dtype == np.uint8
     flat = np.full((48, 64, 3), 77, np.uint8)  # a flat image stays flat under blur + subsample
-    assert np.all(data.degrade(flat, 4, "gaussian") == 77)
+    assert np.all(degradations.downscale(flat, 4, "gaussian") == 77)
 
 
 def test_degrade_rejects_sizes_that_are_not_multiples():
     with pytest.raises(ValueError, match="mod-crop"):
-        data.degrade(random_image(10, 10), 3)
+        degradations.downscale(random_image(10, 10), 3)
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])

@@ -16,7 +16,8 @@ from torch import nn
 
 from subpixel_cli.cli import main
 from subpixel_cli.errors import DataError, ModelError
-from subpixel_cli.data import DATA_ENV, degrade, mod_crop
+from subpixel_cli.data import DATA_ENV, mod_crop
+from subpixel_cli.degradations import downscale
 from subpixel_cli.evaluate import (
     EvalResult,
     bicubic_upscale,
@@ -83,7 +84,7 @@ class _Oracle(nn.Module):
 def test_mod_crop_degrade_and_bicubic_sizes() -> None:
     hr = mod_crop(_picture(37, 45), 4)
     assert hr.shape == (36, 44, 3)
-    lr = degrade(hr, 4)
+    lr = downscale(hr, 4)
     assert lr.shape == (9, 11, 3) and lr.dtype == np.uint8
     assert bicubic_upscale(lr, 4).shape == hr.shape
 
@@ -103,7 +104,7 @@ def test_y_model_scores_its_own_rounded_y() -> None:
     # An oracle whose Y output is the HR's Y: only the 8-bit rounding of Y is left, so the error
     # is at most half a level (PSNR above 20·log10(255/0.5) ≈ 54 dB).
     hr = mod_crop(_picture(40, 40), 2)
-    lr = degrade(hr, 2)
+    lr = downscale(hr, 2)
     y_hr = y_channel(hr)
     sr, y_sr = super_resolve(_Oracle(2, 1, (y_hr / 255)[None]), lr, bicubic_upscale(lr, 2))
     assert sr.shape == hr.shape and sr.dtype == np.uint8
@@ -115,13 +116,13 @@ def test_grey_images_round_trip_through_studio_swing_y() -> None:
     # A grey image enters a Y model as 16/255 + g·219/255 and must come back as g.
     hr = _picture(32, 32, grey=True)
     y_in = (16 + hr.astype(np.float64) * 219 / 255) / 255
-    sr, y_sr = super_resolve(_Oracle(2, 1, y_in[None]), degrade(hr, 2), bicubic_upscale(degrade(hr, 2), 2))
+    sr, y_sr = super_resolve(_Oracle(2, 1, y_in[None]), downscale(hr, 2), bicubic_upscale(downscale(hr, 2), 2))
     assert sr.ndim == 2
     np.testing.assert_array_equal(sr, hr)
     np.testing.assert_array_equal(y_sr, hr)
     # An RGB model's grey output (R = G = B = g) also comes back as g.
     rgb = np.repeat(hr[None] / 255.0, 3, axis=0)
-    sr_rgb, _ = super_resolve(_Oracle(2, 3, rgb), degrade(hr, 2), bicubic_upscale(degrade(hr, 2), 2))
+    sr_rgb, _ = super_resolve(_Oracle(2, 3, rgb), downscale(hr, 2), bicubic_upscale(downscale(hr, 2), 2))
     np.testing.assert_array_equal(sr_rgb, hr)
 
 
@@ -129,7 +130,7 @@ def test_rgb_model_output_is_clipped_rounded_then_scored_on_y() -> None:
     hr = _picture(24, 24)
     out = hr.transpose(2, 0, 1) / 255.0
     out[:, 0, 0] = [1.7, -0.3, 0.5]  # out of range: clipped
-    sr, y_sr = super_resolve(_Oracle(2, 3, out), degrade(hr, 2), bicubic_upscale(degrade(hr, 2), 2))
+    sr, y_sr = super_resolve(_Oracle(2, 3, out), downscale(hr, 2), bicubic_upscale(downscale(hr, 2), 2))
     assert sr[0, 0].tolist() == [255, 0, 128]
     np.testing.assert_array_equal(sr[1:, 1:], hr[1:, 1:])
     np.testing.assert_allclose(y_sr, y_channel(sr))

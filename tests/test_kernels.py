@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from conftest import SAMPLE
 
 from subpixel_cli import kernels, runtime
-from subpixel_cli.data import degrade, mod_crop
+from subpixel_cli.data import mod_crop
+from subpixel_cli.degradations import downscale
 from subpixel_cli.images import read_rgb8
 from subpixel_cli.registry import load_model
 from subpixel_cli.runtime import int8_kernels
@@ -122,7 +123,7 @@ def test_int8_without_the_kernel_is_the_torch_path_and_not_fast(monkeypatch) -> 
     # The kernel only fuses what torch does in three passes: both give the same pixels within a
     # level or two (the kernel's conv1 is the more exact); without it int8 is not `auto`'s choice.
     loaded = load_model("espcn-x3")
-    lr = degrade(mod_crop(read_rgb8(SAMPLE), 3), 3)[:80, :96]
+    lr = downscale(mod_crop(read_rgb8(SAMPLE), 3), 3)[:80, :96]
     with_kernel = Upscaler(loaded, device="cpu", precision="int8")
     monkeypatch.setattr(kernels, "conv1_u8", lambda: None)
     without = Upscaler(loaded, device="cpu", precision="int8")
@@ -310,7 +311,7 @@ def test_upscale_with_and_without_the_head_kernels(precision: str, monkeypatch) 
     if precision == "int8" and not int8_kernels():
         pytest.skip("this torch build has no oneDNN quantized convolution")
     loaded = load_model("espcn-x2")
-    lr = degrade(mod_crop(read_rgb8(SAMPLE), 2), 2)[:70, :90]
+    lr = downscale(mod_crop(read_rgb8(SAMPLE), 2), 2)[:70, :90]
     with_kernels = Upscaler(loaded, device="cpu", precision=precision)
     assert with_kernels._fused[3].write_rgb is not None
     assert (with_kernels._fused["y"].write_y is not None) == (kernels.write_y() is not None)  # AVX-512 only

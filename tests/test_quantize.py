@@ -14,7 +14,8 @@ from PIL import Image
 from robustness_util import cli
 
 from subpixel_cli import runtime
-from subpixel_cli.data import degrade, mod_crop
+from subpixel_cli.data import mod_crop
+from subpixel_cli.degradations import downscale
 from subpixel_cli.fused import _Int8Layer
 from subpixel_cli.images import read_rgb8
 from subpixel_cli.metrics import psnr, shave, y_channel
@@ -35,7 +36,7 @@ needs_int8 = pytest.mark.skipif(not int8_kernels(), reason="this torch build has
 
 def _y_psnr(upscaler: Upscaler, hr: np.ndarray, scale: int) -> float:
     hr = mod_crop(hr, scale)
-    sr = upscaler.upscale(degrade(hr, scale))[0]
+    sr = upscaler.upscale(downscale(hr, scale))[0]
     return psnr(shave(y_channel(sr), scale), shave(y_channel(hr), scale), peak=255.0)
 
 
@@ -61,7 +62,7 @@ def test_int8_stays_within_its_bound_on_real_images(scale):
     images = _real_images()
     losses = [_y_psnr(fp32, hr, scale) - _y_psnr(int8, hr, scale) for hr in images]
     assert np.mean(losses) <= 0.05, losses
-    lr = degrade(mod_crop(images[0], scale), scale)
+    lr = downscale(mod_crop(images[0], scale), scale)
     assert not np.array_equal(fp32.upscale(lr)[0], int8.upscale(lr)[0])
 
 
@@ -214,7 +215,7 @@ def test_int8_without_bf16_arithmetic_runs_its_float_layers_in_fp32(monkeypatch,
     if with_kernels and kernels.conv1_u8() is None:
         pytest.skip(f"the int8 kernels are not built here: {kernels.unavailable()}")
     loaded = load_model("espcn-x3")
-    lr = degrade(mod_crop(read_rgb8(SAMPLE), 3), 3)[:60, :80]
+    lr = downscale(mod_crop(read_rgb8(SAMPLE), 3), 3)[:60, :80]
     reference = Upscaler(loaded, device="cpu", precision="fp32").upscale(lr)[0].astype(int)
     monkeypatch.setattr(fused, "fast_bf16", lambda: False)
     if not with_kernels:

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The recipe behind espcn-x{2,3,4}-real (issue 21): each fine-tuned from its clean twin on the CPU
+# training set with every LR patch damaged as real pictures are (subpixel train --degrade), one
+# core each (OMP_NUM_THREADS=1), run folders outside the work tree so that a later session can
+# resume them.
+#
+#   benchmarks/train_real.sh x4       # ×4, then ×2, on one core
+#   benchmarks/train_real.sh x3       # ×3 on the other
+#   benchmarks/train_real.sh x2
+#
+# Run it again after any interruption: a finished stage is skipped, a stopped one resumed from
+# its last checkpoint. Each run folder is a model folder (subpixel eval --model DIR --degrade jpeg:75).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${SUBPIXEL_RUNS:-$HOME/.cache/subpixel-runs}
+DATA=${SUBPIXEL_SHARED_DATA:-../shared/data}
+STEPS=${REAL_STEPS:-8000}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+mkdir -p "$RUNS"
+# What real pictures went through: JPEG most often (cameras, the web), H.264 key frames, sensor
+# noise, a soft lens or resize; about one patch in five stays clean, so clean input keeps its gain.
+DAMAGE="blur:0.2-1.2@0.2,noise:1-8@0.3,poisson:1-6@0.1,jpeg:30-95@0.75,h264:18-38@0.2"
+
+real() {  # real SCALE: fine-tune espcn-xSCALE into $RUNS/real-xSCALE (resumes a stopped run)
+  local x=$1 out=$RUNS/real-x$1 resume=()
+  [ -f "$out/checkpoint.safetensors" ] && resume=(--resume)
+  echo "real-x$x: $(date -u +%H:%M:%S) start ${resume[*]}"
+  subpixel train --dataset "$DATA/train" -x "$x" --steps "$STEPS" --batch-size 32 --patch-size 48 \
+    --patches-per-image 64 --scale-aug 0.6 --scale-versions 4 --loss l1 --lr 5e-4 --min-lr 1e-5 \
+    --ema 0.999 --val-holdout 20 --seed 5 --workers 0 --checkpoint-every 500 --init-from "espcn-x$x" \
+    --degrade "$DAMAGE" --out "$out" --name "espcn-x$x-real" --quiet "${resume[@]}" || return $?
+  echo "real-x$x: $(date -u +%H:%M:%S) end"
+}
+
+case "${1:-}" in
+  x4) real 4; real 2 ;;
+  x3) real 3 ;;
+  x2) real 2 ;;
+  *) echo "usage: $0 x4|x3|x2" >&2; exit 2 ;;
+esac
