@@ -354,19 +354,28 @@ def train(quiet: bool, **options: Any) -> None:
               help="Where dataset names (Set5, Set14, BSD100) are looked up; default $SUBPIXEL_DATA.")
 @click.option("--save-images", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write SR outputs to DIR/<dataset>/ and a comparison sheet DIR/<dataset>_comparison.png.")
+@click.option("--degrade", metavar="SPEC", default=None,
+              help="Damage each LR after the downscale by fixed values, e.g. jpeg:75, h264:30, noise:5 "
+                   "(seeded by file name: the same for everyone).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object on stdout.")
 @handle_errors
 def eval_command(datasets: tuple[str, ...], model_spec: str | None, bicubic: bool, scale: int | None,
-                 data_dir: Path | None, save_images: Path | None, as_json: bool) -> None:
+                 data_dir: Path | None, save_images: Path | None, degrade: str | None, as_json: bool) -> None:
     """Benchmark a model (or --bicubic) on folders of HR images: PSNR and SSIM on Y.
 
     DATASET is a folder of HR images or a name found under --data-dir. The protocol is the
     literature's: HR cropped to a multiple of the scale, LR by MATLAB-style bicubic imresize,
-    Y of BT.601 YCbCr, SCALE pixels shaved from each border.
+    Y of BT.601 YCbCr, SCALE pixels shaved from each border. --degrade damages the LR after the
+    downscale, as real inputs are damaged (JPEG, H.264, noise, blur).
     """
+    from subpixel_cli.degradations import Degradation
     from subpixel_cli.errors import EXIT_FAILED, UsageError
     from subpixel_cli.evaluate import evaluate_model
 
+    damage = Degradation.parse(degrade) if degrade is not None else None
+    if damage is not None and not damage.fixed:
+        raise UsageError(f"--degrade {degrade!r}: eval takes fixed values (e.g. jpeg:75,noise:5), not ranges "
+                         "or probabilities, so that its figures can be reproduced")
     if bicubic and model_spec:
         raise UsageError("--bicubic and --model exclude each other; pick one")
     if bicubic and scale is None:
@@ -379,7 +388,8 @@ def eval_command(datasets: tuple[str, ...], model_spec: str | None, bicubic: boo
         scale = loaded.info.scale
     assert scale is not None
     with eval_progress() as progress:
-        result = evaluate_model(loaded, scale, datasets, data_dir=data_dir, save_dir=save_images, progress=progress)
+        result = evaluate_model(loaded, scale, datasets, data_dir=data_dir, save_dir=save_images, progress=progress,
+                                damage=damage)
     if as_json:
         emit_json(result.to_dict())
     else:
