@@ -363,7 +363,7 @@ def _count_frames(path: Path) -> int:
 
 def quality(args: argparse.Namespace) -> dict:
     from subpixel_cli.data import mod_crop
-from subpixel_cli.degradations import downscale
+    from subpixel_cli.degradations import downscale
     from subpixel_cli.evaluate import dataset_files, read_hr
     from subpixel_cli.metrics import psnr, y_channel, y_psnr_ssim
     from subpixel_cli.registry import load_model, packaged_models

@@ -96,13 +96,13 @@ def main(debug: bool) -> None:
 
 
 def _load_upscaler(model: str | None, scale: int | None, device: str, precision: str, tile: int | None,
-                   batch_size: int, max_memory: int | None) -> "Upscaler":
-    from subpixel_cli.registry import load_model
+                   batch_size: int, max_memory: int | None, denoise: float | None = None) -> "Upscaler":
+    from subpixel_cli.registry import load_denoise, load_model
     from subpixel_cli.upscale import Upscaler
 
     if model is None and scale is None:
         scale = 4
-    loaded = load_model(model, scale)
+    loaded = load_model(model, scale) if denoise is None else load_denoise(model, scale, denoise)
     budget = None if max_memory is None else max_memory << 20
     return Upscaler(loaded, device=device, precision=precision, tile=tile, batch_size=batch_size, memory_budget=budget)
 
@@ -122,6 +122,13 @@ def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+def denoise_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--denoise, for the commands that upscale pictures or frames."""
+    return click.option("--denoise", type=click.FloatRange(0, 1), default=None, metavar="S",
+                        help="Blend the clean model (0) with its real-world twin (1), which removes JPEG/H.264 "
+                             "artefacts and noise instead of sharpening them.")(func)
+
+
 def memory_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """--tile and --max-memory, for the commands that upscale pictures or frames."""
     func = click.option("--max-memory", type=click.IntRange(min=64), metavar="MIB",
@@ -134,6 +141,7 @@ def memory_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Output folder, or a file for a single input.")
 @model_options
+@denoise_option
 @memory_options
 @click.option("--format", "fmt", type=click.Choice(choices.OUTPUT_FORMATS), help="Output format (default png, or -o FILE's suffix).")
 @click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True, help="JPEG/WebP quality.")
@@ -146,7 +154,8 @@ def memory_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--shard", metavar="K/N", help="Do only part K of N (balanced by pixels), e.g. for a job array.")
 @handle_errors
 def upscale(inputs: tuple[str, ...], output: Path | None, scale: int | None, model: str | None, device: str,
-            precision: str, batch_size: int, tile: int | None, max_memory: int | None, fmt: str | None,
+            precision: str, batch_size: int, denoise: float | None, tile: int | None, max_memory: int | None,
+            fmt: str | None,
             quality: int, suffix: str | None, recursive: bool, force: bool, max_pixels: int | None,
             quiet: bool, as_json: bool, shard: str | None) -> None:
     """Upscale images: files, folders and globs.
@@ -163,14 +172,16 @@ def upscale(inputs: tuple[str, ...], output: Path | None, scale: int | None, mod
       subpixel upscale shots/ -o big/ --shard 2/4
     """
     from subpixel_cli import shard as sharding
-    from subpixel_cli.jobs import OutputPlan, Runner, plan_jobs
+    from subpixel_cli.jobs import OutputPlan, Report, Runner, plan_jobs
 
     part = sharding.parse_shard(shard) if shard is not None else None
     if max_pixels is not None:
         from PIL import Image
 
         Image.MAX_IMAGE_PIXELS = max_pixels
-    upscaler = _load_upscaler(model, scale, device, precision, tile, batch_size, max_memory)
+    load = functools.partial(_load_upscaler, device=device, precision=precision, tile=tile, batch_size=batch_size,
+                             max_memory=max_memory)
+    upscaler = load(model, scale, denoise=denoise)
     plan = OutputPlan(output=output, suffix=suffix if suffix is not None else f"_x{upscaler.scale}", fmt=fmt)
     jobs = plan_jobs(list(inputs), plan, recursive)
     debug = click.get_current_context().find_root().params.get("debug", False)  # read here: results arrive on other threads
@@ -178,28 +189,36 @@ def upscale(inputs: tuple[str, ...], output: Path | None, scale: int | None, mod
         mine = sharding.select(jobs, part, group)
         show = not quiet and (group is None or group.main)
         live = group is None  # under torchrun rank 0 shows every process's results after the gather
-        if show and upscaler.notice:
-            print_note(upscaler.notice)
-        if show:
-            err_console.print(f"{upscaler.info.name}: ×{upscaler.scale} {upscaler.info.color_space.upper()} model on "
-                              f"{upscaler.device.type} ({str(upscaler.dtype).removeprefix('torch.')}), "
-                              f"{_share(len(jobs), len(mine), part, group)}")
-        with progress_bar(show) as progress:
-            files = progress.add_task("files", total=len(mine))
-            tiles = progress.add_task("tiles", total=None, visible=False)
+        # Without --model or --denoise each input gets the packaged model that fits it (choice.py).
+        runs = _runs_by_input(upscaler, mine, load) if model is None and denoise is None else [(upscaler, mine, {})]
+        report = Report()
+        for upscaler, part_jobs, picks in runs:
+            if show and upscaler.notice:
+                print_note(upscaler.notice)
+            if show:
+                why = f" ({_reasons(picks)})" if picks else ""
+                err_console.print(f"{upscaler.info.name}: ×{upscaler.scale} {upscaler.info.color_space.upper()} model "
+                                  f"on {upscaler.device.type} ({str(upscaler.dtype).removeprefix('torch.')}), "
+                                  f"{_share(len(jobs) if len(runs) == 1 else len(part_jobs), len(part_jobs), part, group)}"
+                                  + why)
+            with progress_bar(show) as progress:
+                files = progress.add_task("files", total=len(part_jobs))
+                tiles = progress.add_task("tiles", total=None, visible=False)
 
-            def on_result(result: "Result") -> None:
-                progress.advance(files)
-                progress.update(tiles, visible=False)
-                if live:
-                    show_result(result, progress.console, as_json, show, debug)
+                def on_result(result: "Result", name: str = upscaler.info.name, picks: dict = picks) -> None:
+                    result.model = name
+                    result.model_reason = picks[result.source].reason if result.source in picks else None
+                    progress.advance(files)
+                    progress.update(tiles, visible=False)
+                    if live:
+                        show_result(result, progress.console, as_json, show, debug)
 
-            def on_tiles(done: int, total: int) -> None:
-                if total > 1:
-                    progress.update(tiles, completed=done, total=total, visible=True)
+                def on_tiles(done: int, total: int) -> None:
+                    if total > 1:
+                        progress.update(tiles, completed=done, total=total, visible=True)
 
-            runner = Runner(upscaler, force=force, fmt=fmt, quality=quality, on_result=on_result, on_tiles=on_tiles)
-            report = sharding.run_part(runner, mine, group)
+                runner = Runner(upscaler, force=force, fmt=fmt, quality=quality, on_result=on_result, on_tiles=on_tiles)
+                report.results += sharding.run_part(runner, part_jobs, group).results
         if group is not None:
             gathered = sharding.gather(group, jobs, report)
             if gathered is None:
@@ -210,6 +229,34 @@ def upscale(inputs: tuple[str, ...], output: Path | None, scale: int | None, mod
     if show:
         print_summary(report)
     sys.exit(report.return_code)
+
+
+def _runs_by_input(clean: "Upscaler", jobs: list, load: Callable[..., "Upscaler"]) -> list[tuple["Upscaler", list, dict]]:
+    """The jobs split between the packaged clean model and its real-world twin, by what each input
+    went through (:mod:`subpixel_cli.choice`): ``(upscaler, jobs, {source: Pick})`` for each model
+    that has jobs. Without a packaged twin every job stays with ``clean``."""
+    from subpixel_cli.choice import pick_for_image
+    from subpixel_cli.registry import packaged_models
+
+    twin = clean.info.twin
+    if not twin or twin not in packaged_models():
+        return [(clean, jobs, {})]
+    picks = {job.source: pick_for_image(job.source) for job in jobs}
+    real_jobs = [job for job in jobs if picks[job.source].real]
+    clean_jobs = [job for job in jobs if not picks[job.source].real]
+    runs = [(clean, clean_jobs, picks)] if clean_jobs or not real_jobs else []
+    if real_jobs:
+        runs.append((load(twin, clean.scale), real_jobs, picks))
+    return runs
+
+
+def _reasons(picks: dict) -> str:
+    """Why the inputs of a run got its model, counted: 'not a JPEG ×3; JPEG quality ~75 (≤ 90)'."""
+    from collections import Counter
+
+    counts = Counter(p.reason for p in picks.values())
+    return "chosen by input, --model overrides: " + "; ".join(
+        reason + (f" ×{n}" if n > 1 else "") for reason, n in counts.most_common(3))
 
 
 def _share(total: int, mine: int, part: "Any", group: "Any") -> str:
@@ -408,6 +455,7 @@ def eval_command(datasets: tuple[str, ...], model_spec: str | None, bicubic: boo
 @click.argument("source", type=click.Path(path_type=Path), metavar="INPUT")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Output video (default: INPUT_x<r>.mp4 beside the input).")
 @model_options
+@denoise_option
 @memory_options
 @click.option("--codec", default="auto", show_default=True,
               help="auto (H.264 yuv420p, or the container's own codec), h264, hevc, vp9, av1, mpeg4, ffv1, or an FFmpeg encoder.")
@@ -429,7 +477,7 @@ def eval_command(datasets: tuple[str, ...], model_spec: str | None, bicubic: boo
               help="Continue a stopped run from its finished segments (kept in .NAME.work/ beside the output); --no-resume starts over.")
 @handle_errors
 def video(source: Path, output: Path | None, scale: int | None, model: str | None, device: str, precision: str,
-          batch_size: int, tile: int | None, max_memory: int | None, codec: str, crf: int | None,
+          batch_size: int, denoise: float | None, tile: int | None, max_memory: int | None, codec: str, crf: int | None,
           preset: str | None, pix_fmt: str | None, lossless: bool, start: str | None, end: str | None, fps: str | None,
           frames_dir: Path | None, force: bool, quiet: bool, as_json: bool, resume: bool) -> None:
     """Upscale a video, keeping its frame timing, bit depth, HDR metadata, audio, subtitles and chapters.
@@ -459,7 +507,7 @@ def video(source: Path, output: Path | None, scale: int | None, model: str | Non
         raise InputError(f"{source}: no such file or folder")
     options = VideoOptions(codec=codec, crf=crf, start=parse_time(start), end=parse_time(end), fps=parse_rate(fps),
                            pix_fmt=pix_fmt, lossless=lossless, preset=preset)
-    upscaler = _load_upscaler(model, scale, device, precision, tile, batch_size, max_memory)
+    upscaler = _load_upscaler(model, scale, device, precision, tile, batch_size, max_memory, denoise)
     target = frames_dir or output or default_output(source, upscaler.scale)
     with sharding.joined() as group:
         show = not quiet and (group is None or group.main)  # under torchrun: rank 0's progress, for its own part

@@ -44,6 +44,7 @@ class ModelInfo:
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     license: str = "MIT"
+    twin: str = ""  # the model of the same shape this one pairs with for --denoise (clean <-> real-world)
 
     @property
     def scale(self) -> int:
@@ -69,6 +70,7 @@ class ModelInfo:
             "training": self.training,
             "metrics": self.metrics,
             "license": self.license,
+            **({"twin": self.twin} if self.twin else {}),
         }
 
     @classmethod
@@ -95,6 +97,7 @@ class ModelInfo:
             training=dict(data.get("training") or {}),
             metrics=dict(data.get("metrics") or {}),
             license=str(data.get("license", "unknown")),
+            twin=str(data.get("twin") or ""),
         )
 
 

@@ -58,6 +58,8 @@ class Result:
     seconds: float = 0.0
     frames: int = 1  # frames in the input; only the first is upscaled
     traceback: str | None = None  # of an unexpected failure, for --debug; not in --json
+    model: str | None = None  # the model that ran, and why it was chosen when the user named none
+    model_reason: str | None = None
 
     def as_dict(self) -> dict:
         return {
@@ -70,6 +72,8 @@ class Result:
             "mode": self.mode or None,
             "frames": self.frames,
             "seconds": round(self.seconds, 4),
+            "model": self.model,
+            "model_reason": self.model_reason,
         }
 
 
