@@ -82,6 +82,24 @@ def pick_for_image(path: Path) -> Pick:
     return Pick(False, f"JPEG quality ~{quality} (> {JPEG_REAL_AT_OR_BELOW})")
 
 
+def pick_for_video_source(source: Path) -> Pick:
+    """:func:`pick_for_video` for a video file's first video stream, or :func:`pick_for_image`
+    for a folder of frames (its first image); the clean model where the source cannot be read
+    (the video command reports that itself)."""
+    if source.is_dir():
+        from subpixel_cli.images import list_images
+
+        frames = list_images(source)
+        return pick_for_image(frames[0]) if frames else Pick(False, "no frames")
+    import av
+
+    try:
+        with av.open(str(source)) as container:
+            return pick_for_video(container.streams.video[0].codec_context.name)
+    except (av.FFmpegError, IndexError, OSError):
+        return Pick(False, "unreadable")
+
+
 def pick_for_video(codec: str) -> Pick:
     """The real-world model for video in a lossy codec (H.264, HEVC, VP9, AV1, MPEG-4 …), the
     clean one for lossless codecs."""
