@@ -82,10 +82,24 @@ def main() -> None:
             print(f"not shipped: weights/{args.ship} scores {now}", file=sys.stderr)
             sys.exit(1)
     info = replace(loaded.info, name=args.ship, metrics=metrics, license=args.license or loaded.info.license,
-                   description=args.description or loaded.info.description, twin=args.twin or loaded.info.twin)
-    notes = args.notes.read_text(encoding="utf-8") if args.notes else ""
+                   description=args.description or loaded.info.description, twin=args.twin or loaded.info.twin,
+                   training=_without_home(loaded.info.training))
+    notes = _without_home(args.notes.read_text(encoding="utf-8")) if args.notes else ""
     save_model(target, loaded.model, info, card=model_card(info, notes))
     print(f"wrote {target}", file=sys.stderr)
+
+
+def _without_home(value):
+    """``value`` (text, or a JSON-like structure of it) with this machine's home folder as ``~``:
+    a shipped card names no one's home."""
+    home = str(Path.home())
+    if isinstance(value, str):
+        return value.replace(home, "~")
+    if isinstance(value, dict):
+        return {k: _without_home(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_home(v) for v in value]
+    return value
 
 
 FACES_KEY = "celeba_held_out_y"
