@@ -154,3 +154,23 @@ def test_without_a_model_each_input_gets_the_model_that_fits_it(tmp_path: Path) 
     named = CliRunner().invoke(main, ["upscale", str(folder / "web.jpg"), "--model", "espcn-x2", "-o",
                                       str(tmp_path / "named.png"), "--json"], catch_exceptions=False)
     assert json.loads(named.stdout)["model"] == "espcn-x2" and json.loads(named.stdout)["model_reason"] is None
+
+
+@pytest.mark.skipif("espcn-x2-real" not in packaged_models(), reason="no packaged real-world model")
+@pytest.mark.parametrize("precision", ["auto", "fp32", "int8"])
+def test_video_in_a_lossy_codec_takes_the_real_world_model(tmp_path: Path, precision: str) -> None:
+    from test_video import make_video
+
+    clip = make_video(tmp_path / "clip.mp4", n_frames=6, audio_seconds=None)
+    out = tmp_path / "big.mp4"
+    result = CliRunner().invoke(main, ["video", str(clip), "-x", "2", "-o", str(out), "--precision", precision,
+                                       "--tile", "24", "--json"], catch_exceptions=False)
+    assert result.exit_code == 0
+    record = json.loads(result.stdout)
+    assert record["model"] == "espcn-x2-real" and record["model_reason"] == "h264: lossy video"
+    assert record["frames"] == 6 and out.is_file()
+    if precision == "int8":  # the real-world model ships its own calibration
+        assert "calibration" not in result.output
+    named = CliRunner().invoke(main, ["video", str(clip), "--model", "espcn-x2", "-o", str(tmp_path / "named.mp4"),
+                                      "--json"], catch_exceptions=False)
+    assert json.loads(named.stdout)["model"] == "espcn-x2"
