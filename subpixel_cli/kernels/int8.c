@@ -13,6 +13,8 @@
  * Built and loaded by subpixel_cli.kernels. */
 #include <stdint.h>
 #include <stdlib.h>
+
+#include "build.h"
 #ifdef __AVX512BF16__
 #include <immintrin.h>
 #endif
@@ -43,8 +45,8 @@ static inline v16 load(const float *p) {
 /* tanh as a rational function of odd degree 5 over even degree 6 on [-4.97, 4.97] (a least-squares
  * fit pushed towards minimax; outside, tanh(±4.97)): within 2.2e-6 of tanh inside and 1e-4 beyond,
  * where tanh is within 1e-4 of ±1 — a hundredth of the finest level step conv1's levels can
- * have (and of bf16's step near 1). Only multiply-adds and one division: at ×3 the kernel took
- * 7.0 ms a frame with it against 8.2 with the degree-13 one it replaced, act2 1.8 against 2.3. */
+ * have (and of bf16's step near 1). Only multiply-adds and one division, fewer than the
+ * polynomial of degree 13 it replaced (the figures: benchmarks/README.md, "Figures the code cites"). */
 static inline v16 tanh16(v16 x) {
     const v16 lim = splat(4.97f);
     x = vmax(vmin(x, lim), -lim);
@@ -157,14 +159,9 @@ static void conv1_row(const float *rows, int64_t width, const float *w, const __
 }
 #endif
 
-/* 1 where the taps go through bf16 dot products (weights rounded to bf16), 0 where in fp32. */
-int conv1_u8_bf16(void) {
-#ifdef __AVX512BF16__
-    return 1;
-#else
-    return 0;
-#endif
-}
+/* Bit 1: OpenMP; bit 2: conv1_u8's taps go through bf16 dot products (weights rounded to bf16),
+ * else they stay in fp32. */
+int features(void) { return BUILT_OPENMP | BUILT_BF16 << 1; }
 
 /* n planes, each height × width floats (row-major, one after the other):
  *   w: 25 × 64 weights, tap-major (w[(ky·5 + kx)·64 + c]); bias, gain, shift: 64 each
