@@ -73,6 +73,19 @@ class ImageScore:
     bicubic_ssim: float
 
 
+class _MeanScore:
+    """A :class:`DatasetScore` attribute: the mean of the :class:`ImageScore` field of its name."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, score: Any, owner: type | None = None) -> float:
+        if score is None:
+            return self  # type: ignore[return-value]  # the class's own attribute
+        values = [getattr(i, self.name) for i in score.images]
+        return float(np.mean(values)) if values else math.nan
+
+
 @dataclass
 class DatasetScore:
     """Per-image scores of one dataset at one scale; the properties are means over images."""
@@ -84,24 +97,11 @@ class DatasetScore:
     failures: list[tuple[str, str]] = field(default_factory=list)  # (file name, why)
     sheet: str | None = None  # the comparison sheet's path, when one was written
 
-    def _mean(self, attr: str) -> float:
-        return float(np.mean([getattr(i, attr) for i in self.images])) if self.images else math.nan
-
-    @property
-    def psnr(self) -> float:
-        return self._mean("psnr")
-
-    @property
-    def ssim(self) -> float:
-        return self._mean("ssim")
-
-    @property
-    def bicubic_psnr(self) -> float:
-        return self._mean("bicubic_psnr")
-
-    @property
-    def bicubic_ssim(self) -> float:
-        return self._mean("bicubic_ssim")
+    # The means over the images of each score (NaN for a dataset with none scored), read-only.
+    psnr = _MeanScore()
+    ssim = _MeanScore()
+    bicubic_psnr = _MeanScore()
+    bicubic_ssim = _MeanScore()
 
 
 @dataclass

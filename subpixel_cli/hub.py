@@ -261,15 +261,16 @@ def load_hub(spec: str) -> LoadedModel:
     not_cached = (LocalEntryNotFoundError, getattr(hf_errors, "IncompleteSnapshotError", LocalEntryNotFoundError))
 
     repo_id, revision = parse_hf_spec(spec)
+    refused = [  # the hub's answers, most specific first (a gated repository is a RepositoryNotFoundError)
+        (RevisionNotFoundError, f"revision {revision!r} does not exist in {repo_id}"),
+        (GatedRepoError, "the repository is gated; accept its terms on huggingface.co and set HF_TOKEN"),
+        (RepositoryNotFoundError, "no such model repository, or it is private (set HF_TOKEN to a token with access)"),
+    ]
     try:
         folder = snapshot_download(repo_id, revision=revision,
                                    allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, CALIBRATION_NAME])  # the int8 path's, if any
-    except RevisionNotFoundError:
-        raise ModelError(f"{spec}: revision {revision!r} does not exist in {repo_id}") from None
-    except GatedRepoError:
-        raise ModelError(f"{spec}: the repository is gated; accept its terms on huggingface.co and set HF_TOKEN") from None
-    except RepositoryNotFoundError:
-        raise ModelError(f"{spec}: no such model repository, or it is private (set HF_TOKEN to a token with access)") from None
+    except tuple(kind for kind, _ in refused) as exc:
+        raise ModelError(f"{spec}: {next(why for kind, why in refused if isinstance(exc, kind))}") from None
     except not_cached:
         if constants.HF_HUB_OFFLINE:
             raise ModelError(

@@ -211,33 +211,36 @@ void conv1_u8(const float *x, int64_t n, int64_t height, int64_t width, const fl
 
 typedef uint16_t v16u16 __attribute__((vector_size(LANES * sizeof(uint16_t))));
 
-/* x[i] = tanh(x[i]) for n bf16 numbers, rounded to nearest even. */
-void tanh_bf16(uint16_t *x, int64_t n) {
-    const int64_t blocks = n / LANES;
-#pragma omp parallel for schedule(static)
-    for (int64_t k = 0; k < blocks; k++) {
-        v16u16 half;
-        __builtin_memcpy(&half, x + k * LANES, sizeof half);
-        v16i bits = __builtin_convertvector(half, v16i) << 16;
-        v16i t = (v16i)tanh16((v16)bits);
-        t = (t + 0x7FFF + ((t >> 16) & 1)) >> 16; /* tanh is within ±1: no sign or overflow trouble */
-        half = __builtin_convertvector(t & 0xFFFF, v16u16);
-        __builtin_memcpy(x + k * LANES, &half, sizeof half);
-    }
-    for (int64_t i = blocks * LANES; i < n; i++) {
-        v16i bits = (v16i){0} + ((int32_t)x[i] << 16);
-        v16i t = (v16i)tanh16((v16)bits);
-        x[i] = (uint16_t)(((t[0] + 0x7FFF + ((t[0] >> 16) & 1)) >> 16) & 0xFFFF);
-    }
+/* Up to LANES numbers at p into a vector (the rest of it 0), and back: whole blocks at once, the
+ * short last block of an array by its length. */
+#define LOAD_BLOCK(v, p, count) \
+    if ((count) == LANES) __builtin_memcpy(&(v), (p), sizeof(v)); else __builtin_memcpy(&(v), (p), (count) * sizeof *(p))
+#define STORE_BLOCK(p, v, count) \
+    if ((count) == LANES) __builtin_memcpy((p), &(v), sizeof(v)); else __builtin_memcpy((p), &(v), (count) * sizeof *(p))
+
+/* tanh of `count` ≤ LANES bf16 numbers at x, in place, rounded to nearest even. */
+static inline void tanh_block_bf16(uint16_t *x, int64_t count) {
+    v16u16 half = {0};
+    LOAD_BLOCK(half, x, count);
+    v16i t = (v16i)tanh16((v16)(__builtin_convertvector(half, v16i) << 16));
+    t = (t + 0x7FFF + ((t >> 16) & 1)) >> 16; /* tanh is within ±1: no sign or overflow trouble */
+    half = __builtin_convertvector(t & 0xFFFF, v16u16);
+    STORE_BLOCK(x, half, count);
 }
 
-/* x[i] = tanh(x[i]) for n floats. */
-void tanh_f32(float *x, int64_t n) {
-    const int64_t blocks = n / LANES;
-#pragma omp parallel for schedule(static)
-    for (int64_t k = 0; k < blocks; k++) {
-        v16 v = tanh16(load(x + k * LANES));
-        __builtin_memcpy(x + k * LANES, &v, sizeof v);
-    }
-    for (int64_t i = blocks * LANES; i < n; i++) x[i] = tanh16(splat(x[i]))[0];
+/* tanh of `count` ≤ LANES floats at x, in place. */
+static inline void tanh_block_f32(float *x, int64_t count) {
+    v16 v = splat(0.0f);
+    LOAD_BLOCK(v, x, count);
+    v = tanh16(v);
+    STORE_BLOCK(x, v, count);
 }
+
+/* x[i] = tanh(x[i]) for the n numbers of x, LANES at a time, the blocks shared among threads. */
+#define TANH_IN_BLOCKS(block, x, n)                              \
+    _Pragma("omp parallel for schedule(static)")                 \
+    for (int64_t k = 0; k < (n); k += LANES) block((x) + k, (n) - k < LANES ? (n) - k : LANES)
+
+void tanh_bf16(uint16_t *x, int64_t n) { TANH_IN_BLOCKS(tanh_block_bf16, x, n); }
+
+void tanh_f32(float *x, int64_t n) { TANH_IN_BLOCKS(tanh_block_f32, x, n); }

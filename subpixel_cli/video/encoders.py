@@ -197,23 +197,24 @@ def quality_options(encoder: str, crf: int | None, stream: Any, rate: Fraction, 
     return {}
 
 
+# Encoders that carry HDR10 metadata: their option, what comes first, and the names of the
+# mastering display's and the content light level's parameters.
+_HDR_PARAMS = {"libx264": ("x264-params", (), "mastering-display", "cll"),
+               "libx265": ("x265-params", ("hdr10=1",), "master-display", "max-cll"),
+               "libsvtav1": ("svtav1-params", (), "mastering-display", "content-light")}
+
+
 def hdr_options(encoder: str, hdr: Hdr | None, notes: list[str]) -> dict[str, str]:
     """x264/x265/SVT-AV1 parameters that write the input's mastering display and content light level into
     the bitstream (SEI), where decoders and players find them; a note for other encoders."""
     if not hdr:
         return {}
-    if encoder == "libx264":
-        params = [f"mastering-display={hdr.master_display}"] if hdr.master_display else []
-        params += [f"cll={hdr.max_cll[0]},{hdr.max_cll[1]}"] if hdr.max_cll else []
-        return {"x264-params": ":".join(params)}
-    if encoder == "libx265":
-        params = ["hdr10=1"] + ([f"master-display={hdr.master_display}"] if hdr.master_display else [])
-        params += [f"max-cll={hdr.max_cll[0]},{hdr.max_cll[1]}"] if hdr.max_cll else []
-        return {"x265-params": ":".join(params)}
-    if encoder == "libsvtav1":
-        params = [f"mastering-display={hdr.master_display_float}"] if hdr.display else []
-        params += [f"content-light={hdr.max_cll[0]},{hdr.max_cll[1]}"] if hdr.max_cll else []
-        return {"svtav1-params": ":".join(params)}
+    if encoder in _HDR_PARAMS:
+        option, first, display_key, cll_key = _HDR_PARAMS[encoder]
+        display = hdr.master_display_float if encoder == "libsvtav1" else hdr.master_display
+        params = [*first, *([f"{display_key}={display}"] if display else [])]
+        params += [f"{cll_key}={hdr.max_cll[0]},{hdr.max_cll[1]}"] if hdr.max_cll else []
+        return {option: ":".join(params)}
     notes.append(f"HDR mastering display and content light level not kept: {encoder} cannot carry them "
                  "(use --codec h264, hevc or av1)")
     return {}

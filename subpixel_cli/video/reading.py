@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from collections.abc import Iterator
@@ -31,7 +32,7 @@ class Frame:
     pts: int
 
 
-class Reader:
+class Reader(contextlib.AbstractContextManager):
     """Frames (and packets to copy) in presentation order; iterated on the reader thread."""
 
     width: int
@@ -54,9 +55,6 @@ class Reader:
 
     def items(self, stop: threading.Event) -> Iterator[Frame | Any]:
         raise NotImplementedError
-
-    def __enter__(self) -> "Reader":
-        return self
 
     def __exit__(self, *exc: object) -> None:
         pass
