@@ -239,6 +239,7 @@ def main() -> None:
     parser.add_argument("--no-opencv", action="store_true")
     parser.add_argument("--frames", type=int, default=120, help="video frames used (from the start of the clip)")
     parser.add_argument("--picture", type=Path, help="write the README comparison picture here and stop")
+    parser.add_argument("--picture-scale", type=int, default=2)
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
     import torch
@@ -247,7 +248,7 @@ def main() -> None:
 
     tune_for(torch.device("cpu"))  # what the command line does once: threads and the heap
     if args.picture:
-        comparison_picture(args.picture, args.real)
+        comparison_picture(args.picture, args.real, args.picture_scale)
         return
     python = None if args.no_opencv else peer_python()
     results = image_table(args.scales, args.real, python)
