@@ -20,7 +20,8 @@ from rich.markup import escape
 
 from subpixel_cli import __version__
 from subpixel_cli import choices
-from subpixel_cli.command import EXIT_CODES_HELP, denoise_option, handle_errors, memory_options, model_options
+from subpixel_cli.command import (EXIT_CODES_HELP, command_line, denoise_option, handle_errors, memory_options,
+                                  model_options, parse_size)
 from subpixel_cli.console import (emit_json, err_console, eval_progress, print_eval_tables, print_models, print_note,
                                   print_quantized, print_summary, progress_bar, show_result, show_steps,
                                   show_throughput, train_progress)
@@ -205,24 +206,6 @@ def models(as_json: bool) -> None:
                    "training": info.training, "cpu": cpu_paths(load_model(name).calibration)})
 
 
-def _command_line(ctx: click.Context) -> str:
-    """The command as given (options from the command line only), for the model card."""
-    import shlex
-
-    from click.core import ParameterSource
-
-    words = ["subpixel", ctx.info_name or "train"]
-    for param in ctx.command.params:
-        if ctx.get_parameter_source(param.name) != ParameterSource.COMMANDLINE:
-            continue
-        value, flag = ctx.params[param.name], param.opts[-1] if len(param.opts[-1]) > 2 else param.opts[0]
-        if getattr(param, "is_flag", False):
-            words += [flag] if value else []
-        else:
-            words += [flag, str(value)]
-    return shlex.join(words)
-
-
 @main.command(epilog=EXIT_CODES_HELP)
 @click.option("--dataset", required=True, metavar="celebA|PATH", help="'celebA' (the original project's face recipe) or a folder of training images.")
 @click.option("--data-dir", metavar="DIR", help="Where celebA's img_align_celeba/ is (or hf://datasets/OWNER/NAME to fetch it).")
@@ -285,7 +268,7 @@ def train(quiet: bool, **options: Any) -> None:
     options["scale"] = options["scale"] or (4 if dataset.lower() == "celeba" else 3)
     options["out"] = str(options["out"] or Path("runs") / f"{Path(dataset).name.lower()}-x{options['scale']}")
     options["channels"] = int(options["channels"]) if options["channels"] else None
-    config = TrainConfig(**options, command=_command_line(click.get_current_context()))
+    config = TrainConfig(**options, command=command_line(click.get_current_context()))
     show = not quiet and int(os.environ.get("RANK", "0")) == 0
     if not show:
         result = run_training(config)
@@ -458,15 +441,6 @@ def video(source: Path, output: Path | None, scale: int | None, model: str | Non
         sys.exit(EXIT_FAILED)  # the input was truncated: what it held was upscaled, the rest is missing
 
 
-def _parse_size(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    parts = text.lower().replace("×", "x").split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
-        raise click.BadParameter(f"{text!r} is not WIDTHxHEIGHT (e.g. 640x360)", param_hint="--size")
-    return int(parts[0]), int(parts[1])
-
-
 @main.command(epilog=EXIT_CODES_HELP)
 @model_options
 @click.option("--size", metavar="WxH", help="Input frame size (default: whatever makes 1920×1080 at this scale).")
@@ -494,7 +468,7 @@ def bench(scale: int | None, model: str | None, device: str, precision: str, bat
     from subpixel_cli.bench import measure_throughput, profile_steps
     from subpixel_cli.runtime import cpu_paths
 
-    frame = _parse_size(size)
+    frame = parse_size(size)
     upscaler = _load_upscaler(model, scale, device, precision, None, batch_size, None)
     width, height = frame or (1920 // upscaler.scale, 1080 // upscaler.scale)
     if upscaler.notice and not as_json:

@@ -1,5 +1,6 @@
-"""What every ``subpixel`` command shares: the one place where errors become a message and an
-exit code (:func:`handle_errors`), and the groups of options the commands that run a model take."""
+"""What the ``subpixel`` commands share: the one place where errors become a message and an exit
+code (:func:`handle_errors`), the groups of options the commands that run a model take, and the
+readers of what click leaves as text (:func:`parse_size`, :func:`command_line`)."""
 
 from __future__ import annotations
 
@@ -98,3 +99,31 @@ def memory_options(func: Callable[..., Any]) -> Callable[..., Any]:
                         help="Memory budget for one forward pass, in MiB (default 1024 on CPU).")(func)
     return click.option("--tile", type=click.IntRange(min=8),
                         help="Tile side in input pixels (default: automatic, from --max-memory).")(func)
+
+
+def command_line(ctx: click.Context) -> str:
+    """The command as given (options from the command line only), for the model card."""
+    import shlex
+
+    from click.core import ParameterSource
+
+    words = ["subpixel", ctx.info_name or "train"]
+    for param in ctx.command.params:
+        if ctx.get_parameter_source(param.name) != ParameterSource.COMMANDLINE:
+            continue
+        value, flag = ctx.params[param.name], param.opts[-1] if len(param.opts[-1]) > 2 else param.opts[0]
+        if getattr(param, "is_flag", False):
+            words += [flag] if value else []
+        else:
+            words += [flag, str(value)]
+    return shlex.join(words)
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    """``--size WxH`` as ``(width, height)``; ``None`` where it was not given."""
+    if text is None:
+        return None
+    parts = text.lower().replace("×", "x").split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise click.BadParameter(f"{text!r} is not WIDTHxHEIGHT (e.g. 640x360)", param_hint="--size")
+    return int(parts[0]), int(parts[1])
