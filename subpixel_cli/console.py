@@ -15,7 +15,10 @@ from rich.markup import escape
 if TYPE_CHECKING:
     from rich.progress import Progress
 
+    from subpixel_cli.bench import Throughput
+    from subpixel_cli.hub import ModelInfo
     from subpixel_cli.jobs import Report, Result
+    from subpixel_cli.quantize import QuantizeResult
 
 # Messages and progress go to stderr; stdout carries results (--json).
 err_console = Console(stderr=True, highlight=False)
@@ -146,7 +149,7 @@ def print_eval_tables(result: Any) -> None:
         console.print(summary)
 
 
-def print_models(found: dict[str, Any]) -> None:
+def print_models(found: dict[str, "ModelInfo"]) -> None:
     """``subpixel models``: a table of the packaged models (``found``: name -> ModelInfo)."""
     from rich.table import Table
 
@@ -164,7 +167,7 @@ def print_models(found: dict[str, Any]) -> None:
     Console().print(table)
 
 
-def show_throughput(result: Any) -> None:
+def show_throughput(result: "Throughput") -> None:
     """``subpixel bench``'s result (a :class:`~subpixel_cli.bench.Throughput`), one line on stdout."""
     w, h = result.size
     threads = f", {result.threads} thread{'s' if result.threads != 1 else ''}" if result.threads else ""
@@ -201,7 +204,7 @@ def show_result(result: "Result", console: Console, as_json: bool, show: bool, d
         console.print(result.traceback, markup=False, highlight=False, soft_wrap=True)
 
 
-def print_quantized(result: Any) -> None:
+def print_quantized(result: "QuantizeResult") -> None:
     """``subpixel quantize``'s result (a :class:`~subpixel_cli.quantize.QuantizeResult`): the file
     written and the accuracy checks, on stderr."""
     cal = result.calibration

@@ -198,7 +198,7 @@ def wants_planar(upscaler: FrameUpscaler, options: VideoOptions, frames_dir: boo
     return bool(takes) and not frames_dir and not options.lossless and options.pix_fmt in (None, "yuv420p")
 
 
-def _result(job: _Job, reader: Any, size: tuple[int, int], stats: WriterStats, notes: list[str],
+def _result(job: _Job, reader: Reader, size: tuple[int, int], stats: WriterStats, notes: list[str],
             complete: bool | None = None, **segmented: Any) -> VideoResult:
     """The :class:`VideoResult` of a finished run from what its writer reports."""
     return VideoResult(
