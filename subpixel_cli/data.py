@@ -33,7 +33,7 @@ from torch.utils.data import Dataset, Sampler
 
 from subpixel_cli.color import rgb_to_y
 from subpixel_cli.degradations import Degradation, downscale
-from subpixel_cli.errors import DataError, InputError
+from subpixel_cli.errors import DataError, InputError, one_line
 from subpixel_cli.images import IMAGE_SUFFIXES, list_images, read_rgb8
 from subpixel_cli.resize import imresize
 
@@ -437,7 +437,7 @@ def fetch_hf_dataset(spec: str) -> Path:
         why = "offline mode is on (HF_HUB_OFFLINE=1)" if constants.HF_HUB_OFFLINE else "the hub cannot be reached"
         raise DataError(f"{spec}: not in the local Hugging Face cache and {why}. {CELEBA_HELP}") from None
     except (HfHubHTTPError, OSError) as exc:
-        raise DataError(f"{spec}: download failed: {str(exc).splitlines()[0]}") from None
+        raise DataError(f"{spec}: download failed: {one_line(exc)}") from None
     return Path(folder)
 
 

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from subpixel_cli.errors import OutputError
+from subpixel_cli.errors import OutputError, one_line
 
 PARTIAL_SUFFIX = ".partial"
 # The random part: 8 characters. New names use hex; [a-z0-9_] also matches the mkstemp names of
@@ -28,10 +28,7 @@ _RANDOM_PART = "[a-z0-9_]" * 8
 
 
 def _reason(exc: OSError) -> str:
-    if exc.strerror:
-        return exc.strerror
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
+    return exc.strerror or one_line(exc)
 
 
 def temporary_path(target: Path) -> Path:

@@ -46,7 +46,8 @@ from subpixel_cli.files import atomic_write, make_folder
 from subpixel_cli.hub import ModelInfo, model_card, save_model
 from subpixel_cli.checkpoints import CHECKPOINT_NAME, load_checkpoint, restore, save_checkpoint
 from subpixel_cli.color import matrices
-from subpixel_cli.evaluate import ProtocolImage, centre_crops, comparison_sheet, prepare_image, score_image, validate
+from subpixel_cli.evaluate import (ProtocolImage, centre_crops, comparison_sheet, prepare_image, protocol_upscaler,
+                                   score_image, validate)
 from subpixel_cli.images import list_images
 from subpixel_cli.model import ESPCN, ESPCNConfig
 from subpixel_cli.runtime import fast_bf16, resolve_device
@@ -208,9 +209,9 @@ def load_val_images(files: Sequence[Path], scale: int, reader: Callable[[Path], 
 
 def sample_sheet(model: ESPCN, images: Sequence[ProtocolImage]) -> Image.Image:
     """The comparison sheet of ``subpixel eval --save-images`` for a few validation images."""
-    rows = []
+    rows, upscaler = [], protocol_upscaler(model)
     for image in images:
-        score, sr = score_image(model, image, ssim=False)
+        score, sr = score_image(upscaler, image, ssim=False)
         rows.append((Path(image.name).stem, centre_crops([image.bicubic, sr, image.hr]), score))
     return comparison_sheet(rows, with_model=True)
 

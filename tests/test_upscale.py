@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -162,8 +164,8 @@ def test_unavailable_device_is_a_usage_error():
 
 
 def test_torch_threads_follow_the_cpus_this_process_may_use(monkeypatch):
-    """A container's CPU quota (or affinity mask) below torch's default thread count lowers it;
-    an explicit OMP_NUM_THREADS is left alone."""
+    """A container's CPU quota (or affinity mask) below torch's default thread count lowers it,
+    when the command tunes the process for its device; an explicit OMP_NUM_THREADS is left alone."""
     import subpixel_cli.runtime as runtime
 
     before = torch.get_num_threads()
@@ -171,11 +173,36 @@ def test_torch_threads_follow_the_cpus_this_process_may_use(monkeypatch):
     try:
         torch.set_num_threads(3)
         monkeypatch.setattr(runtime, "cpu_quota", lambda: 1)
-        upscaler()
+        runtime.tune_for(upscaler().device)
         assert torch.get_num_threads() == 1
         torch.set_num_threads(3)
         monkeypatch.setenv("OMP_NUM_THREADS", "3")
-        upscaler()
+        runtime.tune_for(upscaler().device)
         assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_library_user_s_process_is_left_alone():
+    """Importing the package and making (and running) an Upscaler in any precision changes no
+    process-wide setting: threads, the allocator, warning filters, cuDNN. The commands make those
+    (runtime.tune_for), once."""
+    code = """
+import sys, warnings, ctypes
+import torch
+threads, filters, cudnn = torch.get_num_threads(), list(warnings.filters), torch.backends.cudnn.benchmark
+import subpixel_cli.runtime as runtime
+runtime.keep_freed_memory = runtime.limit_threads = runtime.tune_for = lambda *a: sys.exit("tuned the process")
+import numpy as np
+from subpixel_cli import cli, export, fused, quantize, upscale, video
+from subpixel_cli.registry import load_model
+torch.set_num_threads(threads + 1)
+for precision in ("fp32", "bf16", "int8", "auto"):
+    up = upscale.Upscaler(load_model("espcn-x2"), device="cpu", precision=precision)
+    up.upscale(np.zeros((9, 11, 3), np.uint8))
+assert torch.get_num_threads() == threads + 1, "threads"
+assert warnings.filters == filters, "warning filters"
+assert torch.backends.cudnn.benchmark == cudnn, "cuDNN"
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
