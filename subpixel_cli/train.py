@@ -93,7 +93,7 @@ class TrainConfig:
     scale_aug: float = 1.0  # folder datasets: smallest factor HR images are shrunk by (1 = off)
     scale_versions: int = 4  # shrunk copies of each image kept in memory when scale_aug < 1
     ema: float | None = None  # decay of an exponential moving average of the weights (what is saved)
-    val_holdout: int = 0  # folder datasets: training images held back (spread evenly) for validation
+    val_holdout: int = 0  # folder datasets: training images held back (chosen by name) for validation
     device_data: bool | None = None  # patches cut on the device (default: on CUDA, for folder datasets)
     init_from: str | None = None  # a model spec whose layers start this run: conv1/conv2 (FSRCNN-style
     # transfer from another scale), all three when scale and channels match (fine-tuning)
@@ -232,7 +232,7 @@ def build_data(config: TrainConfig) -> RunData:
     if config.is_celeba:
         return _celeba_data(config)
     folder = Path(config.dataset).expanduser()
-    files, held_out = datasets.split_spread(datasets.find_images(folder), config.val_holdout)
+    files, held_out = datasets.split_by_name(datasets.find_images(folder), config.val_holdout)
     versions = config.scale_versions if config.scale_aug < 1 else 1
     train = datasets.PatchDataset.from_files(
         files, config.scale, config.channels, config.patch_size, config.degradation, versions=versions,
