@@ -338,6 +338,8 @@ def _command_line(ctx: click.Context) -> str:
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=500, show_default=True, help="Steps between checkpoints.")
+@click.option("--val-every", type=click.IntRange(min=1), metavar="STEPS", help="Steps between validations (default: each epoch, or every few where epochs are under 100 steps).")
+@click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS", help="Stop after this much wall time: validate, save the model folder and checkpoint, exit 0 (--resume continues).")
 @click.option("--precision", type=click.Choice(choices.TRAIN_PRECISIONS), default="auto", show_default=True,
               help="auto: bf16 autocast on CPUs with bf16 arithmetic (AVX-512 BF16/AMX), fp16 AMP on CUDA, else fp32.")
 @click.option("--scale-aug", type=click.FloatRange(0.2, 1.0), default=1.0, show_default=True, metavar="MIN",
@@ -388,6 +390,9 @@ def train(quiet: bool, **options: Any) -> None:
         best = result.state.best_val_psnr
         err_console.print(f"{result.out}: {result.state.step} steps in {result.state.elapsed:.0f} s"
                           + (f", best val PSNR {best:.2f} dB" if best is not None else ""))
+    if result.stopped == "time limit" and int(os.environ.get("RANK", "0")) == 0:  # said even with --quiet
+        print_note(f"stopped at --time-limit {config.time_limit:g} s after {result.state.step} of "
+                   f"{result.info.training['total_steps']} steps; the model folder holds it, --resume continues")
 
 
 @main.command("eval", epilog=EXIT_CODES_HELP)
