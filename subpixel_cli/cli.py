@@ -409,10 +409,14 @@ def train(quiet: bool, **options: Any) -> None:
 @click.option("--degrade", metavar="SPEC", default=None,
               help="Damage each LR after the downscale by fixed values, e.g. jpeg:75, h264:30, noise:5 "
                    "(seeded by file name: the same for everyone).")
+@click.option("--device", type=click.Choice(choices.DEVICES), default="cpu", show_default=True, help="Where the model runs.")
+@click.option("--precision", type=click.Choice(choices.EVAL_PRECISIONS), default="fp32", show_default=True,
+              help="What it runs in (fp32 on CUDA: IEEE, not TF32).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object on stdout.")
 @handle_errors
 def eval_command(datasets: tuple[str, ...], model_spec: str | None, bicubic: bool, scale: int | None,
-                 data_dir: Path | None, save_images: Path | None, degrade: str | None, as_json: bool) -> None:
+                 data_dir: Path | None, save_images: Path | None, degrade: str | None, device: str, precision: str,
+                 as_json: bool) -> None:
     """Benchmark a model (or --bicubic) on folders of HR images: PSNR and SSIM on Y.
 
     DATASET is a folder of HR images or a name found under --data-dir. The protocol is the
@@ -441,7 +445,7 @@ def eval_command(datasets: tuple[str, ...], model_spec: str | None, bicubic: boo
     assert scale is not None
     with eval_progress() as progress:
         result = evaluate_model(loaded, scale, datasets, data_dir=data_dir, save_dir=save_images, progress=progress,
-                                damage=damage)
+                                damage=damage, device=device, precision=precision)
     if as_json:
         emit_json(result.to_dict())
     else:
@@ -604,7 +608,7 @@ def bench(scale: int | None, model: str | None, device: str, precision: str, bat
     share = (f", {result.peak_share:.0%} of this machine's {result.precision} matmul peak ({result.peak_gflops:.0f} "
              f"{'GOP' if result.precision == 'int8' else 'GFLOP'}/s)") if result.peak_share else ""
     click.echo(f"{result.fps:.2f} frames/s ({1000 / result.fps:.1f} ms/frame) for {width}×{height} -> "
-               f"{width * result.scale}×{height * result.scale} in {result.precision}, {result.gflops:.1f} GFLOP/s{share}{threads}")
+               f"{width * result.scale}×{height * result.scale} in {result.math}, {result.gflops:.1f} GFLOP/s{share}{threads}")
     if steps:
         show_steps(steps)
 

@@ -34,6 +34,7 @@ name (``Set5``) looked up under ``data_dir``, then ``$SUBPIXEL_DATA`` (each also
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -47,7 +48,8 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 from subpixel_cli.color import rgb_to_y, rgb_to_ycbcr, ycbcr_to_rgb
-from subpixel_cli.errors import DataError, InputError, ModelError
+from subpixel_cli.choices import EVAL_PRECISIONS
+from subpixel_cli.errors import DataError, InputError, ModelError, UsageError
 from subpixel_cli.files import atomic_write, make_folder
 from subpixel_cli.hub import LoadedModel
 from subpixel_cli.data import DATA_ENV, mod_crop
@@ -56,6 +58,7 @@ from subpixel_cli.images import IMAGE_SUFFIXES, list_images, read_rgb8
 from subpixel_cli.metrics import SSIM_WINDOW, psnr, shave, y_channel, y_psnr_ssim
 from subpixel_cli.model import ESPCN
 from subpixel_cli.resize import imresize
+from subpixel_cli.runtime import PRECISIONS, exact_fp32, resolve_device
 
 SHEET_ROWS = 10  # images shown on a comparison sheet (the first ones by name)
 SHEET_CROP = 160  # side of the HR-pixel crop shown per image
@@ -113,6 +116,8 @@ class EvalResult:
     scale: int
     datasets: list[DatasetScore]
     degrade: str | None = None  # the damage done to the LR after the downscale (a fixed spec)
+    device: str | None = None  # where the model ran, and in what (None: where it was, as it was)
+    precision: str | None = None
 
     @property
     def failed(self) -> int:
@@ -130,6 +135,8 @@ class EvalResult:
             "scale": self.scale,
             "protocol": "matlab-bicubic-y",
             "degrade": self.degrade,
+            "device": self.device,
+            "precision": self.precision,
             "datasets": [
                 {
                     "name": d.name,
@@ -348,13 +355,20 @@ def evaluate_model(
     save_dir: str | Path | None = None,
     progress: Progress | None = None,
     damage: Degradation | None = None,
+    device: str | None = None,
+    precision: str | None = None,
 ) -> EvalResult:
     """Score ``model`` (``None``: bicubic alone) at ``scale`` on each dataset (see the module
     docstring for the protocol and for what ``save_dir`` receives); ``damage``: LR pictures
-    damaged as :func:`prepare_image` says."""
+    damaged as :func:`prepare_image` says. ``device`` (``auto``, ``cpu``, ``cuda``…) and
+    ``precision`` (``fp32``, ``fp16``, ``bf16``) run a copy of the model there and so (fp32 on
+    CUDA as IEEE fp32, not TF32); by default it runs where it is, as it is."""
     if not isinstance(scale, int) or scale < 2:
         raise ValueError(f"scale must be an integer ≥ 2, got {scale!r}")
     net, method = _as_net(model, scale)
+    where, dtype = _placement(device, precision)
+    if net is not None and where is not None:
+        net = copy.deepcopy(net).to(where, dtype)
     folders = [resolve_dataset(d, data_dir) for d in datasets]  # fail on a typo before any work
     out_root = make_folder(Path(save_dir)) if save_dir is not None else None
     was_training = net.training if net is not None else False
@@ -362,13 +376,26 @@ def evaluate_model(
         net.eval()
     try:
         scores, used = [], set()
-        for folder in folders:
-            name = _unique(folder.name, used)
-            scores.append(_evaluate_folder(net, scale, folder, name, out_root, progress, damage))
+        with exact_fp32(where or torch.device("cpu"), dtype == torch.float32):
+            for folder in folders:
+                name = _unique(folder.name, used)
+                scores.append(_evaluate_folder(net, scale, folder, name, out_root, progress, damage))
     finally:
         if net is not None:
             net.train(was_training)
-    return EvalResult(method=method, scale=scale, datasets=scores, degrade=str(damage) if damage else None)
+    return EvalResult(method=method, scale=scale, datasets=scores, degrade=str(damage) if damage else None,
+                      device=None if where is None else where.type, precision=None if where is None else precision)
+
+
+def _placement(device: str | None, precision: str | None) -> tuple[torch.device | None, torch.dtype]:
+    """Where and in what dtype to score (``None``: where the model is); an unavailable device or
+    a precision eval does not take is a :class:`~subpixel_cli.errors.UsageError`."""
+    if device is None and precision is None:
+        return None, torch.float32
+    precision = precision or "fp32"
+    if precision not in EVAL_PRECISIONS:
+        raise UsageError(f"--precision {precision}: eval runs the network in {', '.join(EVAL_PRECISIONS)}")
+    return resolve_device(device or "cpu"), PRECISIONS[precision]
 
 
 def _unique(name: str, used: set[str]) -> str:

@@ -32,7 +32,7 @@ from subpixel_cli.fused import FusedPath, Laps, chroma_filter
 from subpixel_cli.hub import LoadedModel
 from subpixel_cli.model import phase_shift, weights_sha256
 from subpixel_cli.resize import cubic
-from subpixel_cli.runtime import default_memory_budget, inference_precision, resolve_device, tune_for
+from subpixel_cli.runtime import default_memory_budget, exact_fp32, inference_precision, resolve_device, tune_for
 
 _MIN_RETRY_TILE = 32  # out-of-memory retries halve tiles down to this side
 
@@ -103,6 +103,15 @@ class Upscaler:
         """The chosen precision: the fused 8-bit path's dtype (see :attr:`precision`)."""
         return self.precision.fused
 
+    @property
+    def math(self) -> str:
+        """The arithmetic 8-bit pictures go through, in words: the fused path's
+        (:attr:`FusedPath.math <subpixel_cli.fused.FusedPath.math>`), else the module's dtype."""
+        if 3 in self._fused:
+            return self._fused[3].math
+        name = str(self.precision.module).removeprefix("torch.").replace("float", "fp")
+        return name + (" (IEEE, not TF32)" if name == "fp32" and self.device.type == "cuda" else "")
+
     def weights_sha256(self) -> str:
         """A hash of the weights this upscaler runs (names and values), e.g. to tell whether
         finished work came from the same model."""
@@ -153,6 +162,10 @@ class Upscaler:
 
     def sr_tensor(self, x: torch.Tensor) -> torch.Tensor:
         """Super-resolve ``x`` (N×1×H×W grey or N×3×H×W RGB, float in [0, 1]) without padding."""
+        with exact_fp32(self.device):  # what runs in fp32 on CUDA is fp32, not TF32
+            return self._sr_tensor(x)
+
+    def _sr_tensor(self, x: torch.Tensor) -> torch.Tensor:
         r = self.scale
         grey = x.shape[1] == 1
         if self.info.config.channels == 1:
@@ -219,7 +232,7 @@ class Upscaler:
         fused path other than the one for C channels, for a Y plane)."""
         peak = float(np.iinfo(colour.dtype).max)
         crop = self.pad * self.scale
-        with torch.inference_mode():
+        with torch.inference_mode(), exact_fp32(self.device):
             if colour.dtype == np.uint8 and (key or colour.shape[-1]) in self._fused:
                 n, h, w, c = colour.shape
                 shape = (n, (h - 2 * self.pad) * self.scale, (w - 2 * self.pad) * self.scale, c)
@@ -369,19 +382,26 @@ class Upscaler:
         n, h, w, _ = frames.shape
         per_pass = max(1, min(self.batch_size, plan.max_pixels // ((h + 2 * self.pad) * (w + 2 * self.pad))))
         pending: list[_Pending] = []
-        with torch.inference_mode():
-            for i in range(0, n, per_pass):
-                if lap:
-                    lap.start()
-                padded = _reflect_pad(frames[i : i + per_pass], self.pad, batch=True)
-                if lap:
-                    lap("pad")
-                if key is not None:
-                    pending.append(self._fused_pass(padded, out[i : i + per_pass], lap, key))
-                else:
-                    out[i : i + per_pass] = self._run_padded(padded, None)[0]
-            for p in pending:
-                self._finish(p)
+        with torch.inference_mode(), exact_fp32(self.device):
+            try:
+                for i in range(0, n, per_pass):
+                    if lap:
+                        lap.start()
+                    padded = _reflect_pad(frames[i : i + per_pass], self.pad, batch=True)
+                    if lap:
+                        lap("pad")
+                    if key is not None:
+                        pending.append(self._fused_pass(padded, out[i : i + per_pass], lap, key))
+                    else:
+                        out[i : i + per_pass] = self._run_padded(padded, None)[0]
+                while pending:
+                    self._finish(pending.pop(0))
+            finally:
+                # After an error part-way, the copies already queued still land in ``out``: wait
+                # for them before a retry (or the allocator) reuses those pinned pages.
+                for p in pending:
+                    if p.done is not None:
+                        p.done.synchronize()
 
     def _empty_output(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         """Page-locked on CUDA, so that results can be copied back asynchronously."""
