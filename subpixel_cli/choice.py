@@ -25,11 +25,11 @@ LOSSLESS_VIDEO_CODECS = frozenset({"ffv1", "huffyuv", "png", "rawvideo", "utvide
 
 # The example tables of the JPEG standard (ITU T.81, Annex K), in row order, which libjpeg
 # scales by the quality.
-_LUMA = np.array([
+LUMA_TABLE = np.array([
     16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
     14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
     49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99], dtype=np.float64)
-_CHROMA = np.array([
+CHROMA_TABLE = np.array([
     17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 24, 26, 56, 99, 99, 99, 99, 99,
     47, 66, 99, 99, 99, 99, 99, 99, *([99] * 32)], dtype=np.float64)
 
@@ -46,7 +46,7 @@ def quality_from_tables(tables: dict[int, list[int]]) -> int | None:
     mine = [np.asarray(tables[k], dtype=np.float64) for k in (0, 1) if k in tables and len(tables[k]) == 64]
     if not mine:
         return None
-    bases = (_LUMA, _CHROMA)[: len(mine)]
+    bases = (LUMA_TABLE, CHROMA_TABLE)[: len(mine)]
     errors = [sum(np.abs(np.log(t) - np.log(scaled_table(b, q))).sum() for t, b in zip(mine, bases))
               for q in range(1, 101)]
     return int(np.argmin(errors)) + 1
@@ -80,6 +80,24 @@ def pick_for_image(path: Path) -> Pick:
     if quality <= JPEG_REAL_AT_OR_BELOW:
         return Pick(True, f"JPEG quality ~{quality} (≤ {JPEG_REAL_AT_OR_BELOW})")
     return Pick(False, f"JPEG quality ~{quality} (> {JPEG_REAL_AT_OR_BELOW})")
+
+
+def pick_for_video_source(source: Path) -> Pick:
+    """:func:`pick_for_video` for a video file's first video stream, or :func:`pick_for_image`
+    for a folder of frames (its first image); the clean model where the source cannot be read
+    (the video command reports that itself)."""
+    if source.is_dir():
+        from subpixel_cli.images import list_images
+
+        frames = list_images(source)
+        return pick_for_image(frames[0]) if frames else Pick(False, "no frames")
+    import av
+
+    try:
+        with av.open(str(source)) as container:
+            return pick_for_video(container.streams.video[0].codec_context.name)
+    except (av.FFmpegError, IndexError, OSError):
+        return Pick(False, "unreadable")
 
 
 def pick_for_video(codec: str) -> Pick:

@@ -517,11 +517,20 @@ def video(source: Path, output: Path | None, scale: int | None, model: str | Non
     options = VideoOptions(codec=codec, crf=crf, start=parse_time(start), end=parse_time(end), fps=parse_rate(fps),
                            pix_fmt=pix_fmt, lossless=lossless, preset=preset)
     upscaler = _load_upscaler(model, scale, device, precision, tile, batch_size, max_memory, denoise)
+    pick = None
+    if model is None and denoise is None:  # the packaged model that fits the input (choice.py)
+        from subpixel_cli.choice import pick_for_video_source
+
+        pick = pick_for_video_source(source)
+        if pick.real and upscaler.info.twin:
+            upscaler = _load_upscaler(upscaler.info.twin, upscaler.scale, device, precision, tile, batch_size, max_memory)
     target = frames_dir or output or default_output(source, upscaler.scale)
     with sharding.joined() as group:
         show = not quiet and (group is None or group.main)  # under torchrun: rank 0's progress, for its own part
         if show and upscaler.notice:
             print_note(upscaler.notice)
+        if show and pick is not None:
+            err_console.print(f"{upscaler.info.name}: chosen for this input ({pick.reason}); --model overrides")
         with progress_bar(show, "{task.fields[rate]}") as progress:
             task = progress.add_task("frames", total=None, rate="")
             started = time.perf_counter()
@@ -535,7 +544,7 @@ def video(source: Path, output: Path | None, scale: int | None, model: str | Non
         if result is None:
             sys.exit(0)  # not rank 0: rank 0 reports the run and carries its exit code
     if as_json:
-        emit_json(result.as_dict())
+        emit_json({**result.as_dict(), "model": upscaler.info.name, "model_reason": pick.reason if pick else None})
     if show:
         for note in result.notes:
             print_note(note)
