@@ -230,6 +230,8 @@ def models(as_json: bool) -> None:
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=500, show_default=True, help="Steps between checkpoints.")
+@click.option("--val-every", type=click.IntRange(min=1), metavar="STEPS", help="Steps between validations (default: each epoch, or every few where epochs are under 100 steps).")
+@click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS", help="Stop after this much wall time: validate, save the model folder and checkpoint, exit 0 (--resume continues).")
 @click.option("--precision", type=click.Choice(choices.TRAIN_PRECISIONS), default="auto", show_default=True,
               help="auto: bf16 autocast on CPUs with bf16 arithmetic (AVX-512 BF16/AMX), fp16 AMP on CUDA, else fp32.")
 @click.option("--scale-aug", type=click.FloatRange(0.2, 1.0), default=1.0, show_default=True, metavar="MIN",
@@ -280,6 +282,9 @@ def train(quiet: bool, **options: Any) -> None:
         best = result.state.best_val_psnr
         err_console.print(f"{result.out}: {result.state.step} steps in {result.state.elapsed:.0f} s"
                           + (f", best val PSNR {best:.2f} dB" if best is not None else ""))
+    if result.stopped == "time limit" and int(os.environ.get("RANK", "0")) == 0:  # said even with --quiet
+        print_note(f"stopped at --time-limit {config.time_limit:g} s after {result.state.step} of "
+                   f"{result.info.training['total_steps']} steps; the model folder holds it, --resume continues")
 
 
 @main.command("eval", epilog=EXIT_CODES_HELP)
@@ -296,10 +301,14 @@ def train(quiet: bool, **options: Any) -> None:
 @click.option("--degrade", metavar="SPEC", default=None,
               help="Damage each LR after the downscale by fixed values, e.g. jpeg:75, h264:30, noise:5 "
                    "(seeded by file name: the same for everyone).")
+@click.option("--device", type=click.Choice(choices.DEVICES), default="cpu", show_default=True, help="Where the model runs.")
+@click.option("--precision", type=click.Choice(choices.EVAL_PRECISIONS), default="fp32", show_default=True,
+              help="What it runs in (fp32 on CUDA: IEEE, not TF32).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object on stdout.")
 @handle_errors
 def eval_command(datasets: tuple[str, ...], model_spec: str | None, bicubic: bool, scale: int | None,
-                 data_dir: Path | None, save_images: Path | None, degrade: str | None, as_json: bool) -> None:
+                 data_dir: Path | None, save_images: Path | None, degrade: str | None, device: str, precision: str,
+                 as_json: bool) -> None:
     """Benchmark a model (or --bicubic) on folders of HR images: PSNR and SSIM on Y.
 
     DATASET is a folder of HR images or a name found under --data-dir. The protocol is the
@@ -328,7 +337,7 @@ def eval_command(datasets: tuple[str, ...], model_spec: str | None, bicubic: boo
     assert scale is not None
     with eval_progress() as progress:
         result = evaluate_model(loaded, scale, datasets, data_dir=data_dir, save_dir=save_images, progress=progress,
-                                damage=damage)
+                                damage=damage, device=device, precision=precision)
     if as_json:
         emit_json(result.to_dict())
     else:

@@ -174,7 +174,7 @@ def show_throughput(result: "Throughput") -> None:
     share = (f", {result.peak_share:.0%} of this machine's {result.precision} matmul peak ({result.peak_gflops:.0f} "
              f"{'GOP' if result.precision == 'int8' else 'GFLOP'}/s)") if result.peak_share else ""
     click.echo(f"{result.fps:.2f} frames/s ({1000 / result.fps:.1f} ms/frame) for {w}×{h} -> "
-               f"{w * result.scale}×{h * result.scale} in {result.precision}, {result.gflops:.1f} GFLOP/s{share}{threads}")
+               f"{w * result.scale}×{h * result.scale} in {result.math}, {result.gflops:.1f} GFLOP/s{share}{threads}")
 
 
 def show_steps(steps_ms: dict[str, float]) -> None:

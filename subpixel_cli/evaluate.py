@@ -45,7 +45,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from subpixel_cli.color import rgb_to_y, rgb_to_ycbcr, ycbcr_to_rgb
-from subpixel_cli.errors import DataError, InputError, ModelError
+from subpixel_cli.choices import EVAL_PRECISIONS
+from subpixel_cli.errors import DataError, InputError, ModelError, UsageError
 from subpixel_cli.files import atomic_write, make_folder
 from subpixel_cli.hub import LoadedModel, ModelInfo
 from subpixel_cli.data import DATA_ENV, mod_crop
@@ -54,6 +55,7 @@ from subpixel_cli.images import IMAGE_SUFFIXES, list_images, read_rgb8
 from subpixel_cli.metrics import SSIM_WINDOW, psnr, shave, y_channel, y_psnr_ssim
 from subpixel_cli.model import ESPCN
 from subpixel_cli.resize import imresize
+from subpixel_cli.runtime import resolve_device
 from subpixel_cli.upscale import Upscaler
 
 SHEET_ROWS = 10  # images shown on a comparison sheet (the first ones by name)
@@ -112,6 +114,8 @@ class EvalResult:
     scale: int
     datasets: list[DatasetScore]
     degrade: str | None = None  # the damage done to the LR after the downscale (a fixed spec)
+    device: str | None = None  # where the model ran, and in what (None: where it was, as it was)
+    precision: str | None = None
 
     @property
     def failed(self) -> int:
@@ -129,6 +133,8 @@ class EvalResult:
             "scale": self.scale,
             "protocol": "matlab-bicubic-y",
             "degrade": self.degrade,
+            "device": self.device,
+            "precision": self.precision,
             "datasets": [
                 {
                     "name": d.name,
@@ -249,14 +255,15 @@ def _scores(output: np.ndarray, y_hr: np.ndarray, scale: int, ssim: bool) -> tup
     return psnr(shave(y, scale), shave(y_hr, scale), peak=255.0), math.nan
 
 
-def protocol_upscaler(model: LoadedModel | ESPCN) -> Upscaler:
+def protocol_upscaler(model: LoadedModel | ESPCN, device: str | None = None, precision: str | None = None) -> Upscaler:
     """The :class:`~subpixel_cli.upscale.Upscaler` the protocol runs ``model`` through, the one
     ``subpixel upscale`` uses: its border rule and its float path (the network's own output in
-    fp32, not the 8-bit folding), on the device the weights are on. Evaluation does not change
-    the model: the Upscaler runs a copy of its weights."""
+    fp32, not the 8-bit folding), on the device the weights are on unless ``device`` says another
+    (``precision``: fp32, fp16 or bf16; fp32 on CUDA is IEEE fp32, not TF32). Evaluation does not
+    change the model: the Upscaler runs a copy of its weights."""
     loaded = model if isinstance(model, LoadedModel) else LoadedModel(model, ModelInfo("model", model.config))
-    device = next(loaded.model.parameters()).device
-    return Upscaler(loaded, device=device, precision="fp32", fused=False)
+    where = resolve_device(device) if device is not None else next(loaded.model.parameters()).device
+    return Upscaler(loaded, device=where, precision=precision or "fp32", fused=False)
 
 
 def score_image(upscaler: Upscaler | None, image: ProtocolImage, ssim: bool = True) -> tuple[ImageScore, np.ndarray]:
@@ -323,13 +330,14 @@ def super_resolve(upscaler: Upscaler, lr: np.ndarray, bicubic: np.ndarray) -> tu
     return sr, y8.astype(np.float64)
 
 
-def _as_upscaler(model: LoadedModel | ESPCN | None, scale: int) -> tuple[Upscaler | None, str]:
+def _as_upscaler(model: LoadedModel | ESPCN | None, scale: int, device: str | None = None,
+                 precision: str | None = None) -> tuple[Upscaler | None, str]:
     if model is None:
         return None, "bicubic"
     net, name = (model.model, model.info.name) if isinstance(model, LoadedModel) else (model, "model")
     if net.config.scale != scale:
         raise ModelError(f"the model upscales ×{net.config.scale}, not ×{scale}")
-    return protocol_upscaler(model), name
+    return protocol_upscaler(model, device, precision), name
 
 
 def evaluate_model(
@@ -341,20 +349,31 @@ def evaluate_model(
     save_dir: str | Path | None = None,
     progress: Progress | None = None,
     damage: Degradation | None = None,
+    device: str | None = None,
+    precision: str | None = None,
 ) -> EvalResult:
     """Score ``model`` (``None``: bicubic alone) at ``scale`` on each dataset (see the module
     docstring for the protocol and for what ``save_dir`` receives); ``damage``: LR pictures
-    damaged as :func:`prepare_image` says."""
+    damaged as :func:`prepare_image` says. ``device`` (``auto``, ``cpu``, ``cuda``…) and
+    ``precision`` (``fp32``, ``fp16``, ``bf16``) run a copy of the model there and so (fp32 on
+    CUDA as IEEE fp32, not TF32); by default it runs where it is, as it is."""
     if not isinstance(scale, int) or scale < 2:
         raise ValueError(f"scale must be an integer ≥ 2, got {scale!r}")
-    upscaler, method = _as_upscaler(model, scale)
+    placed = device is not None or precision is not None
+    if placed:
+        precision = precision or "fp32"
+        if precision not in EVAL_PRECISIONS:
+            raise UsageError(f"--precision {precision}: eval runs the network in {', '.join(EVAL_PRECISIONS)}")
+    upscaler, method = _as_upscaler(model, scale, (device or "cpu") if placed else None, precision)
     folders = [resolve_dataset(d, data_dir) for d in datasets]  # fail on a typo before any work
     out_root = make_folder(Path(save_dir)) if save_dir is not None else None
     scores, used = [], set()
     for folder in folders:
         name = _unique(folder.name, used)
         scores.append(_evaluate_folder(upscaler, scale, folder, name, out_root, progress, damage))
-    return EvalResult(method=method, scale=scale, datasets=scores, degrade=str(damage) if damage else None)
+    where = None if not placed else (upscaler.device.type if upscaler is not None else resolve_device(device or "cpu").type)
+    return EvalResult(method=method, scale=scale, datasets=scores, degrade=str(damage) if damage else None,
+                      device=where, precision=precision if placed else None)
 
 
 def _unique(name: str, used: set[str]) -> str:

@@ -69,12 +69,13 @@ def bicubic_phases(r: int) -> torch.Tensor:
 
 
 # An activation as a oneDNN post-op: act(z) = α·op(γ·z) + β, with γ folded into this layer and
-# α, β into the next. tanh is 2·sigmoid(2z) − 1, because oneDNN's sigmoid costs much less than its
-# tanh on AVX2 (measured; see benchmarks/README.md).
+# α, β into the next. On the CPU in fp32, tanh is 2·sigmoid(2z) − 1, because oneDNN's sigmoid costs
+# much less than its tanh on AVX2 (measured; see benchmarks/README.md).
 _POST_OPS = {"tanh": ("sigmoid", 2.0, 2.0, -1.0), "relu": ("relu", 1.0, 1.0, 0.0)}
-# In bf16 the features themselves are rounded to 8 bits of mantissa, and tanh's values, centred
-# on 0, keep far more of them than sigmoid's, centred on ½: −0.11 dB on Set5 ×2 becomes −0.01.
-_BF16_POST_OPS = {**_POST_OPS, "tanh": ("tanh", 1.0, 1.0, 0.0)}
+# tanh itself: in bf16 (and fp16) the features are rounded to a few bits of mantissa, and tanh's
+# values, centred on 0, keep far more of them than sigmoid's, centred on ½ (−0.11 dB on Set5 ×2
+# becomes −0.01); on GPUs there is no oneDNN to favour sigmoid.
+_TANH_POST_OPS = {**_POST_OPS, "tanh": ("tanh", 1.0, 1.0, 0.0)}
 _ACTIVATIONS = {"sigmoid": torch.sigmoid_, "tanh": torch.tanh_, "relu": torch.relu_}  # off oneDNN
 
 
@@ -173,7 +174,8 @@ class FusedPath:
                 layers[2] = (gain * w3, gain * (b3 - Y_OFFSET) + half - self.centre)
         else:  # an RGB model on RGB; its channels are already in (i, j, c) order
             layers[0], layers[2] = (w1 / 255, b1), (255 * w3, 255 * b3 + half - self.centre)
-        post_ops = _BF16_POST_OPS if float_dtype == torch.bfloat16 or int8_in_c else _POST_OPS
+        plain_tanh = float_dtype == torch.bfloat16 or int8_in_c or device.type != "cpu"
+        post_ops = _TANH_POST_OPS if plain_tanh else _POST_OPS
         post_op, gamma, alpha, beta = post_ops[cfg.activation]
         for k in (1, 2):  # the next layer reads α·s + β instead of the activation
             w, b = layers[k]
@@ -182,9 +184,11 @@ class FusedPath:
             layers[k] = (gamma * layers[k][0], gamma * layers[k][1])
 
         self.scale, self.radius, self.post_op, self.dtype = r, cfg.receptive_radius, post_op, float_dtype
+        self.device_type = device.type
         # fp16, and bf16 off the CPU, keep the last layer in fp32: 8 bits of mantissa would round
-        # 0…255 to whole levels.
-        self.head_dtype = torch.float32 if dtype == torch.bfloat16 and not centred else float_dtype
+        # 0…255 to whole levels, fp16's 11 to eighths of one near 255.
+        wide_head = dtype == torch.float16 or (dtype == torch.bfloat16 and not centred)
+        self.head_dtype = torch.float32 if wide_head else float_dtype
         self.chroma_dtype = torch.float32 if centred else self.head_dtype  # the colours' own precision
         self.mkldnn = MKLDNN_CONV is not None and device.type == "cpu" and (
             float_dtype == torch.float32 or (float_dtype == torch.bfloat16 and native_bf16()))
@@ -216,6 +220,17 @@ class FusedPath:
         self.write_y = kernels.write_y if cfg.channels == 1 and in_channels == 1 and device.type == "cpu" else None
         self.taps = bicubic_phases(r).float() if self.write_rgb is not None else None
         self.chroma_planes = kernels.chroma_planes if self.write_rgb is not None else None
+
+    @property
+    def math(self) -> str:
+        """The arithmetic this path runs, in words (``subpixel bench`` reports it)."""
+        name = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+        text = f"int8 conv2 between {name[self.dtype]} layers" if self.int8 is not None else name[self.dtype]
+        if self.head_dtype != self.dtype:
+            text += ", last layer and chroma in fp32"
+        if self.device_type == "cuda" and torch.float32 in (self.dtype, self.head_dtype):
+            text += " (IEEE, not TF32)"
+        return text
 
     def _conv1_u8(self, cfg: Any, layer: tuple[torch.Tensor, torch.Tensor], to_y: Any) -> tuple[Any, ...] | None:
         """The int8 path's conv1 → tanh → levels as one C kernel (:attr:`Kernels.conv1_u8 <subpixel_cli.kernels.Kernels.conv1_u8>`) where

@@ -4,10 +4,12 @@ out-of-memory errors. Shared by inference (:mod:`subpixel_cli.upscale`, video) a
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import math
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -110,6 +112,31 @@ def inference_precision(name: str, device: torch.device, calibration: Calibratio
     module = torch.float32 if name in ("auto", "int8") and device.type == "cpu" else dtype
     precision = Precision(fused=dtype, module=module, checks_overflow=dtype == torch.float16)
     return replace(precision, notice=f"{notice}; using {precision.name}") if notice else precision
+
+
+@contextlib.contextmanager
+def exact_fp32(device: torch.device, enabled: bool = True) -> Iterator[None]:
+    """Within the block, fp32 convolutions and matrix products on CUDA are IEEE fp32: cuDNN's
+    default on Ampere and later GPUs is TF32 (10 bits of mantissa, as fp16), so ``fp32`` would
+    not be fp32. The previous settings come back when the block ends (they are process-wide: a
+    block is for one thread's work); elsewhere, or when not ``enabled``, nothing changes."""
+    if not enabled or device.type != "cuda":
+        yield
+        return
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    if hasattr(cudnn, "conv"):  # torch ≥ 2.9: per-operator settings (mixing in the old flags is an error there)
+        saved = cudnn.conv.fp32_precision, matmul.fp32_precision
+        cudnn.conv.fp32_precision = matmul.fp32_precision = "ieee"
+    else:
+        saved = cudnn.allow_tf32, matmul.allow_tf32
+        cudnn.allow_tf32 = matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        if hasattr(cudnn, "conv"):
+            cudnn.conv.fp32_precision, matmul.fp32_precision = saved
+        else:
+            cudnn.allow_tf32, matmul.allow_tf32 = saved
 
 
 def default_memory_budget(device: torch.device) -> int:

@@ -37,7 +37,7 @@ from subpixel_cli.hub import LoadedModel
 from subpixel_cli.model import ESPCNConfig, phase_shift, weights_sha256
 from subpixel_cli.resize import cubic
 from subpixel_cli.kernels import Kernels, default_kernels
-from subpixel_cli.runtime import default_memory_budget, inference_precision, resolve_device
+from subpixel_cli.runtime import default_memory_budget, exact_fp32, inference_precision, resolve_device
 
 _MIN_RETRY_TILE = 32  # out-of-memory retries halve tiles down to this side
 BORDER_MODE = "reflect"  # how pictures are mirrored at the network's border (see border())
@@ -113,6 +113,15 @@ class Upscaler:
         """The chosen precision: the fused 8-bit path's dtype (see :attr:`precision`)."""
         return self.precision.fused
 
+    @property
+    def math(self) -> str:
+        """The arithmetic 8-bit pictures go through, in words: the fused path's
+        (:attr:`FusedPath.math <subpixel_cli.fused.FusedPath.math>`), else the module's dtype."""
+        if 3 in self._fused:
+            return self._fused[3].math
+        name = str(self.precision.module).removeprefix("torch.").replace("float", "fp")
+        return name + (" (IEEE, not TF32)" if name == "fp32" and self.device.type == "cuda" else "")
+
     def weights_sha256(self) -> str:
         """A hash of the weights this upscaler runs (names and values), e.g. to tell whether
         finished work came from the same model."""
@@ -170,10 +179,11 @@ class Upscaler:
     def sr_tensor(self, x: torch.Tensor, luma: bool = False) -> torch.Tensor:
         """Super-resolve ``x`` (N×1×H×W grey or N×3×H×W RGB, float in [0, 1]; ``luma``: a Y
         model's Y plane) without padding: :func:`picture` in this upscaler's precision."""
-        return picture(self._network, x, self.info.config, self._chroma, luma)
+        with exact_fp32(self.device):  # what runs in fp32 on CUDA is fp32, not TF32
+            return picture(self._network, x, self.info.config, self._chroma, luma)
 
-    def _fused_pass(self, padded: np.ndarray, out: np.ndarray, lap: Laps | None = None,
-                    key: int | str | None = None) -> _Pending:
+    def fused_pass(self, padded: np.ndarray, out: np.ndarray, lap: Laps | None = None,
+                   key: int | str | None = None) -> Pending:
         """Upscale padded uint8 ``N×H×W×C`` into ``out`` through the fused path ``key`` (by
         default the one for C channels). On CUDA with a pinned ``out`` the copy back is left in
         flight on a side stream, so the caller can queue the next batch before it
@@ -186,7 +196,7 @@ class Upscaler:
         dst = torch.from_numpy(out)
         if self._copy_stream is None or not dst.is_pinned():
             self._write_pixels(fused, t, d, out, lap)
-            return _Pending(None, bad, padded, out, key)
+            return Pending(None, bad, padded, out, key)
         pixels = torch.empty(out.shape, dtype=torch.uint8, device=self.device)
         self._write_pixels(fused, t, d, pixels)
         self._copy_stream.wait_stream(torch.cuda.current_stream(self.device))
@@ -195,7 +205,7 @@ class Upscaler:
             pixels.record_stream(self._copy_stream)
             done = torch.cuda.Event()
             done.record()
-        return _Pending(done, bad, padded, out, key)
+        return Pending(done, bad, padded, out, key)
 
     def _write_pixels(self, fused: FusedPath, t: torch.Tensor, d: torch.Tensor | None,
                       out: np.ndarray | torch.Tensor, lap: Laps | None = None) -> None:
@@ -208,7 +218,7 @@ class Upscaler:
         fused.write(t, d, pixels, self.pad)
         torch.from_numpy(out).copy_(pixels)
 
-    def _finish(self, pending: _Pending) -> None:
+    def _finish(self, pending: Pending) -> None:
         """Wait for a batch's copy back; redo the batch in fp32 if reduced precision overflowed."""
         if pending.done is not None:
             pending.done.synchronize()
@@ -222,12 +232,12 @@ class Upscaler:
         fused path other than the one for C channels, for a Y plane)."""
         peak = _peak(colour.dtype)
         crop = self.pad * self.scale
-        with torch.inference_mode():
+        with torch.inference_mode(), exact_fp32(self.device):
             if colour.dtype == np.uint8 and (key or colour.shape[-1]) in self._fused:
                 n, h, w, c = colour.shape
                 shape = (n, (h - 2 * self.pad) * self.scale, (w - 2 * self.pad) * self.scale, c)
                 colour_out = np.empty(shape, np.uint8)
-                self._finish(self._fused_pass(colour, colour_out, key=key))
+                self._finish(self.fused_pass(colour, colour_out, key=key))
             else:
                 x = _to_tensor(colour, self.device) / peak
                 sr = self.sr_tensor(x, luma=key == "y")
@@ -382,20 +392,27 @@ class Upscaler:
         through the fused path ``key``, or the float path where it is ``None``."""
         n, h, w, _ = frames.shape
         per_pass = max(1, min(self.batch_size, plan.max_pixels // ((h + 2 * self.pad) * (w + 2 * self.pad))))
-        pending: list[_Pending] = []
-        with torch.inference_mode():
-            for i in range(0, n, per_pass):
-                if lap:
-                    lap.start()
-                padded = mirror(frames[i : i + per_pass], self.pad, batch=True)
-                if lap:
-                    lap("pad")
-                if key is not None:
-                    pending.append(self._fused_pass(padded, out[i : i + per_pass], lap, key))
-                else:
-                    out[i : i + per_pass] = self._run_padded(padded, None)[0]
-            for p in pending:
-                self._finish(p)
+        pending: list[Pending] = []
+        with torch.inference_mode(), exact_fp32(self.device):
+            try:
+                for i in range(0, n, per_pass):
+                    if lap:
+                        lap.start()
+                    padded = mirror(frames[i : i + per_pass], self.pad, batch=True)
+                    if lap:
+                        lap("pad")
+                    if key is not None:
+                        pending.append(self.fused_pass(padded, out[i : i + per_pass], lap, key))
+                    else:
+                        out[i : i + per_pass] = self._run_padded(padded, None)[0]
+                while pending:
+                    self._finish(pending.pop(0))
+            finally:
+                # After an error part-way, the copies already queued still land in ``out``: wait
+                # for them before a retry (or the allocator) reuses those pinned pages.
+                for p in pending:
+                    if p.done is not None:
+                        p.done.synchronize()
 
     def _empty_output(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         """Page-locked on CUDA, so that results can be copied back asynchronously."""
@@ -405,7 +422,7 @@ class Upscaler:
 
 
 @dataclass
-class _Pending:
+class Pending:
     """A fused batch whose copy back may still be in flight (``done``), with what a redo needs."""
 
     done: Any  # torch.cuda.Event | None

@@ -264,6 +264,35 @@ def test_cli_usage_errors_exit_2(args: list[str], message: str) -> None:
     assert code == 2 and message in err and out == ""
 
 
+def test_cli_eval_runs_on_the_device_and_in_the_precision_asked(dataset: Path, model_dir: Path) -> None:
+    code, out, _ = _run("eval", "--model", str(model_dir), str(dataset), "--device", "cpu", "--json")
+    assert code == 0
+    fp32 = json.loads(out)
+    assert fp32["device"] == "cpu" and fp32["precision"] == "fp32"
+    code, out, _ = _run("eval", "--model", str(model_dir), str(dataset), "--device", "cpu", "--precision", "bf16", "--json")
+    assert code == 0
+    bf16 = json.loads(out)
+    assert bf16["precision"] == "bf16"
+    assert abs(bf16["datasets"][0]["mean"]["psnr"] - fp32["datasets"][0]["mean"]["psnr"]) < 0.5
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cli_eval_on_cuda_without_a_gpu_is_a_one_line_usage_error(dataset: Path, model_dir: Path) -> None:
+    code, out, err = _run("eval", "--model", str(model_dir), str(dataset), "--device", "cuda")
+    assert code == 2 and out == ""
+    assert err.strip().count("\n") == 0 and "--device cuda" in err and "--device cpu" in err
+
+
+def test_evaluate_model_runs_a_copy_and_leaves_the_model_where_it_was(dataset: Path, model_dir: Path) -> None:
+    from subpixel_cli.registry import load_model
+
+    loaded = load_model(str(model_dir))
+    result = evaluate_model(loaded, 2, [dataset], device="cpu", precision="bf16")
+    assert (result.device, result.precision) == ("cpu", "bf16")
+    assert next(loaded.model.parameters()).dtype == torch.float32
+    assert evaluate_model(loaded, 2, [dataset]).device is None  # by default: where it is, as it is
+
+
 def test_cli_wrong_scale_for_model_exits_2(dataset: Path, model_dir: Path) -> None:
     code, _, err = _run("eval", "--model", str(model_dir), "-x", "3", str(dataset))
     assert code == 2 and "×2" in err
