@@ -6,6 +6,7 @@ damaged LR pictures and on H.264 video (issue 21).
     python benchmarks/real_world.py --scales 4 --no-video
     python benchmarks/real_world.py --real '~/.cache/subpixel-runs/real-x{scale}'   # a run folder
     python benchmarks/real_world.py --picture docs/real_world_jpeg75.png           # the README picture
+    python benchmarks/real_world.py --sweep        # --denoise 0…1 on JPEG 75, and clean vs real by JPEG quality
 
 Images: Set14 and BSD100 (``../shared/data/benchmarks``), the protocol of ``subpixel eval``, the
 LR damaged after the downscale by a fixed spec (``subpixel eval --degrade SPEC`` gives the same
@@ -185,6 +186,41 @@ def video_table(real_spec: str, python: Path | None, limit: int) -> dict:
     return out
 
 
+# --- sweeps: --denoise, and the JPEG quality where the real-world model starts to win -----------
+
+
+SWEEP_STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
+SWEEP_QUALITIES = (80, 85, 90, 95)
+
+
+def _mean_psnr(loaded, scale: int, spec: str) -> float:
+    from subpixel_cli.degradations import Degradation
+    from subpixel_cli.evaluate import evaluate_model
+
+    result = evaluate_model(loaded, scale, ["Set14", "BSD100"], data_dir=DATA / "benchmarks",
+                            damage=Degradation.parse(spec))
+    return float(np.mean([d.psnr for d in result.datasets]))
+
+
+def sweeps(scales: list[int]) -> dict:
+    """Mean Y-PSNR (Set14, BSD100) on JPEG 75 for each ``--denoise`` strength, and of the clean
+    and real-world models at each JPEG quality of :data:`SWEEP_QUALITIES` (choice.py's rule)."""
+    from subpixel_cli.registry import load_denoise, load_model
+
+    out: dict = {}
+    for scale in scales:
+        out[f"x{scale} denoise on jpeg:75"] = row = {}
+        for strength in SWEEP_STRENGTHS:
+            row[f"{strength:g}"] = _mean_psnr(load_denoise(None, scale, strength), scale, "jpeg:75")
+        log(f"x{scale} --denoise on jpeg:75: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()))
+        clean, real = load_model(f"espcn-x{scale}"), load_model(f"espcn-x{scale}-real")
+        out[f"x{scale} by quality"] = row = {}
+        for q in SWEEP_QUALITIES:
+            row[str(q)] = {"clean": _mean_psnr(clean, scale, f"jpeg:{q}"), "real": _mean_psnr(real, scale, f"jpeg:{q}")}
+            log(f"x{scale} jpeg:{q}: clean {row[str(q)]['clean']:.3f}, real {row[str(q)]['real']:.3f}")
+    return out
+
+
 # --- the README picture -------------------------------------------------------------------------
 
 
@@ -240,6 +276,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=120, help="video frames used (from the start of the clip)")
     parser.add_argument("--picture", type=Path, help="write the README comparison picture here and stop")
     parser.add_argument("--picture-scale", type=int, default=2)
+    parser.add_argument("--sweep", action="store_true", help="the --denoise and JPEG-quality sweeps, then stop")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
     import torch
@@ -249,6 +286,12 @@ def main() -> None:
     tune_for(torch.device("cpu"))  # what the command line does once: threads and the heap
     if args.picture:
         comparison_picture(args.picture, args.real, args.picture_scale)
+        return
+    if args.sweep:
+        results = sweeps(args.scales)
+        print(json.dumps(results, indent=1))
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1))
         return
     python = None if args.no_opencv else peer_python()
     results = image_table(args.scales, args.real, python)
