@@ -18,8 +18,10 @@ from PIL import Image, UnidentifiedImageError
 
 # JPEGs of this estimated quality or lower take the real-world model (README.md, "Which model").
 JPEG_REAL_AT_OR_BELOW = 90
-# Video in a lossy codec takes the real-world model (README.md, "Which model"): at the CRFs web
-# and phone video are made with, it scored higher than the clean model.
+# Video in a lossy codec at fewer bits per pixel than this takes the real-world model (README.md,
+# "Which model"): x264 at CRF 23 spent 0.058 bits a pixel on the test clip ×2 down and the clean
+# model scored higher, at CRF 30 0.028 and the real-world one did; they cross near CRF 27, 0.037.
+VIDEO_REAL_BELOW_BPP = 0.037
 LOSSLESS_VIDEO_CODECS = frozenset({"ffv1", "huffyuv", "png", "rawvideo", "utvideo", "qtrle", "ffvhuff", "v210", "r210",
                                    "prores"})
 
@@ -83,9 +85,10 @@ def pick_for_image(path: Path) -> Pick:
 
 
 def pick_for_video_source(source: Path) -> Pick:
-    """:func:`pick_for_video` for a video file's first video stream, or :func:`pick_for_image`
-    for a folder of frames (its first image); the clean model where the source cannot be read
-    (the video command reports that itself)."""
+    """:func:`pick_for_video` for a video file's first video stream (its codec, and its bits per
+    pixel from the stream's or the file's bit rate), or :func:`pick_for_image` for a folder of
+    frames (its first image); the clean model where the source cannot be read (the video command
+    reports that itself)."""
     if source.is_dir():
         from subpixel_cli.images import list_images
 
@@ -95,14 +98,23 @@ def pick_for_video_source(source: Path) -> Pick:
 
     try:
         with av.open(str(source)) as container:
-            return pick_for_video(container.streams.video[0].codec_context.name)
-    except (av.FFmpegError, IndexError, OSError):
+            stream = container.streams.video[0]
+            rate = stream.bit_rate or container.bit_rate
+            fps = float(stream.average_rate or 0)
+            bpp = rate / (stream.width * stream.height * fps) if rate and fps and stream.width and stream.height else None
+            return pick_for_video(stream.codec_context.name, bpp)
+    except (av.FFmpegError, IndexError, OSError, ZeroDivisionError):
         return Pick(False, "unreadable")
 
 
-def pick_for_video(codec: str) -> Pick:
-    """The real-world model for video in a lossy codec (H.264, HEVC, VP9, AV1, MPEG-4 …), the
-    clean one for lossless codecs."""
+def pick_for_video(codec: str, bits_per_pixel: float | None = None) -> Pick:
+    """The real-world model for video in a lossy codec (H.264, HEVC, VP9, AV1, MPEG-4 …) coded
+    with fewer than :data:`VIDEO_REAL_BELOW_BPP` bits a pixel; the clean one for lossless codecs,
+    richer streams, and streams whose bit rate is unknown."""
     if codec.lower() in LOSSLESS_VIDEO_CODECS:
         return Pick(False, f"{codec}: lossless")
-    return Pick(True, f"{codec}: lossy video")
+    if bits_per_pixel is None:
+        return Pick(False, f"{codec}: bit rate unknown")
+    if bits_per_pixel < VIDEO_REAL_BELOW_BPP:
+        return Pick(True, f"{codec} at {bits_per_pixel:.3f} bits/pixel (< {VIDEO_REAL_BELOW_BPP})")
+    return Pick(False, f"{codec} at {bits_per_pixel:.3f} bits/pixel (≥ {VIDEO_REAL_BELOW_BPP})")

@@ -71,7 +71,9 @@ def test_the_pick_follows_the_measured_threshold(tmp_path: Path) -> None:
     high.write_bytes(_jpeg_bytes(min(100, choice.JPEG_REAL_AT_OR_BELOW + 5)))
     assert choice.pick_for_image(low).real and "JPEG quality" in choice.pick_for_image(low).reason
     assert not choice.pick_for_image(high).real
-    assert choice.pick_for_video("h264").real and not choice.pick_for_video("ffv1").real
+    rule = choice.VIDEO_REAL_BELOW_BPP
+    assert choice.pick_for_video("h264", rule / 2).real and not choice.pick_for_video("h264", rule * 2).real
+    assert not choice.pick_for_video("h264", None).real and not choice.pick_for_video("ffv1", rule / 2).real
 
 
 # --- the blend of twins -------------------------------------------------------------------------
@@ -156,19 +158,46 @@ def test_without_a_model_each_input_gets_the_model_that_fits_it(tmp_path: Path) 
     assert json.loads(named.stdout)["model"] == "espcn-x2" and json.loads(named.stdout)["model_reason"] is None
 
 
+def _clip(path: Path, crf: int, frames: int = 25) -> Path:
+    """A one-second H.264 clip of a smooth picture panning by a pixel a frame, at ``crf``."""
+    import av
+
+    picture = cv2.GaussianBlur(random_image(128, 160 + frames), (0, 0), 3)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 160, 128, "yuv420p"
+        stream.options = {"crf": str(crf)}
+        for k in range(frames):
+            frame = np.ascontiguousarray(picture[:, k : k + 160])
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        out.mux(stream.encode())
+    return path
+
+
+def test_video_takes_the_real_world_model_below_the_measured_bit_rate(tmp_path: Path) -> None:
+    starved, rich = choice.pick_for_video_source(_clip(tmp_path / "a.mp4", 51)), choice.pick_for_video_source(
+        _clip(tmp_path / "b.mp4", 5))
+    assert starved.real and "bits/pixel" in starved.reason
+    assert not rich.real and "bits/pixel" in rich.reason
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    Image.fromarray(random_image(16, 16)).save(frames / "0001.png")
+    assert not choice.pick_for_video_source(frames).real
+    (tmp_path / "junk.mp4").write_bytes(b"not a video")
+    assert choice.pick_for_video_source(tmp_path / "junk.mp4") == choice.Pick(False, "unreadable")
+
+
 @pytest.mark.skipif("espcn-x2-real" not in packaged_models(), reason="no packaged real-world model")
 @pytest.mark.parametrize("precision", ["auto", "fp32", "int8"])
-def test_video_in_a_lossy_codec_takes_the_real_world_model(tmp_path: Path, precision: str) -> None:
-    from test_video import make_video
-
-    clip = make_video(tmp_path / "clip.mp4", n_frames=6, audio_seconds=None)
+def test_video_coded_with_few_bits_takes_the_real_world_model(tmp_path: Path, precision: str) -> None:
+    clip = _clip(tmp_path / "clip.mp4", 51)
     out = tmp_path / "big.mp4"
     result = CliRunner().invoke(main, ["video", str(clip), "-x", "2", "-o", str(out), "--precision", precision,
                                        "--tile", "24", "--json"], catch_exceptions=False)
     assert result.exit_code == 0
     record = json.loads(result.stdout)
-    assert record["model"] == "espcn-x2-real" and record["model_reason"] == "h264: lossy video"
-    assert record["frames"] == 6 and out.is_file()
+    assert record["model"] == "espcn-x2-real" and record["model_reason"].startswith("h264 at ")
+    assert record["frames"] == 25 and out.is_file()
     if precision == "int8":  # the real-world model ships its own calibration
         assert "calibration" not in result.output
     named = CliRunner().invoke(main, ["video", str(clip), "--model", "espcn-x2", "-o", str(tmp_path / "named.mp4"),
