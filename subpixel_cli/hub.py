@@ -103,6 +103,7 @@ class LoadedModel:
     model: ESPCN
     info: ModelInfo
     calibration: Any = None  # the int8 path's, from the model folder (subpixel_cli.quantize.Calibration)
+    notes: list[str] = field(default_factory=list)  # what loading left out, for the user (a calibration not used)
 
 
 def save_model(folder: str | Path, model: ESPCN, info: ModelInfo, card: str | None = None) -> Path:
@@ -214,6 +215,10 @@ def load_from_files(weights: Path, config_path: Path | None, source: str) -> Loa
     wrong = [f"{k} {got[k]} != {expected[k]}" for k in expected if got[k] != expected[k]]
     if wrong:
         raise ModelError(f"{source}: tensor shapes do not match the config ({'; '.join(wrong)})")
+    broken = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise ModelError(f"{source}: weights are not finite (NaN or infinity in {', '.join(sorted(broken))}): "
+                         "the file is damaged, or the training that made it diverged")
     model = ESPCN(info.config)  # only now: a config is not trusted to say how much memory to take
     model.load_state_dict({k: v.float() for k, v in tensors.items()})
     return LoadedModel(model.eval(), info)
@@ -238,10 +243,11 @@ def load_folder(folder: Path, source: str | None = None) -> LoadedModel:
         pickles = [p.name for p in folder.glob("*") if p.suffix in PICKLE_SUFFIXES]
         hint = f" (found {', '.join(pickles)}: pickled checkpoints are not loaded)" if pickles else ""
         raise ModelError(f"{source}: no {WEIGHTS_NAME} in this folder{hint}")
-    from subpixel_cli.quantize import load_calibration
+    from subpixel_cli.quantize import read_calibration
 
     loaded = load_from_files(weights, folder / CONFIG_NAME, source)
-    loaded.calibration = load_calibration(folder, loaded.model)
+    loaded.calibration, dropped = read_calibration(folder, loaded.model)
+    loaded.notes += [dropped] if dropped else []
     return loaded
 
 

@@ -84,7 +84,7 @@ class Upscaler:
         self.device = resolve_device(device)
         self.calibration = calibration if calibration is not None else loaded.calibration
         self.precision = inference_precision(precision, self.device, self.calibration)
-        self.notice = self.precision.notice
+        self.notice = "; ".join([*loaded.notes, *filter(None, [self.precision.notice])]) or None
         self.batch_size = batch_size
         self.pad = loaded.info.config.receptive_radius + 2  # + the bicubic kernel's reach
         tune_for(self.device)

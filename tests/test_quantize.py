@@ -193,6 +193,25 @@ def test_a_calibration_for_other_weights_or_sizes_is_not_used(tmp_path):
     assert load_calibration(tmp_path, net) is None
 
 
+def test_a_calibration_that_is_not_used_is_said_once(tmp_path, model_folder):
+    """A stale calibration (made for other weights) was dropped silently (issue 22.2)."""
+    import shutil
+
+    from subpixel_cli.quantize import save_calibration
+
+    folder = tmp_path / "model"
+    shutil.copytree(model_folder(2, 1), folder)
+    source = tmp_path / "in.png"
+    Image.fromarray(random_image(40, 40, 3)).save(source)
+    save_calibration(folder, calibrate(make_model(2, 1, seed=1), [source]))
+    assert any("other weights" in note for note in load_model(str(folder)).notes)
+    result = cli("upscale", source, "-o", tmp_path / "out.png", "--model", folder)
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.stderr.splitlines() if CALIBRATION_NAME in line]
+    assert len(notes) == 1 and notes[0].startswith("note:") and "other weights" in notes[0]
+    assert (tmp_path / "out.png").is_file()
+
+
 @needs_int8
 def test_bench_reports_the_precision_steps_and_peak_share(model_folder, tmp_path):
     result = cli("bench", "--model", model_folder(2, 1), "--size", "40x30", "--seconds", "0.2", "--profile", "--json")
