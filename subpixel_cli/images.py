@@ -112,6 +112,8 @@ def read_image(path: str | Path) -> Picture:
             warnings.simplefilter("ignore", UserWarning)  # Pillow's notes on damaged metadata: not for users' stderr
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
+                if img.format == "PNG":
+                    _check_png_data(path)
                 frames = getattr(img, "n_frames", 1)
                 img.seek(0)
                 img.load()
@@ -136,6 +138,49 @@ def read_image(path: str | Path) -> Picture:
         # without its dimensions), and Pillow's own open() treats them as "not this format"
         raise InputError(f"{path}: corrupt or truncated image ({_one_line(exc)})") from None
     return picture
+
+
+# PNG: channels of each colour type, and Adam7's passes (first row, first column, row step, column step).
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+_ADAM7 = ((0, 0, 8, 8), (0, 4, 8, 8), (4, 0, 8, 4), (0, 2, 4, 4), (2, 0, 4, 2), (0, 1, 2, 2), (1, 0, 2, 1))
+
+
+def _check_png_data(path: Path) -> None:
+    """Raise ``ValueError`` when a PNG's image data holds fewer bytes than its header needs.
+    Pillow decodes such a file without a word (the rows that are missing come out black), where
+    libpng says "Not enough image data"; the data is inflated here, in pieces, before Pillow
+    allocates the picture."""
+    with open(path, "rb") as f:
+        head = f.read(33)
+        if len(head) < 33 or head[12:16] != b"IHDR":
+            return  # Pillow's own checks speak for such a file
+        width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", head[16:29])
+        bits = depth * _PNG_CHANNELS.get(colour, 1)
+        passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
+        needed = 0
+        for row, column, row_step, column_step in passes:
+            rows, columns = -(-max(height - row, 0) // row_step), -(-max(width - column, 0) // column_step)
+            needed += rows * (1 + (columns * bits + 7) // 8) if rows and columns else 0
+        inflate, got = zlib.decompressobj(), 0
+        while got < needed and not inflate.eof:
+            size_and_kind = f.read(8)
+            if len(size_and_kind) < 8:
+                break
+            size, kind = struct.unpack(">I4s", size_and_kind)
+            if kind == b"IEND":
+                break
+            if kind != b"IDAT":
+                f.seek(size + 4, 1)
+                continue
+            data = f.read(size)
+            f.seek(4, 1)
+            while got < needed:  # output in pieces: a little data may inflate to a lot
+                piece = inflate.decompress(data, 1 << 20)
+                got, data = got + len(piece), inflate.unconsumed_tail
+                if not piece and not data:
+                    break
+    if got < needed:
+        raise ValueError(f"not enough image data: {got:,} of the {needed:,} bytes its {width}×{height} header needs")
 
 
 def _from_pil(img: Image.Image) -> Picture:
