@@ -27,7 +27,8 @@ try:  # Intel's ISA-L deflate: a standard zlib stream, ~4× faster than zlib at 
 except ImportError:  # not installed (platforms without its wheels): plain zlib
     fast_zlib = None
 
-FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "tiff": "TIFF", "tif": "TIFF"}
+FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "tiff": "TIFF", "tif": "TIFF", "bmp": "BMP"}
+NO_ALPHA_FORMATS = {"JPEG", "BMP"}  # BMP: Pillow writes a 32-bit one but reads its alpha back as nothing
 SIXTEEN_BIT_FORMATS = {"PNG", "TIFF"}
 # The one list of picture suffixes: inputs of upscale, evaluation datasets, training folders and
 # folders of video frames.
@@ -283,13 +284,13 @@ def output_format(path: Path, requested: str | None) -> str:
     """The Pillow format name for ``path`` (from ``--format`` or the suffix)."""
     key = (requested or path.suffix.lstrip(".") or "png").lower()
     if key not in FORMATS:
-        raise OutputError(f"{path}: cannot write {key!r} images (use one of png, jpg, webp, tiff)")
+        raise OutputError(f"{path}: cannot write {key!r} images (use one of png, jpg, webp, tiff, bmp)")
     return FORMATS[key]
 
 
 # The largest side each format's encoder takes (PNG's is 2³¹ − 1), and classic TIFF's 4 GiB.
-_MAX_SIDE = {"JPEG": 65_500, "WEBP": 16_383, "PNG": 2**31 - 1, "TIFF": 2**32 - 1}
-_MAX_TIFF_BYTES = 2**32 - 2**20  # headroom for tags and strip offsets
+_MAX_SIDE = {"JPEG": 65_500, "WEBP": 16_383, "PNG": 2**31 - 1, "TIFF": 2**32 - 1, "BMP": 2**31 - 1}
+_MAX_TIFF_BYTES = 2**32 - 2**20  # headroom for tags and strip offsets (and BMP's 32-bit file size)
 
 
 def check_output_size(path: Path, fmt: str, width: int, height: int, channels: int, bytes_per_sample: int) -> None:
@@ -301,6 +302,8 @@ def check_output_size(path: Path, fmt: str, width: int, height: int, channels: i
                           f"(at most {side:,} pixels a side); write png or tiff instead")
     if fmt == "TIFF" and width * height * channels * bytes_per_sample > _MAX_TIFF_BYTES:
         raise OutputError(f"{path}: a {width}×{height} output is over TIFF's 4 GiB limit; write png instead")
+    if fmt == "BMP" and width * height * channels > _MAX_TIFF_BYTES:
+        raise OutputError(f"{path}: a {width}×{height} output is over BMP's 4 GiB limit; write png instead")
 
 
 def write_image(path: str | Path, picture: Picture, fmt: str | None = None, quality: int = 95, force: bool = False) -> None:
@@ -312,8 +315,8 @@ def write_image(path: str | Path, picture: Picture, fmt: str | None = None, qual
 
 
 def _encode(f: BinaryIO, picture: Picture, fmt: str, quality: int) -> None:
-    if fmt == "JPEG" and picture.alpha is not None:
-        raise OutputError("JPEG has no alpha channel; write png, webp or tiff to keep transparency")
+    if fmt in NO_ALPHA_FORMATS and picture.alpha is not None:
+        raise OutputError(f"{fmt} keeps no alpha channel; write png, webp or tiff to keep transparency")
     if fmt == "PNG":
         writer = PngWriter(f, picture.width, picture.height, picture, compress_level=png_level(picture))
         writer.write_rows(picture.pixels, picture.alpha)

@@ -133,10 +133,11 @@ def _pair(inputs: list[str], plan: OutputPlan, recursive: bool) -> list[Job]:
     if not found:
         raise UsageError(f"no images found in {', '.join(inputs)}")
     out = plan.output
-    to_file = out is not None and not out.is_dir() and out.suffix.lower().lstrip(".") in FORMATS
+    to_file = out is not None and not out.is_dir() and is_image_name(out)
     if to_file and (len(found) > 1 or found[0][1] is not None):
         raise UsageError(f"-o {out}: one output file for several inputs; give a folder instead")
     if to_file:
+        _check_file_format(out, plan.fmt)
         return [Job(found[0][0], out)]
     ext = "jpg" if plan.fmt == "jpeg" else (plan.fmt or "png")
     jobs = []
@@ -150,6 +151,16 @@ def _pair(inputs: list[str], plan: OutputPlan, recursive: bool) -> list[Job]:
             target = out / name
         jobs.append(Job(source, target))
     return jobs
+
+
+def _check_file_format(out: Path, fmt: str | None) -> None:
+    """``-o FILE``: its suffix names a format this writes, and ``--format``, if given, agrees."""
+    suffix = out.suffix.lower().lstrip(".")
+    if suffix not in FORMATS:
+        raise UsageError(f"-o {out}: cannot write .{suffix} pictures; name the file .png, .jpg, .webp, .tiff or .bmp")
+    if fmt is not None and FORMATS[fmt] != FORMATS[suffix]:
+        raise UsageError(f"-o {out} names a {FORMATS[suffix]} file but --format {fmt} asks for {FORMATS[fmt]}; "
+                         "drop --format, or give a matching name")
 
 
 @dataclass

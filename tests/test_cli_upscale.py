@@ -101,6 +101,33 @@ def test_one_file_to_a_named_output_and_globs(tmp_path, model_folder):
     assert result.exit_code == 2 and "one output file for several inputs" in result.stderr
 
 
+def test_one_output_file_takes_its_format_from_its_suffix(tmp_path, model_folder):
+    """-o x.bmp made a folder x.bmp/; -o y.jpg --format png wrote PNG bytes into y.jpg (issue 22.7)."""
+    save(tmp_path / "a.png")
+    save(tmp_path / "grey.png", mode="L")
+    model = model_folder(2, 1)
+    for source, name in (("a.png", "x.bmp"), ("grey.png", "g.BMP")):
+        result = run("upscale", tmp_path / source, "-o", tmp_path / name, "--model", model)
+        assert result.exit_code == 0, result.output
+        with Image.open(tmp_path / name) as out:
+            assert out.format == "BMP" and out.size == (40, 32) and out.mode == ("L" if source == "grey.png" else "RGB")
+    result = run("upscale", tmp_path / "a.png", "-o", tmp_path / "y.jpg", "--format", "png", "--model", model)
+    assert result.exit_code == 2 and "--format png" in result.stderr and "y.jpg" in result.stderr
+    assert not (tmp_path / "y.jpg").exists()
+    result = run("upscale", tmp_path / "a.png", "-o", tmp_path / "y.jpg", "--format", "jpg", "--model", model)
+    assert result.exit_code == 0 and Image.open(tmp_path / "y.jpg").format == "JPEG"
+    result = run("upscale", tmp_path / "a.png", "-o", tmp_path / "z.gif", "--model", model)
+    assert result.exit_code == 2 and "z.gif" in result.stderr and not (tmp_path / "z.gif").exists()
+    result = run("upscale", tmp_path / "a.png", "-o", tmp_path / "out", "--format", "bmp", "--model", model)
+    assert result.exit_code == 0 and Image.open(tmp_path / "out" / "a_x2.bmp").format == "BMP"
+
+
+def test_a_bmp_output_of_a_picture_with_alpha_fails_that_file(tmp_path, model_folder):
+    save(tmp_path / "alpha.png", mode="RGBA")
+    result = run("upscale", tmp_path / "alpha.png", "-o", tmp_path / "x.bmp", "--model", model_folder(2, 1), "--json")
+    assert result.exit_code == 1 and "alpha" in records(result)[0]["message"] and not (tmp_path / "x.bmp").exists()
+
+
 @pytest.mark.parametrize("mode,expected", [("L", "L"), ("RGBA", "RGBA"), ("LA", "LA"), ("P", "RGB"), ("RGB", "RGB")])
 def test_every_image_mode_keeps_its_layout(tmp_path, model_folder, mode, expected):
     source = save(tmp_path / "in.png", mode=mode)
