@@ -19,7 +19,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from subpixel_cli.errors import EXIT_FAILED, EXIT_OK, SubpixelError, UsageError
+from subpixel_cli.errors import EXIT_FAILED, EXIT_OK, OutputExists, SubpixelError, UsageError
 from subpixel_cli.images import (
     FORMATS,
     is_image_name,
@@ -347,7 +347,12 @@ class Runner:
                             time.perf_counter() - item.started, frames=p.frames))
 
     def _fail(self, job: Job, started: float, exc: BaseException) -> None:
-        """Record ``exc`` as this file's failure; the batch goes on."""
+        """Record ``exc`` as this file's failure (an output that appeared meanwhile: skipped); the
+        batch goes on."""
+        if isinstance(exc, OutputExists):  # another run wrote it meanwhile: as good as done
+            self._record(Result(job.source, job.target, "skipped", "output appeared while this run made it "
+                                "(another run wrote it?); left as it is", seconds=time.perf_counter() - started))
+            return
         tile = self.upscaler.plan.tile
         if isinstance(exc, _OutOfMemory):
             exc, tile = exc.error, exc.tile

@@ -128,6 +128,35 @@ def test_a_bmp_output_of_a_picture_with_alpha_fails_that_file(tmp_path, model_fo
     assert result.exit_code == 1 and "alpha" in records(result)[0]["message"] and not (tmp_path / "x.bmp").exists()
 
 
+@pytest.mark.parametrize("tile", [None, 16])
+def test_an_output_that_appears_meanwhile_is_skipped_not_replaced(tmp_path, model_folder, monkeypatch, tile):
+    """Two runs on one output folder replaced each other's files and the second failed 29 of 40
+    (issue 22.4). Here another run's file appears at each target while this run reads the
+    input: kept as it is, counted as skipped, exit 0 (batched, whole and tiled-streamed writes)."""
+    import subpixel_cli.jobs as jobs
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for k in range(3):
+        save(folder / f"{k}.png", 24, 32, seed=k)
+    out = tmp_path / "out"
+    read = jobs.read_image
+
+    def read_while_another_run_writes(path):
+        picture = read(path)
+        (out / f"{path.stem}_x2.png").write_bytes(b"the other run's")
+        return picture
+
+    monkeypatch.setattr(jobs, "read_image", read_while_another_run_writes)
+    result = run("upscale", folder, "-o", out, "--model", model_folder(2, 1), "--json",
+                 *(["--tile", tile] if tile else []))
+    assert result.exit_code == 0, result.output
+    assert [r["status"] for r in records(result)] == ["skipped"] * 3
+    assert all("appeared" in r["message"] for r in records(result))
+    assert sorted(p.name for p in out.iterdir()) == ["0_x2.png", "1_x2.png", "2_x2.png"]
+    assert all(p.read_bytes() == b"the other run's" for p in out.iterdir())
+
+
 @pytest.mark.parametrize("mode,expected", [("L", "L"), ("RGBA", "RGBA"), ("LA", "LA"), ("P", "RGB"), ("RGB", "RGB")])
 def test_every_image_mode_keeps_its_layout(tmp_path, model_folder, mode, expected):
     source = save(tmp_path / "in.png", mode=mode)
