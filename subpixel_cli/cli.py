@@ -549,10 +549,10 @@ def bench(scale: int | None, model: str | None, device: str, precision: str, bat
 @main.command(epilog=EXIT_CODES_HELP)
 @click.argument("model_spec", metavar="MODEL")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, metavar="FILE.onnx",
-              help="The ONNX file to write; its card goes to README.md beside it.")
+              help="The ONNX file to write; its card goes to FILE.md beside it.")
 @click.option("--rgb", is_flag=True, help="A picture model: RGB in, RGB out, padding and (for Y models) colour conversion and chroma inside the graph.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True)
-@click.option("--force", is_flag=True, help="Overwrite an existing FILE.onnx and README.md.")
+@click.option("--force", is_flag=True, help="Overwrite an existing FILE.onnx and FILE.md.")
 @click.option("--json", "as_json", is_flag=True, help="The result as one JSON object on stdout.")
 @handle_errors
 def export(model_spec: str, output: Path, rgb: bool, precision: str, force: bool, as_json: bool) -> None:
