@@ -45,6 +45,17 @@ def _reason(exc: OSError) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+def disk_full(exc: BaseException | None) -> bool:
+    """Whether ``exc``, or an error it was raised from (``from None`` included), is a full disk
+    or quota (``ENOSPC``, ``EDQUOT``)."""
+    seen = 0
+    while exc is not None and seen < 16:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
 def temporary_path(target: Path) -> Path:
     """A fresh hidden name beside ``target`` (the same folder, so the final rename is atomic)."""
     return target.with_name(f".{target.name}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}")

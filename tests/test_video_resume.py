@@ -169,3 +169,57 @@ def test_killed_run_resumes(tmp_path: Path, video_model_dir: str) -> None:
     pts, duration, audio = timing(target)
     assert pts == sorted(pts) and len(pts) == 240 and abs(duration - 24) < 0.2 and audio > 0
     assert not work.exists() and not list(tmp_path.glob(".*.partial"))
+
+
+def _error_lines(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+def test_a_full_disk_is_one_plain_line_and_a_rerun_resumes(tmp_path: Path, video_model_dir: str,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """ENOSPC while the second segment is written said "internal error: OSError: [Errno 28]…"
+    (issue 22.5): now the plain line of `subpixel upscale`, exit 1, and the finished segment is
+    kept for the re-run, which resumes from it."""
+    import errno
+
+    clip = make_clip(tmp_path / "a.mp4", 60)
+    target = tmp_path / "out.mp4"
+    args = [str(clip), "--model", video_model_dir, "-o", str(target)]
+    write = segments.SegmentWriter.write
+
+    def fill_up(self, frames, pts, packets):  # the disk fills once the second segment has begun
+        write(self, frames, pts, packets)
+        if self.current is not None and self.current[0] >= 1:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.work.path / ".segment.partial"))
+
+    monkeypatch.setattr(segments.SegmentWriter, "write", fill_up)
+    result = CliRunner().invoke(main, ["video", *args, "-q"], catch_exceptions=False)
+    assert result.exit_code == 1
+    lines = _error_lines(result)
+    assert len(lines) == 1 and "No space left on device" in lines[0] and "internal error" not in lines[0]
+    assert "run the same command again" in lines[0] and "1 finished segment" in lines[0], lines
+    assert not target.exists() and len(list(segments.work_folder(target).glob("segment_*"))) == 1
+    monkeypatch.setattr(segments.SegmentWriter, "write", write)
+    done = run_json(*args)
+    assert "resuming: 1 of 3 segments done" in done["notes"] and done["frames"] == 60
+
+
+def test_a_full_disk_in_one_pass_leaves_nothing(tmp_path: Path, video_model_dir: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """With --start/--end there are no segments to keep: the line says so, nothing is left."""
+    import errno
+
+    from subpixel_cli.video import writing
+
+    clip = make_clip(tmp_path / "a.mp4", 60)
+
+    def full(self, frames, pts, packets):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self.tmp))
+
+    monkeypatch.setattr(writing.VideoWriter, "write", full)
+    result = CliRunner().invoke(main, ["video", str(clip), "--model", video_model_dir, "-o", str(tmp_path / "o.mp4"),
+                                       "--start", "1", "--end", "4", "-q"], catch_exceptions=False)
+    lines = _error_lines(result)
+    assert result.exit_code == 1 and len(lines) == 1 and "No space left on device" in lines[0]
+    assert "nothing was kept" in lines[0] and "internal error" not in lines[0], lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4"]

@@ -35,15 +35,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from subpixel_cli.errors import InputError, SubpixelError
-from subpixel_cli.files import make_folder, remove_stale_temporaries
+from subpixel_cli.errors import InputError, OutputError, SubpixelError
+from subpixel_cli.files import disk_full, make_folder, remove, remove_stale_temporaries
 from subpixel_cli.runtime import is_out_of_memory, out_of_memory_message
 from subpixel_cli.video.encoders import CODECS, CRF_DEFAULTS, PRESETS
 from subpixel_cli.video.options import VideoOptions, check_output, default_output, parse_rate, parse_time
 from subpixel_cli.video.pipeline import FrameUpscaler, Pipeline, Progress
 from subpixel_cli.video.reading import FileReader, Frame, Reader, open_reader
-from subpixel_cli.video.segments import (JOINABLE, SegmentWriter, SkipFinished, WorkFolder, join_segments,
-                                         segment_lengths, segment_starts)
+from subpixel_cli.video.segments import (JOINABLE, SegmentWriter, SkipFinished, WorkFolder, finished_segments,
+                                         join_segments, segment_lengths, segment_starts, work_folder)
 from subpixel_cli.video.sharded import Part, Plan, check_parts, failed_part, from_rank_0, gather_parts, split_segments
 from subpixel_cli.video.writing import FolderWriter, VideoWriter, Writer, WriterStats
 
@@ -124,6 +124,29 @@ def upscale_video(
     """
     options = options or VideoOptions()
     source, target = Path(source), Path(target)
+    try:
+        return _upscale_video(upscaler, source, target, options, frames_dir, force, batch_size, progress, resume, group)
+    except Exception as exc:
+        if not disk_full(exc):
+            raise
+        if not finished_segments(target):
+            remove(work_folder(target))  # nothing in it worth keeping
+        raise OutputError(_disk_full_message(target)) from None
+
+
+def _disk_full_message(target: Path) -> str:
+    """The line for a full disk: what is kept for a re-run (finished segments), or that nothing is."""
+    kept = finished_segments(target)
+    if kept:
+        return (f"{target}: cannot write (No space left on device); free some space and run the same command "
+                f"again: it resumes from the {kept} finished segment{'s' if kept > 1 else ''} kept in "
+                f"{work_folder(target)}/")
+    return f"{target}: cannot write (No space left on device); nothing was kept: free some space and run again"
+
+
+def _upscale_video(upscaler: FrameUpscaler, source: Path, target: Path, options: VideoOptions, frames_dir: bool,
+                   force: bool, batch_size: int, progress: Progress | None, resume: bool,
+                   group: Group | None) -> VideoResult | None:
     started = time.perf_counter()
     notes: list[str] = []
     with contextlib.ExitStack() as stack:
@@ -135,7 +158,7 @@ def upscale_video(
         writer: Writer
         if segmented:
             return _upscale_segmented(upscaler, reader, source, target, options, size, batch_size, progress, resume,
-                                      started, group)
+                                      started, group, force)
         if group is not None:
             notes.append(f"made in one pass, not in segments, so process 0 did it alone and the other "
                          f"{group.world - 1} had nothing to do (segments need a whole video file into a video "
@@ -143,7 +166,7 @@ def upscale_video(
         if frames_dir:
             writer = stack.enter_context(FolderWriter(target))
         else:
-            writer = stack.enter_context(VideoWriter(target, options, reader, size))
+            writer = stack.enter_context(VideoWriter(target, options, reader, size, replace=force))
         _run(upscaler, reader, writer, batch_size, progress)
         if writer.frames == 0:
             span = " between --start and --end" if options.start is not None or options.end is not None else ""
@@ -223,7 +246,7 @@ def _segmentable(reader: Any, target: Path, options: VideoOptions, size: tuple[i
 
 def _upscale_segmented(upscaler: FrameUpscaler, reader: FileReader, source: Path, target: Path, options: VideoOptions,
                        size: tuple[int, int], batch_size: int, progress: Progress | None, resume: bool,
-                       started: float, group: Group | None) -> VideoResult | None:
+                       started: float, group: Group | None, force: bool = False) -> VideoResult | None:
     """Upscale the unfinished segments (in a group, this process's share of them) into the work
     folder, then join them all into ``target`` (in a group, rank 0 does, once all are done)."""
     notes: list[str] = []
@@ -249,7 +272,7 @@ def _upscale_segmented(upscaler: FrameUpscaler, reader: FileReader, source: Path
         raise InputError(f"{source}: no video frames decoded")
     if any(plan.done):
         notes.append(f"resuming: {sum(plan.done)} of {len(plan.done)} segments done")
-    stats = join_segments(work, reader, options, target, size)
+    stats = join_segments(work, reader, options, target, size, replace=force)
     return _result(upscaler, reader, source, target, size, started, stats,
                    notes + reader.notes + [n for p in parts for n in p.notes] + stats.notes,
                    complete=not any(p.truncated for p in parts), segments=len(plan.done),
