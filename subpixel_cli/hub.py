@@ -119,8 +119,9 @@ def save_model(folder: str | Path, model: ESPCN, info: ModelInfo, card: str | No
     return folder
 
 
-def model_card(info: ModelInfo, notes: str = "") -> str:
-    """A Hugging Face model card (YAML front matter + markdown) from a model's metadata."""
+def model_card(info: ModelInfo, notes: str = "", spec: str | None = None) -> str:
+    """A Hugging Face model card (YAML front matter + markdown) from a model's metadata; ``spec``:
+    what ``--model`` loads it by (a run folder), if not its name (a packaged model)."""
     c = info.config
     lines = ["---", "library_name: subpixel", "tags:", "- super-resolution", "- espcn",
              f"license: {'other' if 'CelebA' in info.license else 'mit'}", "---", "",
@@ -143,7 +144,9 @@ def model_card(info: ModelInfo, notes: str = "") -> str:
         lines += [f"- **{k}**: `{v}`" if k == "command" else f"- **{k}**: {v}" for k, v in info.training.items()
                   if v not in (None, "")]
         lines.append("")
-    lines += ["## Use", "", "```", f"subpixel upscale photo.png --model {info.name}", "```", ""]
+    lines += ["## Use", "", "```", f"subpixel upscale photo.png --model {spec or info.name}", "```", ""]
+    if spec:
+        lines += ["(this folder; `--model hf://OWNER/NAME` once it is uploaded to the hub as it is)", ""]
     return "\n".join(lines)
 
 

@@ -243,14 +243,14 @@ def build_data(config: TrainConfig) -> RunData:
         val_name = config.val
     elif held_out:
         val = load_val_images(held_out, config.scale, datasets.read_rgb, config.damage)
-        val_name = f"{len(held_out)} held-back training images"
+        val_name = f"{len(val)} held-back training images"
     else:
         val, val_name = [], None
     description = {"dataset": str(folder), "train_images": len(train.images), "degradation": config.degradation,
                    "damage": config.degrade,
                    "scale_augmentation": (f"{versions} copies shrunk by {config.scale_aug}–1 (JPEG ≤ 0.9)"
                                           if versions > 1 else None),
-                   "patch_size_lr": config.patch_size, "val": val_name,
+                   "patch_size_lr": config.patch_size, "val": val_name, "val_images": len(val),
                    "held_out": [f.name for f in held_out] or None}
     return RunData(train, val, description)
 
@@ -278,10 +278,11 @@ def _celeba_data(config: TrainConfig) -> RunData:
         val = _folder_val(config)
     else:
         val = load_val_images(held_out[: config.val_max_images], config.scale, datasets.celeba_hr)
+    faces = f"{len(val)} held-out faces" if len(val) == len(held_out) else f"{len(val)} of the {len(held_out)} held-out faces"
     description = {"dataset": "CelebA img_align_celeba", "data_dir": str(folder), "train_images": len(train_files),
                    "held_out_images": len(held_out), "held_out_first": held_out[0].name if held_out else None,
                    "recipe": "centre crop 108, resize to 128 (HR), ×4 MATLAB bicubic to 32 (LR), RGB",
-                   "val": config.val or f"{min(len(held_out), config.val_max_images)} held-out faces"}
+                   "val": config.val or faces, "val_images": len(val)}
     return RunData(train, val, description)
 
 
@@ -393,8 +394,20 @@ def train(config: TrainConfig, on_event: EventCallback | None = None,
     out = Path(config.out).expanduser()
     if not config.resume and (out / CHECKPOINT_NAME).exists():
         raise UsageError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    made = [p for p in (out, *out.parents) if not p.exists()] if ddp.main else []  # deepest first
     if ddp.main:
-        make_folder(out)
+        make_folder(out)  # now: a folder that cannot be made fails before the data is read
+    try:
+        return _train(config, device, ddp, out, on_event, stop)
+    except BaseException:
+        with contextlib.suppress(OSError):  # failed before its first checkpoint: no empty run folder left
+            for folder in made:
+                folder.rmdir()  # only while empty
+        raise
+
+
+def _train(config: TrainConfig, device: torch.device, ddp: _Dist, out: Path, on_event: EventCallback | None,
+           stop: Callable[[int], bool] | None) -> TrainResult:
     run_data = build_data(config)
     model = build_model(config).to(device)
     if device.type == "cpu":
@@ -565,7 +578,8 @@ class _Loop:
             trainer = {"config": self.config.to_json(), "state": asdict(self.state)}
             save_checkpoint(self.out, self.model, self.optimizer, trainer, self.ema)
             self.info = self._model_info()
-            save_model(self.out, self.shipped, self.info, model_card(self.info, CELEBA_RUN_NOTE if self.config.is_celeba else ""))
+            card = model_card(self.info, CELEBA_RUN_NOTE if self.config.is_celeba else "", spec=self.config.out)
+            save_model(self.out, self.shipped, self.info, card)
             self._event("checkpoint", message=str(self.out / CHECKPOINT_NAME))
         if self.ddp.world > 1:
             dist.barrier()
@@ -578,7 +592,8 @@ class _Loop:
         c = self.config
         last = next((h for h in reversed(self.state.history) if "val_psnr" in h), None)
         metrics = {"val": {"dataset": self.data.description.get("val"), "scale": c.scale, "psnr": last["val_psnr"],
-                           "bicubic_psnr": last["bicubic_psnr"], "step": last["step"]}} if last else {}
+                           "bicubic_psnr": last["bicubic_psnr"], "step": last["step"],
+                           "images": len(self.data.val)}} if last else {}
         commands = self.state.commands or [c.command]
         training = {"command": commands[0] if len(commands) == 1 else " && ".join(commands), **self.data.description, "steps": self.state.step,
                     "total_steps": self.total, "batch_size": c.batch_size, "processes": self.ddp.world,
