@@ -525,9 +525,6 @@ def bench(scale: int | None, model: str | None, device: str, precision: str, bat
     from subpixel_cli import kernels
 
     no_kernels = (kernels.unavailable("int8") or kernels.unavailable("head")) if upscaler.device.type == "cpu" else None
-    if no_kernels and not as_json:
-        print_note(f"subpixel's C kernels are not built here ({no_kernels}): the CPU paths run without them, "
-                   "slower, and --precision auto does not take int8")
     if not as_json:
         err_console.print(f"{upscaler.info.name}: ×{upscaler.scale} on {upscaler.device.type} "
                           f"({upscaler.precision.name}), {width}×{height} {layout.upper()} frames, batches of {batch_size}…")

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from subpixel_cli import kernels
 from subpixel_cli.color import Y_OFFSET, Y_RANGE, rgb_to_y
 from subpixel_cli.errors import UsageError
 from subpixel_cli.fused import FusedPath, Laps, chroma_filter
@@ -92,6 +93,8 @@ class Upscaler:
         self._source_model = copy.deepcopy(loaded.model).eval()
         self._model = self._prepare(self.precision.module)
         self._fused = self._build_fused(self.precision.fused) if fused else {}
+        if self.device.type == "cpu" and (missing := kernels.missing_note()):
+            self.notice = "; ".join(filter(None, [self.notice, missing]))
         self._copy_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         self._chroma = chroma_filter(self.scale).to(self.device, torch.float32)
         budget = memory_budget or default_memory_budget(self.device)

@@ -53,6 +53,17 @@ def unavailable(name: str = "int8") -> str | None:
     return _why.get(name)
 
 
+def missing_note() -> str | None:
+    """One line for the user where kernels that were tried could not be built or loaded (not
+    where ``SUBPIXEL_KERNELS=0`` turned them off), with how to get them."""
+    why = unavailable("int8") or unavailable("head")
+    if why is None or "SUBPIXEL_KERNELS=0" in why:
+        return None
+    return (f"subpixel's C kernels are not built here ({why}): the CPU paths run without them, slower, and "
+            "--precision auto does not take int8; install a working C compiler (e.g. `apt install gcc`) and run again "
+            "(SUBPIXEL_KERNELS=0 turns them off, and this note)")
+
+
 def _compiler() -> str | None:
     return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
 
