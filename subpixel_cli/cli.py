@@ -48,10 +48,10 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             raise  # click's own usage errors, already one line with exit code 2
         except SubpixelError as exc:
             _exit_with(str(exc), exc.exit_code, debug)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:  # a command may say what was done and what a re-run does
             if debug:
                 traceback.print_exc()
-            err_console.print("[yellow]interrupted[/]")
+            err_console.print("[yellow]interrupted[/]" + (f": {escape(str(exc))}" if str(exc) else ""), soft_wrap=True)
             sys.exit(EXIT_INTERRUPTED)
         except BrokenPipeError:
             _stdout_closed()
@@ -199,7 +199,12 @@ def upscale(inputs: tuple[str, ...], output: Path | None, scale: int | None, mod
                     progress.update(tiles, completed=done, total=total, visible=True)
 
             runner = Runner(upscaler, force=force, fmt=fmt, quality=quality, on_result=on_result, on_tiles=on_tiles)
-            report = sharding.run_part(runner, mine, group)
+            try:
+                report = sharding.run_part(runner, mine, group)
+            except KeyboardInterrupt:
+                done, failed = runner.report.count("ok") + runner.report.count("skipped"), runner.report.count("failed")
+                raise KeyboardInterrupt(f"{done} of {len(mine)} file(s) done" + (f", {failed} failed" if failed else "")
+                                        + "; run the same command again to continue (done ones are skipped)") from None
         if group is not None:
             gathered = sharding.gather(group, jobs, report)
             if gathered is None:
@@ -441,7 +446,7 @@ def video(source: Path, output: Path | None, scale: int | None, model: str | Non
 
     from subpixel_cli import shard as sharding
     from subpixel_cli.errors import InputError, UsageError
-    from subpixel_cli.video import VideoOptions, default_output, parse_rate, parse_time, upscale_video
+    from subpixel_cli.video import VideoOptions, default_output, parse_rate, parse_time, stopped_note, upscale_video
 
     if output is not None and frames_dir is not None:
         raise UsageError("give either -o (a video) or --frames-dir (PNG frames), not both")
@@ -463,8 +468,12 @@ def video(source: Path, output: Path | None, scale: int | None, model: str | Non
                 fps = done / max(time.perf_counter() - started, 1e-9)
                 progress.update(task, completed=done, total=total, rate=f"{fps:.1f} fps" if done else "")
 
-            result = upscale_video(upscaler, source, target, options, frames_dir=frames_dir is not None, force=force,
-                                   batch_size=batch_size, progress=on_progress, resume=resume, group=group)
+            try:
+                result = upscale_video(upscaler, source, target, options, frames_dir=frames_dir is not None,
+                                       force=force, batch_size=batch_size, progress=on_progress, resume=resume,
+                                       group=group)
+            except KeyboardInterrupt:
+                raise KeyboardInterrupt(stopped_note(target)) from None
         if result is None:
             sys.exit(0)  # not rank 0: rank 0 reports the run and carries its exit code
     if as_json:
@@ -475,6 +484,8 @@ def video(source: Path, output: Path | None, scale: int | None, model: str | Non
         extra = f", {result.audio_streams_copied} audio stream(s) copied" if result.audio_streams_copied else ""
         if result.segments_per_process is not None:
             extra += f", segments in {len(result.segments_per_process)} processes"
+        if result.segments_resumed:
+            extra += f", {result.frames_upscaled} upscaled by this run"
         err_console.print(f"[green]wrote[/] {escape(result.output)}: {result.frames} frames, {result.size[0]}×{result.size[1]}, "
                           f"{result.frame_rate:.3g} fps, {result.codec} {result.pix_fmt}{extra} in {result.seconds:.1f} s "
                           f"({result.speed:.1f} frames/s)", soft_wrap=True)

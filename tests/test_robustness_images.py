@@ -361,6 +361,26 @@ def test_ctrl_c_exits_130(tmp_path, model_folder, monkeypatch):
     assert result.exit_code == 130 and "interrupted" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_ctrl_c_says_how_many_were_done_and_that_a_rerun_continues(tmp_path, model_folder, monkeypatch):
+    for k in range(4):
+        save(tmp_path / f"{k}.png", seed=k)
+    real = jobs_module.read_image
+
+    def stop_at_the_third(path):
+        if Path(path).name == "2.png":
+            raise KeyboardInterrupt
+        return real(path)
+
+    monkeypatch.setattr(jobs_module, "read_image", stop_at_the_third)
+    result = cli("upscale", tmp_path, "-o", tmp_path / "out", "--model", model_folder(2, 1), "--batch-size", 1)
+    assert result.exit_code == 130 and "Traceback" not in result.stderr
+    line = [ln for ln in result.stderr.splitlines() if ln.startswith("interrupted")]
+    assert line == ["interrupted: 2 of 4 file(s) done; run the same command again to continue (done ones are skipped)"]
+    monkeypatch.setattr(jobs_module, "read_image", real)
+    again = cli("upscale", tmp_path, "-o", tmp_path / "out", "--model", model_folder(2, 1), "--json")
+    assert again.exit_code == 0 and [r["status"] for r in records(again.stdout)] == ["skipped"] * 2 + ["ok"] * 2
+
+
 def test_a_closed_stdout_ends_quietly(tmp_path, model_folder):
     for i in range(3):
         save(tmp_path / f"{i}.png", seed=i)

@@ -223,3 +223,25 @@ def test_a_full_disk_in_one_pass_leaves_nothing(tmp_path: Path, video_model_dir:
     assert result.exit_code == 1 and len(lines) == 1 and "No space left on device" in lines[0]
     assert "nothing was kept" in lines[0] and "internal error" not in lines[0], lines
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4"]
+
+
+def test_ctrl_c_says_what_is_kept_and_a_resumed_summary_counts_its_own_frames(
+        tmp_path: Path, video_model_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subpixel_cli.video as video
+
+    clip = make_clip(tmp_path / "a.mp4", 60)
+    args = [str(clip), "--model", video_model_dir, "-o", str(tmp_path / "out.mp4")]
+
+    def stop(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(video, "join_segments", stop)
+        result = CliRunner().invoke(main, ["video", *args], catch_exceptions=False)
+    lines = [line for line in result.stderr.splitlines() if line.startswith("interrupted")]
+    assert result.exit_code == 130 and len(lines) == 1, result.stderr
+    assert "3 finished segments kept" in lines[0] and "run the same command again" in lines[0]
+    again = CliRunner().invoke(main, ["video", *args], catch_exceptions=False)
+    wrote = [line for line in again.stderr.splitlines() if line.startswith("wrote")]
+    assert again.exit_code == 0 and len(wrote) == 1 and "60 frames" in wrote[0], again.stderr
+    assert "0 upscaled by this run" in wrote[0] and "(0.0 frames/s)" in wrote[0], wrote

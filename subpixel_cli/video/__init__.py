@@ -52,7 +52,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CODECS", "CRF_DEFAULTS", "PRESETS", "FileReader", "Frame", "FrameUpscaler", "Progress", "VideoOptions",
-    "VideoResult", "WriterStats", "check_output", "default_output", "parse_rate", "parse_time", "upscale_video",
+    "VideoResult", "WriterStats", "check_output", "default_output", "parse_rate", "parse_time", "stopped_note",
+    "upscale_video",
 ]
 
 
@@ -84,8 +85,9 @@ class VideoResult:
 
     @property
     def speed(self) -> float:
-        """Frames per second of wall-clock time, end to end."""
-        return self.frames / self.seconds if self.seconds > 0 else 0.0
+        """Frames this run upscaled per second of wall-clock time, end to end."""
+        frames = self.frames if self.frames_upscaled is None else self.frames_upscaled
+        return frames / self.seconds if self.seconds > 0 else 0.0
 
     def as_dict(self) -> dict[str, Any]:
         record = asdict(self)
@@ -132,6 +134,15 @@ def upscale_video(
         if not finished_segments(target):
             remove(work_folder(target))  # nothing in it worth keeping
         raise OutputError(_disk_full_message(target)) from None
+
+
+def stopped_note(target: Path) -> str:
+    """What a stopped run (Ctrl-C) leaves for the next one: finished segments, or nothing."""
+    kept = finished_segments(target)
+    if kept:
+        return (f"{kept} finished segment{'s' if kept > 1 else ''} kept in {work_folder(target)}/; "
+                "run the same command again to continue from them")
+    return "nothing finished was kept; run the same command again to start over"
 
 
 def _disk_full_message(target: Path) -> str:
