@@ -460,6 +460,10 @@ def video(source: Path, output: Path | None, scale: int | None, model: str | Non
         show = not quiet and (group is None or group.main)  # under torchrun: rank 0's progress, for its own part
         if show and upscaler.notice:
             print_note(upscaler.notice)
+        if show:
+            err_console.print(f"{upscaler.info.name}: ×{upscaler.scale} {upscaler.info.color_space.upper()} model on "
+                              f"{upscaler.device.type} ({upscaler.precision.name}), {escape(str(source))} -> "
+                              f"{escape(str(target))}", soft_wrap=True)
         with progress_bar(show, "{task.fields[rate]}") as progress:
             task = progress.add_task("frames", total=None, rate="")
             started = time.perf_counter()

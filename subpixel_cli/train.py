@@ -154,7 +154,7 @@ class TrainConfig:
 class TrainEvent:
     """What :func:`train` reports to its ``on_event`` callback (rank 0 only)."""
 
-    kind: str  # "start", "step", "validate", "checkpoint", "done"
+    kind: str  # "load" (data being read), "start", "step", "validate", "checkpoint", "done"
     step: int
     total_steps: int
     epoch: int
@@ -227,12 +227,13 @@ class RunData:
     description: dict[str, Any]
 
 
-def build_data(config: TrainConfig) -> RunData:
-    """The training and validation data a config asks for."""
+def build_data(config: TrainConfig, say: Callable[[str], None] = lambda text: None) -> RunData:
+    """The training and validation data a config asks for; ``say`` hears what is being read."""
     if config.is_celeba:
-        return _celeba_data(config)
+        return _celeba_data(config, say)
     folder = Path(config.dataset).expanduser()
     files, held_out = datasets.split_spread(datasets.find_images(folder), config.val_holdout)
+    say(f"reading {len(files) + len(held_out):,} images from {folder}…")
     versions = config.scale_versions if config.scale_aug < 1 else 1
     train = datasets.PatchDataset.from_files(
         files, config.scale, config.channels, config.patch_size, config.degradation, versions=versions,
@@ -265,11 +266,12 @@ def _folder_val(config: TrainConfig) -> list[ProtocolImage]:
     return load_val_images(files[: config.val_max_images], config.scale, datasets.read_rgb, config.damage)
 
 
-def _celeba_data(config: TrainConfig) -> RunData:
+def _celeba_data(config: TrainConfig, say: Callable[[str], None]) -> RunData:
     spec = config.data_dir
     root = datasets.fetch_hf_dataset(spec) if spec and spec.startswith("hf://") else (Path(spec).expanduser() if spec else None)
     folder = datasets.find_celeba(root)
     files = [p for p in folder.iterdir() if p.suffix.lower() == ".jpg"]
+    say(f"reading {len(files):,} faces from {folder}…")
     train_files, held_out = datasets.split_holdout(files, config.holdout)
     preload = len(train_files) <= 20_000  # ~60 KB a face: keep small sets in memory
     train = datasets.FaceDataset(train_files, config.scale, config.channels, seed=config.seed, preload=preload,
@@ -408,7 +410,8 @@ def train(config: TrainConfig, on_event: EventCallback | None = None,
 
 def _train(config: TrainConfig, device: torch.device, ddp: _Dist, out: Path, on_event: EventCallback | None,
            stop: Callable[[int], bool] | None) -> TrainResult:
-    run_data = build_data(config)
+    tell = on_event if on_event is not None and ddp.main else (lambda event: None)
+    run_data = build_data(config, lambda text: tell(TrainEvent("load", 0, 0, 0, message=text)))
     model = build_model(config).to(device)
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)  # ~25 % faster convolutions on CPU

@@ -42,6 +42,13 @@ def test_upscale_one_file_beside_the_input(tmp_path, model_folder):
     assert "1 upscaled" in result.stderr
 
 
+def test_piped_output_has_no_blank_lines(tmp_path, model_folder):
+    save(tmp_path / "a.png")
+    result = run("upscale", tmp_path / "a.png", "--model", model_folder(2, 1))
+    lines = result.stderr.splitlines()
+    assert result.exit_code == 0 and len(lines) == 2 and all(line.strip() for line in lines), result.stderr
+
+
 def test_existing_outputs_are_skipped_not_overwritten(tmp_path, model_folder):
     source = save(tmp_path / "pic.png")
     (tmp_path / "pic_x2.png").write_bytes(b"keep me")

@@ -182,6 +182,17 @@ def test_a_run_that_fails_before_its_first_step_removes_only_the_folder_it_made(
     assert result.exit_code == 2 and (tmp_path / "mine").is_dir()
 
 
+def test_piped_output_says_what_loads_and_shows_no_bar_before_an_error(faces, tmp_path):
+    failed = CliRunner().invoke(main, ["train", "--dataset", str(tmp_path / "missing"), "-x", "2", "--steps", "1",
+                                       "--out", str(tmp_path / "r")])
+    assert failed.exit_code == 2 and failed.stderr.splitlines()[0].startswith("error:"), failed.stderr
+    result = CliRunner().invoke(main, ["train", "--dataset", "celebA", "--data-dir", str(faces), "--steps", "1",
+                                       "--batch-size", "4", "--out", str(tmp_path / "faces"), "--device", "cpu"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "reading 12 faces" in result.stderr and "0/1" not in result.stderr, result.stderr
+
+
 def test_a_runs_card_names_what_loads_and_what_validation_used(faces, tmp_path):
     """The card suggested --model celeba-x4, which does not load, and said 480 held-out faces
     where validation used 200 (issue 22.9)."""

@@ -245,3 +245,31 @@ def test_ctrl_c_says_what_is_kept_and_a_resumed_summary_counts_its_own_frames(
     wrote = [line for line in again.stderr.splitlines() if line.startswith("wrote")]
     assert again.exit_code == 0 and len(wrote) == 1 and "60 frames" in wrote[0], again.stderr
     assert "0 upscaled by this run" in wrote[0] and "(0.0 frames/s)" in wrote[0], wrote
+
+
+def test_piped_output_is_a_header_and_a_final_line(tmp_path: Path, video_model_dir: str) -> None:
+    """stderr not a terminal (a pipe, a log file): no blank line where the bar was, and a header
+    that says what runs, as `subpixel upscale` gives."""
+    clip = make_clip(tmp_path / "a.mp4", 30)
+    result = CliRunner().invoke(main, ["video", str(clip), "--model", video_model_dir, "-o", str(tmp_path / "o.mp4")],
+                                catch_exceptions=False)
+    lines = result.stderr.splitlines()
+    assert result.exit_code == 0 and len(lines) == 2 and all(line.strip() for line in lines), result.stderr
+    assert lines[0].startswith("espcn-test-x2: ×2") and "a.mp4" in lines[0] and lines[1].startswith("wrote ")
+
+
+@pytest.mark.parametrize("extra", [[], ["--start", "0.5"]])
+def test_progress_ends_at_the_real_frame_count(tmp_path: Path, video_model_dir: str, monkeypatch: pytest.MonkeyPatch,
+                                              extra: list[str]) -> None:
+    """The total is estimated from the duration before decoding: it showed 922 for 917 frames."""
+    from subpixel_cli.registry import load_model
+    from subpixel_cli.upscale import Upscaler
+    from subpixel_cli.video import VideoOptions, reading, upscale_video
+
+    clip = make_clip(tmp_path / "a.mp4", 40)
+    monkeypatch.setattr(reading.FileReader, "_expected_frames", lambda self: 45)  # an estimate 5 too high
+    calls: list[tuple[int, int | None]] = []
+    options = VideoOptions(start=0.5 if extra else None)
+    result = upscale_video(Upscaler(load_model(video_model_dir), device="cpu"), clip, tmp_path / "o.mp4", options,
+                           progress=lambda done, total: calls.append((done, total)))
+    assert calls[-1] == (result.frames, result.frames) and result.frames == (35 if extra else 40)
