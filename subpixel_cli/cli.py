@@ -460,15 +460,17 @@ def video(source: Path, output: Path | None, scale: int | None, model: str | Non
         show = not quiet and (group is None or group.main)  # under torchrun: rank 0's progress, for its own part
         if show and upscaler.notice:
             print_note(upscaler.notice)
-        if show:
-            err_console.print(f"{upscaler.info.name}: ×{upscaler.scale} {upscaler.info.color_space.upper()} model on "
-                              f"{upscaler.device.type} ({upscaler.precision.name}), {escape(str(source))} -> "
-                              f"{escape(str(target))}", soft_wrap=True)
+        header = (f"{upscaler.info.name}: ×{upscaler.scale} {upscaler.info.color_space.upper()} model on "
+                  f"{upscaler.device.type} ({upscaler.precision.name}), {escape(str(source))} -> {escape(str(target))}")
         with progress_bar(show, "{task.fields[rate]}") as progress:
             task = progress.add_task("frames", total=None, rate="")
             started = time.perf_counter()
 
             def on_progress(done: int, total: int | None) -> None:
+                nonlocal header
+                if show and header:  # once the work starts: an input that cannot be read is its one line
+                    progress.console.print(header, soft_wrap=True)
+                    header = ""
                 fps = done / max(time.perf_counter() - started, 1e-9)
                 progress.update(task, completed=done, total=total, rate=f"{fps:.1f} fps" if done else "")
 

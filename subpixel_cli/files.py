@@ -72,6 +72,17 @@ def make_folder(folder: Path) -> Path:
     return folder
 
 
+def check_folder_writable(folder: Path) -> None:
+    """Raise :class:`OutputError` when no file can be made in ``folder`` (permissions, a read-only
+    file system), so that a run fails before its work instead of after each file's."""
+    probe = temporary_path(folder / ".subpixel-write-check")
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError as exc:
+        raise OutputError(f"{folder}: cannot write there ({_reason(exc)}); choose another output with -o") from None
+    remove(probe)
+
+
 def check_writable(target: Path, force: bool) -> None:
     """Refuse an existing ``target`` unless ``force``."""
     if not force and (target.exists() or target.is_symlink()):

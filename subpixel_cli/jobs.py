@@ -30,7 +30,7 @@ from subpixel_cli.images import (
     read_image,
     write_image,
 )
-from subpixel_cli.files import atomic_write, make_folder, remove_stale_temporaries
+from subpixel_cli.files import atomic_write, check_folder_writable, make_folder, remove_stale_temporaries
 from subpixel_cli.runtime import is_out_of_memory, out_of_memory_message
 from subpixel_cli.upscale import Progress, TilePlan, Upscaler
 
@@ -118,13 +118,14 @@ def expand_inputs(inputs: Iterable[str], recursive: bool, suffix: str) -> Iterat
 def plan_jobs(inputs: list[str], plan: OutputPlan, recursive: bool = False) -> list[Job]:
     """Pair every input file with its output path and create the output folders (``-o DIR`` and
     the sub-folders it mirrors). Raises :class:`UsageError` when nothing matches or ``-o FILE`` is
-    given for several inputs, :class:`OutputError` when a folder cannot be created."""
+    given for several inputs, :class:`OutputError` when a folder cannot be created or written in."""
     jobs = _pair(inputs, plan, recursive)
     folders = {job.target.parent for job in jobs}
     if plan.output is not None and not (len(jobs) == 1 and jobs[0].target == plan.output):
         folders.add(plan.output)
     for folder in sorted(folders):
         make_folder(folder)
+        check_folder_writable(folder)
     return jobs
 
 

@@ -397,6 +397,33 @@ def test_a_closed_stdout_ends_quietly(tmp_path, model_folder):
     assert not partials(tmp_path)
 
 
+def test_a_read_only_output_folder_fails_before_the_work(tmp_path, model_folder):
+    """It failed each file after upscaling it (issue 22, rough edges). Root writes anywhere, so as
+    root the command runs without CAP_DAC_OVERRIDE."""
+    for k in range(3):
+        save(tmp_path / f"{k}.png", seed=k)
+    out = tmp_path / "out"
+    out.mkdir(mode=0o555)
+    try:
+        if os.geteuid() != 0:
+            result = cli("upscale", tmp_path, "-o", out, "--model", model_folder(2, 1), "--json")
+            code, stdout, err = result.exit_code, result.stdout, result.stderr
+        else:
+            try:
+                proc = cli_process("upscale", tmp_path, "-o", out, "--model", model_folder(2, 1), "--json",
+                                   preexec_fn=without_dac_override)
+            except subprocess.SubprocessError as exc:
+                pytest.skip(f"running as root and cannot drop CAP_DAC_OVERRIDE: {exc}")
+            code, stdout, err = proc.returncode, proc.stdout.decode(), proc.stderr.decode()
+    finally:
+        out.chmod(0o755)
+    assert code == 1 and records(stdout) == [], err  # no file was tried
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"{out}: cannot write there (Permission denied)" in errors[0], err
+    assert_clean_failure(err)
+    assert list(out.iterdir()) == []
+
+
 def test_an_output_folder_that_cannot_be_made(tmp_path, model_folder):
     save(tmp_path / "a.png")
     (tmp_path / "file").write_text("a file, not a folder")

@@ -194,3 +194,14 @@ def test_a_full_disk_for_real(tmp_path, model, size):
     if done is None:
         pytest.skip("cannot mount a tmpfs here")
     check_full_disk_video(*done, "out.mp4")
+
+
+def test_a_folder_as_the_video_output_is_a_clear_usage_error(tmp_path, model):
+    """`video -o existing_dir --force` upscaled the whole video, then failed to rename it."""
+    clip = make_video(tmp_path / "a.mp4", frames=10)
+    (tmp_path / "out").mkdir()
+    for force in ([], ["--force"]):
+        result = cli("video", clip, "-o", tmp_path / "out", "--model", model, *force)
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert result.exit_code == 2 and len(errors) == 1 and "is a folder" in errors[0] and "--frames-dir" in errors[0]
+        assert list((tmp_path / "out").iterdir()) == [] and not list(tmp_path.glob(".*"))
