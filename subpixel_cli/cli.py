@@ -408,8 +408,9 @@ def eval_command(datasets: tuple[str, ...], model_spec: str | None, bicubic: boo
               help="auto (H.264 yuv420p, or the container's own codec), h264, hevc, vp9, av1, mpeg4, ffv1, or an FFmpeg encoder.")
 @click.option("--crf", type=click.IntRange(0, 63), help="Constant quality, lower is better (default 18 for H.264).")
 @click.option("--preset", metavar="NAME",
-              help="x264/x265 speed preset, ultrafast…veryslow (default: veryfast up to 960×540, superfast up to 720p, "
-                   "ultrafast above: on 2 cores the encoder takes its CPU from the model; ~30% larger files than superfast).")
+              help="x264/x265 speed preset, ultrafast…veryslow (default by output size: veryfast up to 960×540, superfast "
+                   "up to 1280×720, ultrafast above: on 2 cores the encoder takes its CPU from the model; ~30% larger "
+                   "files than superfast).")
 @click.option("--pix-fmt", metavar="FMT", help="Output pixel format (default: 4:2:0 at the source's bit depth, e.g. yuv420p10le).")
 @click.option("--lossless", is_flag=True,
               help="No loss after the model: FFV1 RGB (exact; .mkv, large files), or x264/x265 lossless with --codec.")
