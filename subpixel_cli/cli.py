@@ -610,8 +610,8 @@ def quantize(model_spec: str, data: Path | None, images: int, output: Path | Non
     """Calibrate MODEL for the int8 path (`--precision int8`) and check its accuracy.
 
     Runs the model on training images to find the range of each of conv1's activation channels,
-    then scores fp32 and int8 on Set5 and Set14 (where they can be found) as `subpixel upscale`
-    makes them. The calibration goes into the model folder as quantization.safetensors;
+    then scores fp32 and int8 on Set5 and Set14 (where they can be found) by the protocol of
+    `subpixel eval` and the model cards. The calibration goes into the model folder as quantization.safetensors;
     `--precision auto` uses int8 only where that check is within 0.05 dB of fp32 and the CPU has
     fast int8 (AVX-512 VNNI or AMX, with the first layer's C kernel built by the machine's C
     compiler; without that kernel int8 measured no faster than bf16).

@@ -60,7 +60,7 @@ def level_steps(act_min: torch.Tensor, act_max: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Check:
-    """One dataset's Y-PSNR through ``subpixel upscale`` (RGB in, RGB out) in fp32 and in int8."""
+    """One dataset's Y-PSNR through the Upscaler in fp32 and in int8, by ``subpixel eval``'s protocol."""
 
     dataset: str
     fp32: float
@@ -256,8 +256,8 @@ class QuantizeResult:
 def check_accuracy(loaded: Any, calibration: Calibration, data_dir: str | None,
                    datasets: Sequence[str] = CHECK_DATASETS) -> list[Check]:
     """Y-PSNR of ``loaded`` on ``datasets`` through the Upscaler in fp32 and in int8 (with
-    ``calibration``): :func:`~subpixel_cli.evaluate.upscaler_psnr`, the RGB that ``subpixel
-    upscale`` writes. Datasets that cannot be found are left out."""
+    ``calibration``), by the protocol of ``subpixel eval`` and the model cards
+    (:func:`~subpixel_cli.evaluate.upscaler_psnr`). Datasets that cannot be found are left out."""
     from subpixel_cli.evaluate import resolve_dataset, upscaler_psnr
     from subpixel_cli.upscale import Upscaler
 

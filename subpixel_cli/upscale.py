@@ -324,6 +324,20 @@ class Upscaler:
         self._batches(frames, out, plan, c if frames.dtype == np.uint8 and c in self._fused else None, lap)
         return out
 
+    def upscale_y(self, plane: np.ndarray) -> np.ndarray:
+        """A Y model on one ``H×W`` Y plane in 8-bit levels (float, so that a Y computed from RGB
+        need not be rounded first, or uint8), ``r×`` larger and rounded to 8-bit levels: the
+        network's Y alone, as the evaluation protocol scores it, in this upscaler's precision.
+        In one piece (for benchmark pictures, not big ones)."""
+        if "y" not in self._fused:
+            raise UsageError(f"{self.info.name} is an RGB model: a Y plane needs a Y model")
+        h, w = plane.shape
+        padded = _reflect_pad(plane.astype(np.float32)[None, ..., None], self.pad, batch=True)
+        out = np.empty((1, h * self.scale, w * self.scale, 1), np.uint8)
+        with torch.inference_mode():
+            self._finish(self._fused_pass(padded, out, key="y"))
+        return out[0, ..., 0]
+
     @property
     def takes_i420(self) -> bool:
         """Whether :meth:`upscale_i420` can run: a Y model on the fused path."""
