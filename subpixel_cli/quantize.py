@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from subpixel_cli.color import rgb_to_y
-from subpixel_cli.data import mod_crop
+from subpixel_cli.data import mod_crop, portable_path
 from subpixel_cli.degradations import downscale
 from subpixel_cli.errors import DataError, SubpixelError, UsageError
 from subpixel_cli.files import atomic_path
@@ -286,7 +286,7 @@ def quantize_model(spec: str, data: Path, output: Path | None = None, images: in
     started = time.perf_counter()
     loaded = load_model(spec)
     folder = _target_folder(spec, output, force)
-    calibration = replace(calibrate(loaded.model, calibration_images(data, images), progress), source=str(data))
+    calibration = replace(calibrate(loaded.model, calibration_images(data, images), progress), source=portable_path(data))
     calibration = calibration.with_checks(check_accuracy(loaded, calibration, data_dir))
     if output is not None:  # a copy of the model, with its card, and the calibration beside it
         cards = [base / CARD_NAME for base in (Path(loaded.info.source), weights_root() / loaded.info.source)]
