@@ -69,7 +69,7 @@ def main() -> None:
     if terms:
         print("Training data: " + "; ".join(terms) + ". The weights are MIT-licensed; where the data's terms "
               "restrict use to non-commercial research, use them under those terms too.\n")
-    print("Validation: training images held back (`--val-holdout 20`, spread over the folders), by the "
+    print("Validation: training images held back (`--val-holdout 20`, named in the card under held_out), by the "
           "protocol of `subpixel eval`; Set5, Set14 and BSD100 were scored once, for this card.")
 
 

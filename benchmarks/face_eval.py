@@ -33,9 +33,10 @@ def held_out_faces(data: Path, limit: int = 0) -> list:
 
 def face_psnr(net, images: list) -> float:
     """Mean Y-PSNR of a model over prepared faces."""
-    from subpixel_cli.evaluate import score_image
+    from subpixel_cli.evaluate import protocol_upscaler, score_image
 
-    return float(np.mean([score_image(net, i, ssim=False)[0].psnr for i in images]))
+    upscaler = protocol_upscaler(net)
+    return float(np.mean([score_image(upscaler, i, ssim=False)[0].psnr for i in images]))
 
 
 def main() -> None:

@@ -4,8 +4,10 @@ The device machine sees the repository but not ``../shared``, and takes at most 
 call, so this copies (never into git: the folders are listed in ``.git/info/exclude``)
 
 - ``.gpu-data/``: for ``benchmarks/train_gpu.sh``: T91 and BSD200 as lossless WebP (the same
-  pixels, two thirds of the PNGs' size), as many ImageNet sample photos as fit (as they are),
-  Set5 and Set14;
+  pixels, two thirds of the PNGs' size; ``subpixel train`` reads them as lossless, as it reads the
+  PNGs), the ImageNet sample photos that ``--val-holdout 20`` holds back from the whole set and
+  then as many others as fit (as they are), Set5 and Set14: so the GPU recipe validates on the
+  same 20 pictures as the CPU recipe (``subpixel_cli.data.split_by_name``);
 - ``.gpu-check/``: for ``benchmarks/gpu_check.sh``: Set5, the car clip, and PyAV's wheel for the
   device's Python 3.12 (its image has torch, but not PyAV).
 
@@ -26,6 +28,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 BUDGET = 54 << 20  # bytes of data per call: with the repository (~3 MiB), under the 64 MiB that travels
+HOLDOUT = 20  # train_gpu.sh's and train_cpu.sh's --val-holdout
 
 
 def _exclude(name: str) -> None:
@@ -46,10 +49,12 @@ def _webp(source: Path, target: Path) -> int:
     return total
 
 
-def _copy(source: Path, target: Path, budget: int | None = None) -> int:
+def _copy(source: Path, target: Path, budget: int | None = None, first: frozenset[str] = frozenset()) -> int:
+    """Copy ``source``'s files (those whose stems are in ``first`` before the others) while they
+    fit in ``budget`` bytes."""
     target.mkdir(parents=True, exist_ok=True)
     total = 0
-    for path in sorted(source.iterdir()):
+    for path in sorted(source.iterdir(), key=lambda p: (p.stem not in first, p.name)):
         if budget is not None and total + path.stat().st_size > budget:
             break
         shutil.copy2(path, target / path.name)
@@ -58,11 +63,16 @@ def _copy(source: Path, target: Path, budget: int | None = None) -> int:
 
 
 def prepare_train(out: Path) -> None:
+    from subpixel_cli.data import find_images, split_by_name
+
+    held = frozenset(p.stem for p in split_by_name(find_images(SHARED / "train"), HOLDOUT)[1])
     used = _webp(SHARED / "train" / "T91", out / "train" / "T91")
     used += _webp(SHARED / "train" / "BSD200", out / "train" / "BSD200")
     used += _copy(SHARED / "benchmarks" / "Set5", out / "benchmarks" / "Set5")
     used += _copy(SHARED / "benchmarks" / "Set14", out / "benchmarks" / "Set14")
-    used += _copy(SHARED / "train" / "ImageNet_sample", out / "train" / "ImageNet_sample", BUDGET - used)
+    used += _copy(SHARED / "train" / "ImageNet_sample", out / "train" / "ImageNet_sample", BUDGET - used, held)
+    packed = split_by_name(find_images(out / "train"), HOLDOUT)[1]
+    assert {p.stem for p in packed} == held, "the GPU set must hold back the CPU set's validation pictures"
     print(f"{out}: {used / 2**20:.1f} MiB")
 
 

@@ -5,7 +5,6 @@ with each path's Y-PSNR on Set5/Set14 against fp32, and where a frame's time goe
     python benchmarks/realtime.py                    # ~4 min on 2 cores; run it on a quiet machine
     python benchmarks/realtime.py --seconds 2 --no-psnr
     python benchmarks/realtime.py --as-vnni-without-bf16   # fp32 and int8 as a Cascade Lake runs them
-    (cd OLD_CHECKOUT && python /path/to/benchmarks/realtime.py --steps-only)   # an older tree
 
 fps: ``subpixel bench``'s measurement (:func:`subpixel_cli.bench.measure_throughput`, batches of
 4 synthetic frames) for 960×540 ×2, 640×360 ×3 and 480×270 ×4, on RGB frames (``subpixel bench``)
@@ -15,8 +14,7 @@ scale and precision is timed in a fresh process (``--one``): in one long process
 came out up to 30 % slower after the fp32 and bf16 runs and their PSNR passes. PSNR: the packaged models on
 Set5 and Set14 (../shared/data/benchmarks) through the Upscaler, RGB in and RGB out, scored on Y
 by the MATLAB protocol (as ``subpixel quantize`` checks). Steps: the best of 5 batches per step
-(:func:`subpixel_cli.bench.profile_steps`). ``--steps-only`` in a tree from before the steps were
-timed (no ``lap`` argument) times its convolutions and write step from outside instead.
+(:func:`subpixel_cli.bench.profile_steps`); ``--steps-only``: those alone.
 ``--as-vnni-without-bf16`` (on an AVX-512 BF16 CPU) runs fp32 and int8 as a CPU with AVX-512 VNNI
 but no bf16 arithmetic (Cascade Lake, Ice Lake) would: oneDNN held to ``AVX512_CORE_VNNI``, the C
 kernels built for ``-march=cascadelake`` and the runtime told there is no fast bf16.
@@ -29,10 +27,8 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from subpixel_cli.registry import load_model
@@ -52,45 +48,6 @@ def _pretend_no_bf16() -> None:
 
     os.environ.update({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI", "SUBPIXEL_KERNELS_MARCH": "cascadelake", _NO_BF16: "1"})
     runtime.fast_bf16 = fused.fast_bf16 = lambda: False
-
-
-def old_tree_steps(upscaler: Upscaler, width: int, height: int) -> dict[str, float]:
-    """Steps of a FusedPath that cannot time itself: its convolutions (by call order) and write."""
-    from subpixel_cli import fused
-
-    names = ["colour to Y", "conv1 + act", "conv2 + act", "conv3"]
-    seconds: dict[str, float] = {}
-    calls = {"n": 0}
-    conv, write = fused.FusedPath._conv, fused.FusedPath.write
-
-    def timed(name_of, real):
-        def run(self, *args, **kwargs):
-            started = time.perf_counter()
-            out = real(self, *args, **kwargs)
-            name = name_of()
-            seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - started
-            return out
-        return run
-
-    def conv_name() -> str:
-        calls["n"] += 1
-        return names[(calls["n"] - 1) % len(names)]
-
-    fused.FusedPath._conv = timed(conv_name, conv)
-    fused.FusedPath.write = timed(lambda: "write", write)
-    yy, xx = np.mgrid[0:height, 0:width]
-    frame = ((np.sin(xx / 9.0) + np.cos(yy / 7.0) + 2) * 60).astype(np.uint8)
-    frames = np.repeat(frame[None, ..., None], upscaler.batch_size, axis=0).repeat(3, axis=3)
-    upscaler.upscale_batch(frames)
-    best: dict[str, float] = {}
-    for _ in range(5):
-        seconds.clear()
-        calls["n"] = 0
-        upscaler.upscale_batch(frames)
-        for k, v in seconds.items():
-            best[k] = min(best.get(k, float("inf")), 1000 * v / len(frames))
-    fused.FusedPath._conv, fused.FusedPath.write = conv, write
-    return best
 
 
 def _speeds(scale: int, precision: str, seconds: float) -> dict:
@@ -114,6 +71,9 @@ def main() -> None:
                         help="fp32 and int8 as a CPU with VNNI but no bf16 arithmetic runs them")
     parser.add_argument("--one", nargs=2, metavar=("SCALE", "PRECISION"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    from subpixel_cli.runtime import tune_for
+
+    tune_for(torch.device("cpu"))  # what the command line does once: threads, the heap, warnings
     precisions = PRECISIONS
     if args.as_vnni_without_bf16 or os.environ.get(_NO_BF16):
         _pretend_no_bf16()
@@ -126,11 +86,9 @@ def main() -> None:
     if args.steps_only:
         for scale, (w, h) in SIZES.items():
             up = Upscaler(load_model(None, scale), device="cpu", batch_size=4)
-            try:
-                from subpixel_cli.bench import profile_steps
-                steps = profile_steps(up, w, h)
-            except ImportError:
-                steps = old_tree_steps(up, w, h)
+            from subpixel_cli.bench import profile_steps
+
+            steps = profile_steps(up, w, h)
             total = sum(steps.values())
             print(f"×{scale} {up.dtype}: " + ", ".join(f"{k} {v:.1f} ms ({v / total:.0%})" for k, v in steps.items()))
             results[f"x{scale}"] = steps

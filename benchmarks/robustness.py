@@ -222,7 +222,7 @@ def video_full_disk(root: Path, model: Path, count: int, seed: int) -> dict[str,
 
 
 def image_kills(root: Path, model: Path, kills: int, seed: int) -> dict[str, int]:
-    from test_robustness_kill import Campaign, _old_versions
+    from test_robustness_kill import Campaign, old_versions
 
     campaign = Campaign(root / "kill", model)
     rng = random.Random(seed)
@@ -231,7 +231,7 @@ def image_kills(root: Path, model: Path, kills: int, seed: int) -> dict[str, int
     for i in range(kills):
         if i % 3 == 2:  # every third kill: a --force run over complete old outputs
             if not forced.exists():
-                old = _old_versions(forced, campaign.reference)
+                old = old_versions(forced, campaign.reference)
             campaign.kill_once(forced, rng, force=True, old=old)
         else:
             campaign.kill_once(out, rng)
@@ -246,11 +246,11 @@ def image_kills(root: Path, model: Path, kills: int, seed: int) -> dict[str, int
 
 
 def video_kills(root: Path, model: Path, kills: int, seed: int) -> dict[str, int]:
-    from test_robustness_video import _kill_video_runs
+    from test_robustness_video import kill_video_runs
 
     folder = root / "video"
     folder.mkdir()
-    tally = _kill_video_runs(folder, str(model), [seed + i for i in range(kills)])
+    tally = kill_video_runs(folder, str(model), [seed + i for i in range(kills)])
     return {"runs": kills, "kills": tally["kills"], "half_written": tally["partial_targets"]}
 
 

@@ -80,7 +80,7 @@ RATIOS = [  # numerator, denominator, label, the issue's target
 # --- workers: one contender each, timed one batch per request -----------------------------------
 
 
-def _frames(batch: int, height: int, width: int, channels: int, seed: int = 0) -> np.ndarray:
+def synthetic_frames(batch: int, height: int, width: int, channels: int, seed: int = 0) -> np.ndarray:
     """Smooth gradients plus noise: content does not change the speed of these networks."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width]
@@ -117,7 +117,7 @@ def _torch_worker(kind: str, scale: int, width: int, height: int, batch: int) ->
     info = {"weights": weights, "threads": torch.get_num_threads(), "torch": torch.__version__}
     if kind == "eager":
         model = loaded.model.eval()
-        x = torch.from_numpy(_frames(batch, height, width, 1)).permute(0, 3, 1, 2).float().div(255).contiguous()
+        x = torch.from_numpy(synthetic_frames(batch, height, width, 1)).permute(0, 3, 1, 2).float().div(255).contiguous()
 
         def eager() -> None:
             with torch.no_grad():
@@ -128,14 +128,14 @@ def _torch_worker(kind: str, scale: int, width: int, height: int, batch: int) ->
     # Unfused: what every uint8 picture went through before the fused path.
     up = Upscaler(loaded, device="cpu", precision=precision, batch_size=batch, fused=kind != "subpixel-unfused")
     info["precision"] = up.precision.name
-    frames = _frames(batch, height, width, 1 if kind.startswith("subpixel-y") else 3)
+    frames = synthetic_frames(batch, height, width, 1 if kind.startswith("subpixel-y") else 3)
     return (lambda: up.upscale_batch(frames)), info
 
 
 def _peer_worker(kind: str, scale: int, width: int, height: int, batch: int, data: Path) -> tuple[Any, dict]:
     import cv2
 
-    frames = _frames(batch, height, width, 3)
+    frames = synthetic_frames(batch, height, width, 3)
     info = {"opencv": cv2.__version__, "threads": cv2.getNumThreads()}
     if kind == "resize":
         return (lambda: [cv2.resize(f, (width * scale, height * scale), interpolation=cv2.INTER_CUBIC) for f in frames]), info
@@ -275,7 +275,7 @@ def throughput(args: argparse.Namespace, peers: bool) -> dict:
 # --- b: end to end ------------------------------------------------------------------------------
 
 
-def _timed(cmd: list[str]) -> dict:
+def timed(cmd: list[str]) -> dict:
     """Wall time and peak RSS of one command (its own, via wait4)."""
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
@@ -315,9 +315,9 @@ def end_to_end(args: argparse.Namespace) -> dict:
             for fmt in ("png", "jpg"):
                 log(f"end to end: subpixel upscale, {count} JPEGs 640×480 ×4 -> {fmt}")
                 shutil.rmtree(target, ignore_errors=True)
-                run = _timed([subpixel, "upscale", str(folder), "-o", str(target), "-x", "4", "--format", fmt, "--quiet", "--force"])
+                run = timed([subpixel, "upscale", str(folder), "-o", str(target), "-x", "4", "--format", fmt, "--quiet", "--force"])
                 run["images_per_s"] = count / run["seconds"]
-                base = _timed([subpixel, "upscale", str(short), "-o", str(target / "few"), "-x", "4", "--format", fmt, "--quiet", "--force"])
+                base = timed([subpixel, "upscale", str(short), "-o", str(target / "few"), "-x", "4", "--format", fmt, "--quiet", "--force"])
                 run["startup_and_4_seconds"] = base["seconds"]
                 # Throughput once running: the images beyond the short run over the time beyond it.
                 run["steady_images_per_s"] = (count - few) / (run["seconds"] - base["seconds"])
@@ -338,7 +338,7 @@ def end_to_end(args: argparse.Namespace) -> dict:
         if has_video and clip.exists():
             seconds = 2 if args.quick else 6
             log(f"end to end: subpixel video, first {seconds} s of {clip.name} ×3 -> 1080p")
-            run = _timed([subpixel, "video", str(clip), "-x", "3", "--end", str(seconds), "-o", str(Path(tmp) / "clip.mp4"),
+            run = timed([subpixel, "video", str(clip), "-x", "3", "--end", str(seconds), "-o", str(Path(tmp) / "clip.mp4"),
                           "--force", "--quiet"])
             run["frames"] = _count_frames(Path(tmp) / "clip.mp4")
             run["fps"] = run["frames"] / run["seconds"] if run["frames"] else None
@@ -363,7 +363,7 @@ def _count_frames(path: Path) -> int:
 
 def quality(args: argparse.Namespace) -> dict:
     from subpixel_cli.data import mod_crop
-from subpixel_cli.degradations import downscale
+    from subpixel_cli.degradations import downscale
     from subpixel_cli.evaluate import dataset_files, read_hr
     from subpixel_cli.metrics import psnr, y_channel, y_psnr_ssim
     from subpixel_cli.registry import load_model, packaged_models
@@ -535,6 +535,11 @@ def main() -> None:
     parser.add_argument("--width", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--height", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    import torch
+
+    from subpixel_cli.runtime import tune_for
+
+    tune_for(torch.device("cpu"))  # what the command line does once: threads, the heap, warnings
     if args.worker:
         worker_main(args)
         return

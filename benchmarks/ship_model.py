@@ -8,7 +8,12 @@ Scores the run folder's weights on Set5, Set14 and BSD100 (``--data``, default .
 /benchmarks) and, with ``--ship NAME``, writes ``weights/NAME/`` (config.json with the metrics,
 model.safetensors, and a model card with the eval table, the training record of the run and the
 notes). With ``--only-if-better`` nothing is written unless Set5 and Set14 both beat the model
-now in ``weights/NAME``.
+now in ``weights/NAME``. ``--degrade SPEC`` (repeatable) also scores Set14 and BSD100 with the LR
+damaged as ``subpixel eval --degrade SPEC`` damages it, and ``--twin NAME`` records the model the
+shipped one pairs with for ``--denoise``:
+
+    python benchmarks/ship_model.py ~/.cache/subpixel-runs/real-x4 -x 4 --ship espcn-x4-real \
+        --twin espcn-x4 --degrade jpeg:75 --degrade jpeg:50 --degrade h264:30 --degrade noise:5
 """
 
 from __future__ import annotations
@@ -40,6 +45,9 @@ def main() -> None:
                              "instead of Set5/Set14/BSD100; --only-if-better compares those")
     parser.add_argument("--license", help="the weights' terms for config.json and the card (default: the run's)")
     parser.add_argument("--description", help="one line for config.json and the card (default: the run's)")
+    parser.add_argument("--degrade", action="append", default=[], metavar="SPEC",
+                        help="also score Set14 and BSD100 on LR damaged by SPEC (repeatable)")
+    parser.add_argument("--twin", help="the model this one pairs with for --denoise (both ways: add it to the twin too)")
     args = parser.parse_args()
 
     loaded = load_folder(args.run)
@@ -52,6 +60,13 @@ def main() -> None:
         for name, m in metrics.items():
             m["dataset"] = name
         compared = ["Set5", "Set14"]
+        from subpixel_cli.degradations import Degradation
+
+        for spec in args.degrade:
+            damaged = evaluate_model(loaded, args.scale, ["Set14", "BSD100"], data_dir=args.data,
+                                     damage=Degradation.parse(spec))
+            for name, m in format_metrics(damaged).items():
+                metrics[f"{name} {spec}"] = {**m, "dataset": f"{name}, LR {spec}"}
     print(f"| data | ×{args.scale} PSNR | SSIM | bicubic PSNR | bicubic SSIM |\n|---|---:|---:|---:|---:|")
     for name, m in metrics.items():
         cells = [f"{m[k]:.4f}" if k.endswith("ssim") and k in m else f"{m[k]:.2f}" if k in m else "–"
@@ -67,10 +82,24 @@ def main() -> None:
             print(f"not shipped: weights/{args.ship} scores {now}", file=sys.stderr)
             sys.exit(1)
     info = replace(loaded.info, name=args.ship, metrics=metrics, license=args.license or loaded.info.license,
-                   description=args.description or loaded.info.description)
-    notes = args.notes.read_text(encoding="utf-8") if args.notes else ""
+                   description=args.description or loaded.info.description, twin=args.twin or loaded.info.twin,
+                   training=_without_home(loaded.info.training))
+    notes = _without_home(args.notes.read_text(encoding="utf-8")) if args.notes else ""
     save_model(target, loaded.model, info, card=model_card(info, notes))
     print(f"wrote {target}", file=sys.stderr)
+
+
+def _without_home(value):
+    """``value`` (text, or a JSON-like structure of it) with this machine's home folder as ``~``:
+    a shipped card names no one's home."""
+    home = str(Path.home())
+    if isinstance(value, str):
+        return value.replace(home, "~")
+    if isinstance(value, dict):
+        return {k: _without_home(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_home(v) for v in value]
+    return value
 
 
 FACES_KEY = "celeba_held_out_y"

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from run import _timed as timed  # wall time and peak RSS of one command (wait4); this folder is on sys.path
+from run import timed  # wall time and peak RSS of one command (wait4); this folder is on sys.path
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmarks" / "BSD100"
 

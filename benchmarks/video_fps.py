@@ -152,6 +152,11 @@ def main() -> None:
     parser.add_argument("--only-long", action="store_true", help="only the 2-minute RSS run")
     parser.add_argument("--preset", help="x264 preset for the end-to-end runs (default: subpixel's own choice)")
     args = parser.parse_args()
+    import torch
+
+    from subpixel_cli.runtime import tune_for
+
+    tune_for(torch.device("cpu"))  # what the command line does once: threads, the heap, warnings
     subpixel = str(Path(sys.executable).with_name("subpixel"))
     frames = decoded_frames(args.clip, args.model_frames + 4, "rgb24")
     planes = decoded_frames(args.clip, args.model_frames + 4, "yuv420p")

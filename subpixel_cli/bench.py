@@ -16,6 +16,7 @@ import torch
 
 from subpixel_cli.errors import UsageError
 from subpixel_cli.fused import Laps
+from subpixel_cli.runtime import exact_fp32
 from subpixel_cli.upscale import Upscaler
 
 _PEAK_SIDES = (1024, 2048)  # square matrices; the larger is nearer the peak on most CPUs
@@ -36,6 +37,7 @@ class Throughput:
     macs_per_frame: int
     peak_gflops: float | None = None  # the machine's matmul peak in this precision (GOP/s for int8)
     layout: str = "rgb"  # of the frames: "rgb" or "i420"
+    math: str = ""  # the arithmetic that ran (Upscaler.math), e.g. "fp16, last layer and chroma in fp32"
 
     @property
     def fps(self) -> float:
@@ -56,7 +58,7 @@ class Throughput:
         return {"frames": self.frames, "seconds": round(self.seconds, 4), "fps": round(self.fps, 3),
                 "ms_per_frame": round(1000 / self.fps, 2), "gflops": round(self.gflops, 2),
                 "input_size": [w, h], "output_size": [w * self.scale, h * self.scale], "scale": self.scale,
-                "layout": self.layout, "device": self.device, "precision": self.precision, "batch": self.batch,
+                "layout": self.layout, "device": self.device, "precision": self.precision, "math": self.math, "batch": self.batch,
                 "threads": self.threads,
                 "matmul_peak_gflops": None if self.peak_gflops is None else round(self.peak_gflops, 1),
                 "peak_share": None if share is None else round(share, 3)}
@@ -121,9 +123,11 @@ def measure_throughput(upscaler: Upscaler, width: int, height: int, seconds: flo
         done += len(frames)
     elapsed = time.perf_counter() - started
     threads = torch.get_num_threads() if upscaler.device.type == "cpu" else 0
-    peak_gflops = matmul_peak(upscaler.precision.fused, upscaler.device) if peak else None
+    with exact_fp32(upscaler.device):  # the peak of the arithmetic the frames ran in
+        peak_gflops = matmul_peak(upscaler.precision.fused, upscaler.device) if peak else None
     return Throughput(done, elapsed, (width, height), upscaler.scale, upscaler.device.type, upscaler.precision.name,
-                      len(frames), threads, upscaler.info.config.macs_per_pixel() * width * height, peak_gflops, layout)
+                      len(frames), threads, upscaler.info.config.macs_per_pixel() * width * height, peak_gflops, layout,
+                      upscaler.math)
 
 
 def profile_steps(upscaler: Upscaler, width: int, height: int, rounds: int = 5, layout: str = "rgb") -> dict[str, float]:

@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
-from subpixel_cli.errors import DataError, UsageError
-from subpixel_cli.files import atomic_path, write_text
+from subpixel_cli.errors import DataError, UsageError, one_line
+from subpixel_cli.files import write_text
 from subpixel_cli.model import ESPCN
+from subpixel_cli.tensorfile import UnreadableTensors, read_tensors, write_tensors
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 STATE_NAME = "trainer_state.json"
@@ -44,9 +43,7 @@ def save_checkpoint(out: Path, model: ESPCN, optimizer: torch.optim.Optimizer, t
     optim_tensors, groups = _optimizer_tensors(optimizer)
     tensors.update(optim_tensors)
     record = {**trainer, "param_groups": groups, "model_config": model.config.to_dict()}
-    path = out / CHECKPOINT_NAME
-    with atomic_path(path, file=True) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt", "trainer": json.dumps(record)})
+    path = write_tensors(out / CHECKPOINT_NAME, tensors, {"format": "pt", "trainer": json.dumps(record)})
     write_text(out / STATE_NAME, json.dumps(record, indent=2, default=str))
     return path
 
@@ -57,11 +54,10 @@ def load_checkpoint(out: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]
     if not path.is_file():
         raise UsageError(f"--resume: no {CHECKPOINT_NAME} in {out}; start without --resume")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            record = json.loads((f.metadata() or {})["trainer"])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (OSError, KeyError, ValueError) as exc:
-        raise DataError(f"{path}: not a readable subpixel checkpoint ({exc})") from None
+        tensors, metadata = read_tensors(path)
+        record = json.loads(metadata["trainer"])
+    except (UnreadableTensors, KeyError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable subpixel checkpoint ({one_line(exc)})") from None
     return record, tensors
 
 

@@ -12,79 +12,25 @@ from __future__ import annotations
 import functools
 import os
 import sys
-import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import click
-from rich.console import Console
 from rich.markup import escape
 
 from subpixel_cli import __version__
 from subpixel_cli import choices
-from subpixel_cli.console import (emit_json, err_console, eval_progress, print_eval_tables, print_summary,
-                                  print_note, progress_bar, short_licence, show_result, show_steps, train_progress)
-from subpixel_cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, SubpixelError
+from subpixel_cli.command import (EXIT_CODES_HELP, command_line, denoise_option, handle_errors, print_kernels_note,
+                                  memory_options, model_options, parse_size)
+from subpixel_cli.console import (emit_json, err_console, eval_progress, print_eval_tables, print_models, print_note,
+                                  print_quantized, print_summary, progress_bar, show_result, show_steps,
+                                  show_throughput, train_progress, video_header)
+from subpixel_cli.errors import EXIT_FAILED
 
 if TYPE_CHECKING:
 
     from subpixel_cli.jobs import Result
     from subpixel_cli.upscale import Upscaler
-
-EXIT_CODES_HELP = "Exit codes: 0 all done, 1 some inputs failed, 2 usage error, 130 interrupted."
-
-def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """The one place where errors become a message and an exit code: the project's errors print
-    their one line and exit with their code; anything else is reported as an internal error
-    (exit 1); ``--debug`` adds the traceback. Ctrl-C exits 130; a closed stdout (``| head``) ends
-    the command quietly."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        debug = click.get_current_context().find_root().params.get("debug", False)
-        try:
-            return func(*args, **kwargs)
-        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
-            raise  # click's own usage errors, already one line with exit code 2
-        except SubpixelError as exc:
-            _exit_with(str(exc), exc.exit_code, debug)
-        except KeyboardInterrupt as exc:  # a command may say what was done and what a re-run does
-            if debug:
-                traceback.print_exc()
-            err_console.print("[yellow]interrupted[/]" + (f": {escape(str(exc))}" if str(exc) else ""), soft_wrap=True)
-            sys.exit(EXIT_INTERRUPTED)
-        except BrokenPipeError:
-            _stdout_closed()
-        except Exception as exc:
-            from subpixel_cli.runtime import is_out_of_memory, out_of_memory_message
-
-            if is_out_of_memory(exc):  # MemoryError, or CUDA's, in a command with no retry of its own
-                _exit_with(out_of_memory_message(), EXIT_FAILED, debug)
-            lines = str(exc).strip().splitlines()
-            detail = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
-            hint = "" if debug else " (run with --debug for the traceback)"
-            _exit_with(f"internal error: {detail}{hint}", EXIT_FAILED, debug)
-
-    return wrapper
-
-
-def _exit_with(message: str, code: int, debug: bool) -> None:
-    if debug:
-        traceback.print_exc()
-    err_console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
-    sys.exit(code)
-
-
-def _stdout_closed() -> None:
-    """The reader of stdout went away: stop without a traceback, and keep Python's exit-time
-    flush from raising again on the dead pipe."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):
-        pass
-    sys.exit(EXIT_FAILED)
-
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES_HELP)
 @click.version_option(__version__, prog_name="subpixel")
@@ -96,44 +42,25 @@ def main(debug: bool) -> None:
 
 
 def _load_upscaler(model: str | None, scale: int | None, device: str, precision: str, tile: int | None,
-                   batch_size: int, max_memory: int | None) -> "Upscaler":
-    from subpixel_cli.registry import load_model
+                   batch_size: int, max_memory: int | None, denoise: float | None = None) -> "Upscaler":
+    from subpixel_cli.registry import load_denoise, load_model
+    from subpixel_cli.runtime import tune_for
     from subpixel_cli.upscale import Upscaler
 
     if model is None and scale is None:
         scale = 4
-    loaded = load_model(model, scale)
+    loaded = load_model(model, scale) if denoise is None else load_denoise(model, scale, denoise)
     budget = None if max_memory is None else max_memory << 20
-    return Upscaler(loaded, device=device, precision=precision, tile=tile, batch_size=batch_size, memory_budget=budget)
-
-
-def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """The options every command that runs a model shares."""
-    options = [
-        click.option("-x", "--scale", type=click.IntRange(min=2), help="Upscale factor; picks the packaged model for it."),
-        click.option("--model", metavar="M", help="Packaged name (see `subpixel models`), model folder, .safetensors file, or hf://owner/repo[@rev]."),
-        click.option("--device", type=click.Choice(choices.DEVICES), default="auto", show_default=True),
-        click.option("--precision", type=click.Choice(choices.PRECISIONS), default="auto", show_default=True,
-                     help="auto: fp16 on GPUs (fp32 retry if the output is not finite); on CPUs for 8-bit pictures int8 where the model has a checked calibration and the CPU has fast int8 (VNNI or AMX, and a C compiler for its first-layer kernel), else bf16 where it has native bf16 (AVX-512 BF16/AMX), else fp32. int8: the int8 path (CPU; `subpixel quantize`)."),
-        click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True, help="Same-size images per forward pass."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
-
-
-def memory_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """--tile and --max-memory, for the commands that upscale pictures or frames."""
-    func = click.option("--max-memory", type=click.IntRange(min=64), metavar="MIB",
-                        help="Memory budget for one forward pass, in MiB (default 1024 on CPU).")(func)
-    return click.option("--tile", type=click.IntRange(min=8),
-                        help="Tile side in input pixels (default: automatic, from --max-memory).")(func)
+    upscaler = Upscaler(loaded, device=device, precision=precision, tile=tile, batch_size=batch_size, memory_budget=budget)
+    tune_for(upscaler.device)  # the process's settings are the command's to make (the same for every upscaler)
+    return upscaler
 
 
 @main.command(epilog=EXIT_CODES_HELP)
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Output folder, or a file for a single input.")
 @model_options
+@denoise_option
 @memory_options
 @click.option("--format", "fmt", type=click.Choice(choices.OUTPUT_FORMATS), help="Output format (default png, or -o FILE's suffix).")
 @click.option("--quality", type=click.IntRange(1, 100), default=95, show_default=True, help="JPEG/WebP quality.")
@@ -146,7 +73,8 @@ def memory_options(func: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--shard", metavar="K/N", help="Do only part K of N (balanced by pixels), e.g. for a job array.")
 @handle_errors
 def upscale(inputs: tuple[str, ...], output: Path | None, scale: int | None, model: str | None, device: str,
-            precision: str, batch_size: int, tile: int | None, max_memory: int | None, fmt: str | None,
+            precision: str, batch_size: int, denoise: float | None, tile: int | None, max_memory: int | None,
+            fmt: str | None,
             quality: int, suffix: str | None, recursive: bool, force: bool, max_pixels: int | None,
             quiet: bool, as_json: bool, shard: str | None) -> None:
     """Upscale images: files, folders and globs.
@@ -163,48 +91,60 @@ def upscale(inputs: tuple[str, ...], output: Path | None, scale: int | None, mod
       subpixel upscale shots/ -o big/ --shard 2/4
     """
     from subpixel_cli import shard as sharding
-    from subpixel_cli.jobs import OutputPlan, Runner, plan_jobs
+    from subpixel_cli.jobs import OutputPlan, Report, Runner, plan_jobs
 
     part = sharding.parse_shard(shard) if shard is not None else None
     if max_pixels is not None:
         from PIL import Image
 
         Image.MAX_IMAGE_PIXELS = max_pixels
-    upscaler = _load_upscaler(model, scale, device, precision, tile, batch_size, max_memory)
+    load = functools.partial(_load_upscaler, device=device, precision=precision, tile=tile, batch_size=batch_size,
+                             max_memory=max_memory)
+    upscaler = load(model, scale, denoise=denoise)
     plan = OutputPlan(output=output, suffix=suffix if suffix is not None else f"_x{upscaler.scale}", fmt=fmt)
     jobs = plan_jobs(list(inputs), plan, recursive)
     debug = click.get_current_context().find_root().params.get("debug", False)  # read here: results arrive on other threads
     with sharding.joined() as group:
         mine = sharding.select(jobs, part, group)
+        if mine is None:
+            sys.exit(0)  # not rank 0, and rank 0 could not split the jobs: it says why
         show = not quiet and (group is None or group.main)
         live = group is None  # under torchrun rank 0 shows every process's results after the gather
-        if show and upscaler.notice:
-            print_note(upscaler.notice)
-        if show:
-            err_console.print(f"{upscaler.info.name}: ×{upscaler.scale} {upscaler.info.color_space.upper()} model on "
-                              f"{upscaler.device.type} ({str(upscaler.dtype).removeprefix('torch.')}), "
-                              f"{_share(len(jobs), len(mine), part, group)}")
-        with progress_bar(show) as progress:
-            files = progress.add_task("files", total=len(mine))
-            tiles = progress.add_task("tiles", total=None, visible=False)
+        # Without --model or --denoise each input gets the packaged model that fits it (choice.py).
+        runs = _runs_by_input(upscaler, mine, load) if model is None and denoise is None else [(upscaler, mine, {})]
+        report, seen = Report(), Report()  # seen: every result so far, for what Ctrl-C says
+        print_kernels_note(upscaler, show)
+        for upscaler, part_jobs, picks in runs:
+            if show and upscaler.notice:
+                print_note(upscaler.notice)
+            if show:
+                why = f" ({_reasons(picks)})" if picks else ""
+                err_console.print(f"{upscaler.info.name}: ×{upscaler.scale} {upscaler.info.color_space.upper()} model "
+                                  f"on {upscaler.device.type} ({str(upscaler.dtype).removeprefix('torch.')}), "
+                                  f"{_share(len(jobs) if len(runs) == 1 else len(part_jobs), len(part_jobs), part, group)}"
+                                  + why)
+            with progress_bar(show) as progress:
+                files = progress.add_task("files", total=len(part_jobs))
+                tiles = progress.add_task("tiles", total=None, visible=False)
 
-            def on_result(result: "Result") -> None:
-                progress.advance(files)
-                progress.update(tiles, visible=False)
-                if live:
-                    show_result(result, progress.console, as_json, show, debug)
+                def on_result(result: "Result", name: str = upscaler.info.name, picks: dict = picks) -> None:
+                    seen.results.append(result)
+                    result.model = name
+                    result.model_reason = picks[result.source].reason if result.source in picks else None
+                    progress.advance(files)
+                    progress.update(tiles, visible=False)
+                    if live:
+                        show_result(result, progress.console, as_json, show, debug)
 
-            def on_tiles(done: int, total: int) -> None:
-                if total > 1:
-                    progress.update(tiles, completed=done, total=total, visible=True)
+                def on_tiles(done: int, total: int) -> None:
+                    if total > 1:
+                        progress.update(tiles, completed=done, total=total, visible=True)
 
-            runner = Runner(upscaler, force=force, fmt=fmt, quality=quality, on_result=on_result, on_tiles=on_tiles)
-            try:
-                report = sharding.run_part(runner, mine, group)
-            except KeyboardInterrupt:
-                done, failed = runner.report.count("ok") + runner.report.count("skipped"), runner.report.count("failed")
-                raise KeyboardInterrupt(f"{done} of {len(mine)} file(s) done" + (f", {failed} failed" if failed else "")
-                                        + "; run the same command again to continue (done ones are skipped)") from None
+                runner = Runner(upscaler, force=force, fmt=fmt, quality=quality, on_result=on_result, on_tiles=on_tiles)
+                try:
+                    report.results += sharding.run_part(runner, part_jobs, group).results
+                except KeyboardInterrupt:
+                    raise KeyboardInterrupt(seen.stopped(len(mine))) from None
         if group is not None:
             gathered = sharding.gather(group, jobs, report)
             if gathered is None:
@@ -215,6 +155,34 @@ def upscale(inputs: tuple[str, ...], output: Path | None, scale: int | None, mod
     if show:
         print_summary(report)
     sys.exit(report.return_code)
+
+
+def _runs_by_input(clean: "Upscaler", jobs: list, load: Callable[..., "Upscaler"]) -> list[tuple["Upscaler", list, dict]]:
+    """The jobs split between the packaged clean model and its real-world twin, by what each input
+    went through (:mod:`subpixel_cli.choice`): ``(upscaler, jobs, {source: Pick})`` for each model
+    that has jobs. Without a packaged twin every job stays with ``clean``."""
+    from subpixel_cli.choice import pick_for_image
+    from subpixel_cli.registry import packaged_models
+
+    twin = clean.info.twin
+    if not twin or twin not in packaged_models():
+        return [(clean, jobs, {})]
+    picks = {job.source: pick_for_image(job.source) for job in jobs}
+    real_jobs = [job for job in jobs if picks[job.source].real]
+    clean_jobs = [job for job in jobs if not picks[job.source].real]
+    runs = [(clean, clean_jobs, picks)] if clean_jobs or not real_jobs else []
+    if real_jobs:
+        runs.append((load(twin, clean.scale), real_jobs, picks))
+    return runs
+
+
+def _reasons(picks: dict) -> str:
+    """Why the inputs of a run got its model, counted: 'not a JPEG ×3; JPEG quality ~75 (≤ 90)'."""
+    from collections import Counter
+
+    counts = Counter(p.reason for p in picks.values())
+    return "chosen by input, --model overrides: " + "; ".join(
+        reason + (f" ×{n}" if n > 1 else "") for reason, n in counts.most_common(3))
 
 
 def _share(total: int, mine: int, part: "Any", group: "Any") -> str:
@@ -228,48 +196,19 @@ def _share(total: int, mine: int, part: "Any", group: "Any") -> str:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per model on stdout.")
 @handle_errors
 def models(as_json: bool) -> None:
-    """List the packaged models: name, scale, channels and the PSNR from their cards."""
-    from rich.table import Table
-
-    from subpixel_cli.registry import packaged_models
+    """List the packaged models: name, scale, channels and the PSNR from their cards; with --json
+    also what the CPU runs each in here (``cpu``: the precision ``auto`` takes, and why not int8 or
+    bf16, and the C kernels' status)."""
+    from subpixel_cli.registry import load_model, packaged_models
+    from subpixel_cli.runtime import cpu_paths
 
     found = packaged_models()
-    if as_json:
-        for name, info in found.items():
-            emit_json({"name": name, "scale": info.scale, "channels": info.config.channels,
-                       "color_space": info.color_space, "metrics": info.metrics, "license": info.license,
-                       "training": info.training})
-        return
-    table = Table(title="packaged models (use with --model NAME, or -x N for espcn-xN)")
-    table.add_column("name", no_wrap=True, min_width=15)
-    for column in ("scale", "channels", "Set5 PSNR", "Set14 PSNR"):
-        table.add_column(column, justify="right", no_wrap=True, min_width=len(column))
-    table.add_column("licence", no_wrap=True)
-    table.caption = "* more terms in the model card: subpixel models --json"
-    for name, info in found.items():
-        psnr5, psnr14 = info.psnr("Set5"), info.psnr("Set14")
-        table.add_row(name, f"×{info.scale}", f"{info.config.channels} ({info.color_space.upper()})",
-                      "–" if psnr5 is None else f"{psnr5:.2f} dB", "–" if psnr14 is None else f"{psnr14:.2f} dB",
-                      short_licence(info.license))
-    Console().print(table)
-
-
-def _command_line(ctx: click.Context) -> str:
-    """The command as given (options from the command line only), for the model card."""
-    import shlex
-
-    from click.core import ParameterSource
-
-    words = ["subpixel", ctx.info_name or "train"]
-    for param in ctx.command.params:
-        if ctx.get_parameter_source(param.name) != ParameterSource.COMMANDLINE:
-            continue
-        value, flag = ctx.params[param.name], param.opts[-1] if len(param.opts[-1]) > 2 else param.opts[0]
-        if getattr(param, "is_flag", False):
-            words += [flag] if value else []
-        else:
-            words += [flag, str(value)]
-    return shlex.join(words)
+    if not as_json:
+        print_models(found)
+    for name, info in found.items() if as_json else ():
+        emit_json({"name": name, "scale": info.scale, "channels": info.config.channels,
+                   "color_space": info.color_space, "metrics": info.metrics, "license": info.license,
+                   "training": info.training, "cpu": cpu_paths(load_model(name).calibration)})
 
 
 @main.command(epilog=EXIT_CODES_HELP)
@@ -296,6 +235,8 @@ def _command_line(ctx: click.Context) -> str:
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=500, show_default=True, help="Steps between checkpoints.")
+@click.option("--val-every", type=click.IntRange(min=1), metavar="STEPS", help="Steps between validations (default: each epoch, or every few where epochs are under 100 steps).")
+@click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS", help="Stop after this much wall time: validate, save the model folder and checkpoint, exit 0 (--resume continues).")
 @click.option("--precision", type=click.Choice(choices.TRAIN_PRECISIONS), default="auto", show_default=True,
               help="auto: bf16 autocast on CPUs with bf16 arithmetic (AVX-512 BF16/AMX), fp16 AMP on CUDA, else fp32.")
 @click.option("--scale-aug", type=click.FloatRange(0.2, 1.0), default=1.0, show_default=True, metavar="MIN",
@@ -334,7 +275,7 @@ def train(quiet: bool, **options: Any) -> None:
     options["scale"] = options["scale"] or (4 if dataset.lower() == "celeba" else 3)
     options["out"] = str(options["out"] or Path("runs") / f"{Path(dataset).name.lower()}-x{options['scale']}")
     options["channels"] = int(options["channels"]) if options["channels"] else None
-    config = TrainConfig(**options, command=_command_line(click.get_current_context()))
+    config = TrainConfig(**options, command=command_line(click.get_current_context()))
     show = not quiet and int(os.environ.get("RANK", "0")) == 0
     if not show:
         result = run_training(config)
@@ -346,6 +287,9 @@ def train(quiet: bool, **options: Any) -> None:
         best = result.state.best_val_psnr
         err_console.print(f"{result.out}: {result.state.step} steps in {result.state.elapsed:.0f} s"
                           + (f", best val PSNR {best:.2f} dB" if best is not None else ""))
+    if result.stopped == "time limit" and int(os.environ.get("RANK", "0")) == 0:  # said even with --quiet
+        print_note(f"stopped at --time-limit {config.time_limit:g} s after {result.state.step} of "
+                   f"{result.info.training['total_steps']} steps; the model folder holds it, --resume continues")
 
 
 @main.command("eval", epilog=EXIT_CODES_HELP)
@@ -359,19 +303,32 @@ def train(quiet: bool, **options: Any) -> None:
               help="Where dataset names (Set5, Set14, BSD100) are looked up; default $SUBPIXEL_DATA.")
 @click.option("--save-images", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write SR outputs to DIR/<dataset>/ and a comparison sheet DIR/<dataset>_comparison.png.")
+@click.option("--degrade", metavar="SPEC", default=None,
+              help="Damage each LR after the downscale by fixed values, e.g. jpeg:75, h264:30, noise:5 "
+                   "(seeded by file name: the same for everyone).")
+@click.option("--device", type=click.Choice(choices.DEVICES), default="cpu", show_default=True, help="Where the model runs.")
+@click.option("--precision", type=click.Choice(choices.EVAL_PRECISIONS), default="fp32", show_default=True,
+              help="What it runs in (fp32 on CUDA: IEEE, not TF32).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as one JSON object on stdout.")
 @handle_errors
 def eval_command(datasets: tuple[str, ...], model_spec: str | None, bicubic: bool, scale: int | None,
-                 data_dir: Path | None, save_images: Path | None, as_json: bool) -> None:
+                 data_dir: Path | None, save_images: Path | None, degrade: str | None, device: str, precision: str,
+                 as_json: bool) -> None:
     """Benchmark a model (or --bicubic) on folders of HR images: PSNR and SSIM on Y.
 
     DATASET is a folder of HR images or a name found under --data-dir. The protocol is the
     literature's: HR cropped to a multiple of the scale, LR by MATLAB-style bicubic imresize,
-    Y of BT.601 YCbCr, SCALE pixels shaved from each border.
+    Y of BT.601 YCbCr, SCALE pixels shaved from each border. --degrade damages the LR after the
+    downscale, as real inputs are damaged (JPEG, H.264, noise, blur).
     """
+    from subpixel_cli.degradations import Degradation
     from subpixel_cli.errors import EXIT_FAILED, UsageError
     from subpixel_cli.evaluate import evaluate_model
 
+    damage = Degradation.parse(degrade) if degrade is not None else None
+    if damage is not None and not damage.fixed:
+        raise UsageError(f"--degrade {degrade!r}: eval takes fixed values (e.g. jpeg:75,noise:5), not ranges "
+                         "or probabilities, so that its figures can be reproduced")
     if bicubic and model_spec:
         raise UsageError("--bicubic and --model exclude each other; pick one")
     if bicubic and scale is None:
@@ -384,7 +341,8 @@ def eval_command(datasets: tuple[str, ...], model_spec: str | None, bicubic: boo
         scale = loaded.info.scale
     assert scale is not None
     with eval_progress() as progress:
-        result = evaluate_model(loaded, scale, datasets, data_dir=data_dir, save_dir=save_images, progress=progress)
+        result = evaluate_model(loaded, scale, datasets, data_dir=data_dir, save_dir=save_images, progress=progress,
+                                damage=damage, device=device, precision=precision)
     if as_json:
         emit_json(result.to_dict())
     else:
@@ -403,14 +361,15 @@ def eval_command(datasets: tuple[str, ...], model_spec: str | None, bicubic: boo
 @click.argument("source", type=click.Path(path_type=Path), metavar="INPUT")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Output video (default: INPUT_x<r>.mp4 beside the input).")
 @model_options
+@denoise_option
 @memory_options
 @click.option("--codec", default="auto", show_default=True,
               help="auto (H.264 yuv420p, or the container's own codec), h264, hevc, vp9, av1, mpeg4, ffv1, or an FFmpeg encoder.")
 @click.option("--crf", type=click.IntRange(0, 63), help="Constant quality, lower is better (default 18 for H.264).")
 @click.option("--preset", metavar="NAME",
-              help="x264/x265 speed preset, ultrafast…veryslow (default by output size: veryfast up to 960×540, superfast "
-                   "up to 1280×720, ultrafast above: on 2 cores the encoder takes its CPU from the model; ~30% larger "
-                   "files than superfast).")
+              help="x264/x265 speed preset, ultrafast…veryslow (default by output size: veryfast up to 960×540, "
+                   "superfast up to 1280×720, ultrafast above: the encoder shares the CPU with the model; larger files "
+                   "than superfast).")
 @click.option("--pix-fmt", metavar="FMT", help="Output pixel format (default: 4:2:0 at the source's bit depth, e.g. yuv420p10le).")
 @click.option("--lossless", is_flag=True,
               help="No loss after the model: FFV1 RGB (exact; .mkv, large files), or x264/x265 lossless with --codec.")
@@ -425,7 +384,7 @@ def eval_command(datasets: tuple[str, ...], model_spec: str | None, bicubic: boo
               help="Continue a stopped run from its finished segments (kept in .NAME.work/ beside the output); --no-resume starts over.")
 @handle_errors
 def video(source: Path, output: Path | None, scale: int | None, model: str | None, device: str, precision: str,
-          batch_size: int, tile: int | None, max_memory: int | None, codec: str, crf: int | None,
+          batch_size: int, denoise: float | None, tile: int | None, max_memory: int | None, codec: str, crf: int | None,
           preset: str | None, pix_fmt: str | None, lossless: bool, start: str | None, end: str | None, fps: str | None,
           frames_dir: Path | None, force: bool, quiet: bool, as_json: bool, resume: bool) -> None:
     """Upscale a video, keeping its frame timing, bit depth, HDR metadata, audio, subtitles and chapters.
@@ -455,14 +414,21 @@ def video(source: Path, output: Path | None, scale: int | None, model: str | Non
         raise InputError(f"{source}: no such file or folder")
     options = VideoOptions(codec=codec, crf=crf, start=parse_time(start), end=parse_time(end), fps=parse_rate(fps),
                            pix_fmt=pix_fmt, lossless=lossless, preset=preset)
-    upscaler = _load_upscaler(model, scale, device, precision, tile, batch_size, max_memory)
+    upscaler = _load_upscaler(model, scale, device, precision, tile, batch_size, max_memory, denoise)
+    pick = None
+    if model is None and denoise is None:  # the packaged model that fits the input (choice.py)
+        from subpixel_cli.choice import pick_for_video_source
+
+        pick = pick_for_video_source(source)
+        if pick.real and upscaler.info.twin:
+            upscaler = _load_upscaler(upscaler.info.twin, upscaler.scale, device, precision, tile, batch_size, max_memory)
     target = frames_dir or output or default_output(source, upscaler.scale)
     with sharding.joined() as group:
         show = not quiet and (group is None or group.main)  # under torchrun: rank 0's progress, for its own part
         if show and upscaler.notice:
             print_note(upscaler.notice)
-        header = (f"{upscaler.info.name}: ×{upscaler.scale} {upscaler.info.color_space.upper()} model on "
-                  f"{upscaler.device.type} ({upscaler.precision.name}), {escape(str(source))} -> {escape(str(target))}")
+        print_kernels_note(upscaler, show)
+        header = video_header(upscaler, source, target, pick.reason if pick is not None else None)
         with progress_bar(show, "{task.fields[rate]}") as progress:
             task = progress.add_task("frames", total=None, rate="")
             started = time.perf_counter()
@@ -477,14 +443,13 @@ def video(source: Path, output: Path | None, scale: int | None, model: str | Non
 
             try:
                 result = upscale_video(upscaler, source, target, options, frames_dir=frames_dir is not None,
-                                       force=force, batch_size=batch_size, progress=on_progress, resume=resume,
-                                       group=group)
+                                       force=force, progress=on_progress, resume=resume, group=group)
             except KeyboardInterrupt:
                 raise KeyboardInterrupt(stopped_note(target)) from None
         if result is None:
             sys.exit(0)  # not rank 0: rank 0 reports the run and carries its exit code
     if as_json:
-        emit_json(result.as_dict())
+        emit_json({**result.as_dict(), "model": upscaler.info.name, "model_reason": pick.reason if pick else None})
     if show:
         for note in result.notes:
             print_note(note)
@@ -498,15 +463,6 @@ def video(source: Path, output: Path | None, scale: int | None, model: str | Non
                           f"({result.speed:.1f} frames/s)", soft_wrap=True)
     if not result.complete:
         sys.exit(EXIT_FAILED)  # the input was truncated: what it held was upscaled, the rest is missing
-
-
-def _parse_size(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    parts = text.lower().replace("×", "x").split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
-        raise click.BadParameter(f"{text!r} is not WIDTHxHEIGHT (e.g. 640x360)", param_hint="--size")
-    return int(parts[0]), int(parts[1])
 
 
 @main.command(epilog=EXIT_CODES_HELP)
@@ -534,29 +490,29 @@ def bench(scale: int | None, model: str | None, device: str, precision: str, bat
       subpixel bench --model my-model/ --size 1280x720 --json
     """
     from subpixel_cli.bench import measure_throughput, profile_steps
+    from subpixel_cli.runtime import cpu_paths
 
-    frame = _parse_size(size)
+    frame = parse_size(size)
     upscaler = _load_upscaler(model, scale, device, precision, None, batch_size, None)
     width, height = frame or (1920 // upscaler.scale, 1080 // upscaler.scale)
     if upscaler.notice and not as_json:
         print_note(upscaler.notice)
-    from subpixel_cli import kernels
-
-    no_kernels = (kernels.unavailable("int8") or kernels.unavailable("head")) if upscaler.device.type == "cpu" else None
+    paths = cpu_paths(upscaler.calibration, upscaler.kernels) if upscaler.device.type == "cpu" else None
+    missing = "; ".join(dict.fromkeys(why for why in paths["kernels"].values() if why != "built")) if paths else None
+    if missing and not as_json:
+        print_note(f"subpixel's C kernels are not all in use here ({missing}): the CPU paths run slower without "
+                   "them, and --precision auto does not take int8")
     if not as_json:
         err_console.print(f"{upscaler.info.name}: ×{upscaler.scale} on {upscaler.device.type} "
                           f"({upscaler.precision.name}), {width}×{height} {layout.upper()} frames, batches of {batch_size}…")
     steps = profile_steps(upscaler, width, height, layout=layout) if profile else None
     result = measure_throughput(upscaler, width, height, seconds, peak=True, layout=layout)
     if as_json:
-        emit_json({"model": upscaler.info.name, **result.as_dict(), "notice": upscaler.notice, "kernels_missing": no_kernels,
+        emit_json({"model": upscaler.info.name, **result.as_dict(), "notice": upscaler.notice,
+                   "kernels_missing": missing or None, "cpu": paths,
                    **({"steps_ms": {k: round(v, 3) for k, v in steps.items()}} if steps else {})})
         return
-    threads = f", {result.threads} thread{'s' if result.threads != 1 else ''}" if result.threads else ""
-    share = (f", {result.peak_share:.0%} of this machine's {result.precision} matmul peak ({result.peak_gflops:.0f} "
-             f"{'GOP' if result.precision == 'int8' else 'GFLOP'}/s)") if result.peak_share else ""
-    click.echo(f"{result.fps:.2f} frames/s ({1000 / result.fps:.1f} ms/frame) for {width}×{height} -> "
-               f"{width * result.scale}×{height * result.scale} in {result.precision}, {result.gflops:.1f} GFLOP/s{share}{threads}")
+    show_throughput(result)
     if steps:
         show_steps(steps)
 
@@ -621,28 +577,23 @@ def quantize(model_spec: str, data: Path | None, images: int, output: Path | Non
       subpixel quantize runs/x3/ --data ~/data/train
       subpixel quantize espcn-x2 -o models/espcn-x2-int8 --data ~/data/train
     """
+    import torch
+
     from subpixel_cli.data import DATA_ENV
     from subpixel_cli.quantize import quantize_model
+    from subpixel_cli.runtime import tune_for
 
     if data is None:
         root = os.environ.get(DATA_ENV)
         if not root:
             raise click.UsageError(f"give --data DIR (training images to calibrate on), or set {DATA_ENV}")
         data = Path(root) / "train"
+    tune_for(torch.device("cpu"))  # its checks run the fp32 and int8 paths on the CPU
     with progress_bar(err_console.is_terminal and not as_json, timing=False) as bar:
         task = bar.add_task("calibrating", total=images)
         result = quantize_model(model_spec, data, output, images, data_dir, force,
                                 progress=lambda done, total: bar.update(task, completed=done, total=total))
     if as_json:
         emit_json(result.as_dict())
-        return
-    cal = result.calibration
-    err_console.print(f"[green]wrote[/] {escape(str(result.folder))}/quantization.safetensors "
-                      f"({cal.images} images, {cal.pixels / 1e6:.1f} M LR pixels, {result.seconds:.0f} s)", soft_wrap=True)
-    for check in cal.checks:
-        err_console.print(f"  {check.dataset}: fp32 {check.fp32:.2f} dB, int8 {check.int8:.2f} dB ({-check.loss:+.3f})")
-    if not cal.checks:
-        print_note("Set5/Set14 not found (--data-dir): int8 is unchecked, and --precision auto will not use it; "
-                   "--precision int8 still does")
-    elif not cal.accurate():
-        print_note("int8 loses more than 0.05 dB here: --precision auto will not use it")
+    else:
+        print_quantized(result)

@@ -34,8 +34,9 @@ def _apply(x: Array, matrix: np.ndarray, pre: np.ndarray, post: np.ndarray, dim:
         shape[dim] = 3
         a = torch.as_tensor(pre, dtype=x.dtype, device=x.device).reshape(shape)
         b = torch.as_tensor(post, dtype=x.dtype, device=x.device).reshape(shape)
-        moved = (x - a).movedim(dim, -1)
-        return (moved @ m.T).movedim(-1, dim) + b
+        last = x.ndim - 1  # not -1: traced for ONNX export, a negative axis becomes an invalid Transpose
+        moved = (x - a).movedim(dim, last)
+        return (moved @ m.T).movedim(last, dim) + b
     x = np.moveaxis(np.asarray(x, dtype=np.float64), dim, -1)
     return np.moveaxis((x - pre) @ matrix.T + post, -1, dim)
 

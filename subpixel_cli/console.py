@@ -15,7 +15,11 @@ from rich.markup import escape
 if TYPE_CHECKING:
     from rich.progress import Progress
 
+    from subpixel_cli.bench import Throughput
+    from subpixel_cli.hub import ModelInfo
     from subpixel_cli.jobs import Report, Result
+    from subpixel_cli.upscale import Upscaler
+    from subpixel_cli.quantize import QuantizeResult
 
 # Messages and progress go to stderr; stdout carries results (--json).
 err_console = Console(stderr=True, highlight=False)
@@ -49,6 +53,14 @@ def progress_bar(enabled: bool, fields: str = "", timing: bool = True, transient
     if timing:
         columns += [TimeElapsedColumn(), TimeRemainingColumn()]
     return Progress(*columns, console=err_console, disable=not (enabled and err_console.is_terminal), transient=transient)
+
+
+def video_header(upscaler: "Upscaler", source: Any, target: Any, chosen: str | None = None) -> str:
+    """``subpixel video``'s first line: the model, where and how it runs, what goes where, and why
+    this model where it was chosen for the input (``chosen``)."""
+    why = f"; chosen for this input ({chosen}), --model overrides" if chosen else ""
+    return (f"{upscaler.info.name}: ×{upscaler.scale} {upscaler.info.color_space.upper()} model on {upscaler.device.type} "
+            f"({upscaler.precision.name}), {escape(str(source))} -> {escape(str(target))}{why}")
 
 
 def print_summary(report: "Report") -> None:
@@ -150,6 +162,34 @@ def print_eval_tables(result: Any) -> None:
         console.print(summary)
 
 
+def print_models(found: dict[str, "ModelInfo"]) -> None:
+    """``subpixel models``: a table of the packaged models (``found``: name -> ModelInfo)."""
+    from rich.table import Table
+
+    table = Table(title="packaged models (use with --model NAME, or -x N for espcn-xN)")
+    table.add_column("name", no_wrap=True, min_width=15)
+    for column in ("scale", "channels", "Set5 PSNR", "Set14 PSNR"):
+        table.add_column(column, justify="right", no_wrap=True, min_width=len(column))
+    table.add_column("licence", no_wrap=True)
+    table.caption = "* more terms in the model card: subpixel models --json"
+    for name, info in found.items():
+        psnr5, psnr14 = info.psnr("Set5"), info.psnr("Set14")
+        table.add_row(name, f"×{info.scale}", f"{info.config.channels} ({info.color_space.upper()})",
+                      "–" if psnr5 is None else f"{psnr5:.2f} dB", "–" if psnr14 is None else f"{psnr14:.2f} dB",
+                      short_licence(info.license))
+    Console().print(table)
+
+
+def show_throughput(result: "Throughput") -> None:
+    """``subpixel bench``'s result (a :class:`~subpixel_cli.bench.Throughput`), one line on stdout."""
+    w, h = result.size
+    threads = f", {result.threads} thread{'s' if result.threads != 1 else ''}" if result.threads else ""
+    share = (f", {result.peak_share:.0%} of this machine's {result.precision} matmul peak ({result.peak_gflops:.0f} "
+             f"{'GOP' if result.precision == 'int8' else 'GFLOP'}/s)") if result.peak_share else ""
+    click.echo(f"{result.fps:.2f} frames/s ({1000 / result.fps:.1f} ms/frame) for {w}×{h} -> "
+               f"{w * result.scale}×{h * result.scale} in {result.math}, {result.gflops:.1f} GFLOP/s{share}{threads}")
+
+
 def show_steps(steps_ms: dict[str, float]) -> None:
     """``subpixel bench --profile``: milliseconds per frame of each step and its share."""
     from rich.table import Table
@@ -175,3 +215,18 @@ def show_result(result: "Result", console: Console, as_json: bool, show: bool, d
         console.print(f"[yellow]note:[/] {escape(str(result.source))}: {escape(result.message)}", soft_wrap=True)
     if result.traceback and debug:
         console.print(result.traceback, markup=False, highlight=False, soft_wrap=True)
+
+
+def print_quantized(result: "QuantizeResult") -> None:
+    """``subpixel quantize``'s result (a :class:`~subpixel_cli.quantize.QuantizeResult`): the file
+    written and the accuracy checks, on stderr."""
+    cal = result.calibration
+    err_console.print(f"[green]wrote[/] {escape(str(result.folder))}/quantization.safetensors "
+                      f"({cal.images} images, {cal.pixels / 1e6:.1f} M LR pixels, {result.seconds:.0f} s)", soft_wrap=True)
+    for check in cal.checks:
+        err_console.print(f"  {check.dataset}: fp32 {check.fp32:.2f} dB, int8 {check.int8:.2f} dB ({-check.loss:+.3f})")
+    if not cal.checks:
+        print_note("Set5/Set14 not found (--data-dir): int8 is unchecked, and --precision auto will not use it; "
+                   "--precision int8 still does")
+    elif not cal.accurate():
+        print_note("int8 loses more than 0.05 dB here: --precision auto will not use it")

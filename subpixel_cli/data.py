@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import hashlib
 import os
 import shlex
 from collections.abc import Iterator, Sequence
@@ -27,14 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
 from subpixel_cli.color import rgb_to_y
 from subpixel_cli.degradations import Degradation, downscale
-from subpixel_cli.errors import DataError, InputError
+from subpixel_cli.errors import DataError, InputError, one_line
 from subpixel_cli.images import IMAGE_SUFFIXES, list_images, read_rgb8
 from subpixel_cli.resize import imresize
 
@@ -99,16 +99,40 @@ def make_pair(path: Path, scale: int, channels: int, degradation: str = "bicubic
     return Pair(path.name, to_channels(lr, channels), to_channels(hr, channels), lr if keep_rgb else None)
 
 
-LOSSY_SUFFIXES = frozenset({".jpg", ".jpeg", ".webp"})
+LOSSY_SUFFIXES = frozenset({".jpg", ".jpeg"})  # always lossy; WebP is either (see is_lossy)
+
+
+def is_lossy(path: Path) -> bool:
+    """Whether an image file holds lossy pixels: JPEG always; WebP when its image is a ``VP8 ``
+    chunk (lossy) rather than ``VP8L`` (lossless), read from the file's RIFF chunks. A WebP that
+    cannot be read counts as lossy."""
+    suffix = path.suffix.lower()
+    if suffix != ".webp":
+        return suffix in LOSSY_SUFFIXES
+    try:
+        with open(path, "rb") as f:
+            if f.read(12)[8:12] != b"WEBP":
+                return True
+            while header := f.read(8):
+                if len(header) < 8:
+                    break
+                kind, size = header[:4], int.from_bytes(header[4:], "little")
+                if kind in (b"VP8 ", b"VP8L"):
+                    return kind == b"VP8 "
+                f.seek(size + size % 2, os.SEEK_CUR)  # chunks are padded to an even size
+    except OSError:
+        pass
+    return True
 
 
 def shrink_factors(path: Path, versions: int, smallest: float, rng: np.random.Generator) -> list[float]:
     """Scale augmentation: the factors an HR image is shrunk by before its patches are cut.
 
-    A lossless image keeps its own size as one version; a JPEG's are all shrunk (at most 0.9),
-    so that its block artefacts, averaged away by the shrinking, never become targets.
+    A lossless image keeps its own size as one version; a lossy one's (JPEG, lossy WebP:
+    :func:`is_lossy`) are all shrunk (at most 0.9), so that its block artefacts, averaged away by
+    the shrinking, never become targets.
     """
-    lossy = path.suffix.lower() in LOSSY_SUFFIXES
+    lossy = is_lossy(path)
     largest = 0.9 if lossy else 1.0
     factors = [] if lossy else [1.0]
     while len(factors) < versions:
@@ -121,6 +145,27 @@ def shrink_factors(path: Path, versions: int, smallest: float, rng: np.random.Ge
 
 def _item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch, index])
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser: a bijection of ``uint64`` that scatters neighbouring inputs."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def item_draws(seed: int, epochs: np.ndarray, indices: np.ndarray, streams: int) -> np.ndarray:
+    """``len(indices) × streams`` uniform numbers in [0, 1), each a hash of ``(seed, epoch, index,
+    stream)``: one vectorised pass for a whole batch, and still every item's own numbers, the
+    same in whichever batch, worker or resumed run it is made."""
+    with np.errstate(over="ignore"):
+        h = _mix(np.uint64(seed % 2**64) * _GOLDEN + np.asarray(epochs, np.uint64))
+        h = _mix(h ^ (np.asarray(indices, np.uint64) * _GOLDEN))
+        u = _mix(h[:, None] + (np.arange(1, streams + 1, dtype=np.uint64) * _GOLDEN)[None, :])
+    return (u >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
 def _load_versions(job: tuple[Path, int, int, int, int, str, int, float, bool]) -> list[Pair]:
@@ -192,17 +237,24 @@ class PatchDataset(Dataset):
 
     def draw(self, key: int) -> tuple[int, int, int, int, bool]:
         """Where item ``key`` comes from: ``(version, y, x, quarter_turns, flip)``, ``version`` an
-        index into :attr:`versions`, all drawn from ``(seed, epoch, index)``."""
-        epoch, index = divmod(int(key), len(self))
-        image = index % len(self.images)
-        pool = self.images[image]
-        rng = _item_rng(self.seed, epoch, index)
-        version = int(rng.integers(len(pool))) if len(pool) > 1 else 0
-        pair = pool[version]
-        y = int(rng.integers(pair.lr.shape[1] - self.patch_size + 1))
-        x = int(rng.integers(pair.lr.shape[2] - self.patch_size + 1))
-        k, flip = (int(rng.integers(4)), bool(rng.integers(2))) if self.augment else (0, False)
-        return self._first[image] + version, y, x, k, flip
+        index into :attr:`versions` (one row of :meth:`draws`)."""
+        version, y, x, k, flip = (int(v) for v in self.draws([key])[0])
+        return version, y, x, k, bool(flip)
+
+    def draws(self, keys: Sequence[int]) -> np.ndarray:
+        """:meth:`draw` for a batch of keys at once, as ``N×5`` ``int64`` rows ``(version, y, x,
+        quarter_turns, flip)``: the numbers of each item come from ``(seed, epoch, index)``
+        (:func:`item_draws`), in one vectorised pass rather than a generator per patch."""
+        epochs, indices = np.divmod(np.asarray(keys, np.int64), len(self))
+        images = indices % len(self.images)
+        u = item_draws(self.seed, epochs, indices, 5)
+        version = self._first[images] + (u[:, 0] * self._pool_sizes[images]).astype(np.int64)
+        room_y = self._lr_sizes[version, 0] - self.patch_size + 1
+        room_x = self._lr_sizes[version, 1] - self.patch_size + 1
+        y, x = (u[:, 1] * room_y).astype(np.int64), (u[:, 2] * room_x).astype(np.int64)
+        k = (u[:, 3] * 4).astype(np.int64) if self.augment else np.zeros_like(y)
+        flip = (u[:, 4] * 2).astype(np.int64) if self.augment else np.zeros_like(y)
+        return np.stack([version, y, x, k, flip], axis=1)
 
     @functools.cached_property
     def versions(self) -> list[Pair]:
@@ -210,13 +262,21 @@ class PatchDataset(Dataset):
         return [v for pool in self.images for v in pool]
 
     @functools.cached_property
-    def _first(self) -> list[int]:
-        return list(np.cumsum([0] + [len(pool) for pool in self.images[:-1]]))
+    def _first(self) -> np.ndarray:
+        return np.cumsum([0] + [len(pool) for pool in self.images[:-1]]).astype(np.int64)
 
-    def _cut(self, key: int) -> tuple[np.ndarray, np.ndarray]:
-        """Item ``key``'s LR (``C×p×p``, or ``p×p×3`` RGB ``uint8`` when patches are damaged)
-        and HR patch, flipped and turned."""
-        version, y, x, k, flip = self.draw(key)
+    @functools.cached_property
+    def _pool_sizes(self) -> np.ndarray:
+        return np.array([len(pool) for pool in self.images], np.int64)
+
+    @functools.cached_property
+    def _lr_sizes(self) -> np.ndarray:
+        return np.array([v.lr.shape[1:] for v in self.versions], np.int64)
+
+    def _cut(self, draw: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """An item's LR (``C×p×p``, or ``p×p×3`` RGB ``uint8`` when patches are damaged)
+        and HR patch, cut where ``draw`` (its row of :meth:`draws`) says, flipped and turned."""
+        version, y, x, k, flip = (int(v) for v in draw)
         pair, p, s = self.versions[version], self.patch_size, self.scale
         hr = pair.hr[:, y * s : (y + p) * s, x * s : (x + p) * s]
         if self.damage is not None:
@@ -242,7 +302,7 @@ class PatchDataset(Dataset):
     def __getitems__(self, keys: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """A whole batch at once: each patch is copied once, straight into the batch (the
         DataLoader passes this to :func:`collate_batch`)."""
-        cuts = [self._cut(k) for k in keys]
+        cuts = [self._cut(d) for d in self.draws(keys)]
         lrs = [c[0] for c in cuts]
         if self.damage is not None:
             lrs = self._damaged(keys, lrs)
@@ -270,7 +330,7 @@ class DevicePatches:
 
     def batch(self, keys: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """LR and HR patches ``N×C×p×p`` and ``N×C×sp×sp`` for ``keys``, on the device."""
-        draws = torch.tensor([self.dataset.draw(k) for k in keys], dtype=torch.int64, device=self.device)
+        draws = torch.from_numpy(self.dataset.draws(keys)).to(self.device)
         p, s = self.dataset.patch_size, self.dataset.scale
         return (self._gather(self.lr, self.lr_index, draws, p, 1),
                 self._gather(self.hr, self.hr_index, draws, p * s, s))
@@ -406,6 +466,17 @@ def portable_path(path: str | Path, in_command: bool = False) -> str:
     return shlex.quote(text) if in_command else text
 
 
+_PATH_OPTIONS = {"--dataset", "--data-dir", "--val", "--out", "--init-from"}
+
+
+def portable_command(command: str) -> str:
+    """A ``subpixel train`` command line with :func:`portable_path` for its paths."""
+    words = shlex.split(command)
+    out = [shlex.quote(w) if k == 0 or words[k - 1] not in _PATH_OPTIONS else portable_path(w, in_command=True)
+           for k, w in enumerate(words)]
+    return " ".join(out)
+
+
 def celeba_search_paths(data_dir: Path | None) -> list[Path]:
     """Where ``img_align_celeba`` is looked for, in order."""
     roots: list[Path] = []
@@ -455,19 +526,24 @@ def fetch_hf_dataset(spec: str) -> Path:
         why = "offline mode is on (HF_HUB_OFFLINE=1)" if constants.HF_HUB_OFFLINE else "the hub cannot be reached"
         raise DataError(f"{spec}: not in the local Hugging Face cache and {why}. {CELEBA_HELP}") from None
     except (HfHubHTTPError, OSError) as exc:
-        raise DataError(f"{spec}: download failed: {str(exc).splitlines()[0]}") from None
+        raise DataError(f"{spec}: download failed: {one_line(exc)}") from None
     return Path(folder)
 
 
-def split_spread(files: Sequence[Path], count: int) -> tuple[list[Path], list[Path]]:
-    """``count`` files spread evenly over ``files`` (every sub-folder contributes in proportion)
-    held out for validation, and the rest for training."""
+def split_by_name(files: Sequence[Path], count: int) -> tuple[list[Path], list[Path]]:
+    """``count`` files held out for validation, and the rest (in their order) for training.
+
+    The files held out are those whose names without suffix (stems) hash lowest: the same
+    pictures whatever format they are stored in (PNG, lossless WebP), whichever folder they are
+    read from, and in any subset of a set that keeps them, however the rest of the list differs;
+    sub-folders contribute about in proportion to their size."""
     if count <= 0:
         return list(files), []
     if count >= len(files):
         raise DataError(f"cannot hold back {count} of {len(files)} training images for validation")
-    picked = {i * len(files) // count for i in range(count)}
-    return ([f for i, f in enumerate(files) if i not in picked], [f for i, f in enumerate(files) if i in picked])
+    ranked = sorted(files, key=lambda p: (hashlib.blake2b(p.stem.encode(), digest_size=8).digest(), str(p)))
+    held = set(ranked[:count])
+    return [f for f in files if f not in held], [f for f in files if f in held]
 
 
 def split_holdout(files: Sequence[Path], fraction: float) -> tuple[list[Path], list[Path]]:

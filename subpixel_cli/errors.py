@@ -45,3 +45,16 @@ class DataError(SubpixelError):
     """Training or evaluation data that cannot be found or read."""
 
     exit_code = EXIT_USAGE
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message, or its type's name where the message is empty: how
+    an error from elsewhere is quoted inside one of ours. Safe on any message."""
+    lines = str(exc).strip().splitlines()
+    return lines[0].strip() if lines else type(exc).__name__
+
+
+def named(exc: BaseException) -> str:
+    """``Type: first line`` (``Type`` alone for an empty message): an unexpected error, named."""
+    name, line = type(exc).__name__, one_line(exc)
+    return name if line == name else f"{name}: {line}"

@@ -5,9 +5,9 @@ For every HR image of a dataset folder, at scale ``r``:
 1. the 8-bit HR image is cropped to a multiple of ``r`` (top-left kept);
 2. LR = MATLAB ``imresize(HR, 1/r, 'bicubic')`` in ``uint8`` (antialiased, a = −0.5; see
    :mod:`subpixel_cli.resize`); the bicubic baseline is ``uint8`` ``imresize(LR, r)``;
-3. the model runs on the whole LR image at once (Y models on the BT.601 Y of the LR, RGB models
-   on RGB); its output is clipped and rounded to 8 bits (a Y model's Y itself; an RGB model's
-   RGB) before scoring;
+3. the model runs on the LR image through the Upscaler that ``subpixel upscale`` uses, with its
+   border rule, in fp32 (Y models on the BT.601 Y of the LR, RGB models on RGB); its output is
+   clipped and rounded to 8 bits (a Y model's Y itself; an RGB model's RGB) before scoring;
 4. PSNR and SSIM are measured on Y (see :mod:`subpixel_cli.metrics`; grey images are their own
    Y) with ``r`` pixels shaved from each border.
 
@@ -42,20 +42,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 from subpixel_cli.color import rgb_to_y, rgb_to_ycbcr, ycbcr_to_rgb
-from subpixel_cli.errors import DataError, InputError, ModelError
+from subpixel_cli.choices import EVAL_PRECISIONS
+from subpixel_cli.errors import DataError, InputError, ModelError, UsageError
 from subpixel_cli.files import atomic_write, make_folder
-from subpixel_cli.hub import LoadedModel
+from subpixel_cli.hub import LoadedModel, ModelInfo
 from subpixel_cli.data import DATA_ENV, mod_crop
 from subpixel_cli.degradations import Degradation, downscale, seeded
 from subpixel_cli.images import IMAGE_SUFFIXES, list_images, read_rgb8
 from subpixel_cli.metrics import SSIM_WINDOW, psnr, shave, y_channel, y_psnr_ssim
 from subpixel_cli.model import ESPCN
 from subpixel_cli.resize import imresize
+from subpixel_cli.runtime import resolve_device
+from subpixel_cli.upscale import Upscaler
 
 SHEET_ROWS = 10  # images shown on a comparison sheet (the first ones by name)
 SHEET_CROP = 160  # side of the HR-pixel crop shown per image
@@ -74,6 +75,19 @@ class ImageScore:
     bicubic_ssim: float
 
 
+class _MeanScore:
+    """A :class:`DatasetScore` attribute: the mean of the :class:`ImageScore` field of its name."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, score: Any, owner: type | None = None) -> float:
+        if score is None:
+            return self  # type: ignore[return-value]  # the class's own attribute
+        values = [getattr(i, self.name) for i in score.images]
+        return float(np.mean(values)) if values else math.nan
+
+
 @dataclass
 class DatasetScore:
     """Per-image scores of one dataset at one scale; the properties are means over images."""
@@ -85,24 +99,11 @@ class DatasetScore:
     failures: list[tuple[str, str]] = field(default_factory=list)  # (file name, why)
     sheet: str | None = None  # the comparison sheet's path, when one was written
 
-    def _mean(self, attr: str) -> float:
-        return float(np.mean([getattr(i, attr) for i in self.images])) if self.images else math.nan
-
-    @property
-    def psnr(self) -> float:
-        return self._mean("psnr")
-
-    @property
-    def ssim(self) -> float:
-        return self._mean("ssim")
-
-    @property
-    def bicubic_psnr(self) -> float:
-        return self._mean("bicubic_psnr")
-
-    @property
-    def bicubic_ssim(self) -> float:
-        return self._mean("bicubic_ssim")
+    # The means over the images of each score (NaN for a dataset with none scored), read-only.
+    psnr = _MeanScore()
+    ssim = _MeanScore()
+    bicubic_psnr = _MeanScore()
+    bicubic_ssim = _MeanScore()
 
 
 @dataclass
@@ -113,6 +114,8 @@ class EvalResult:
     scale: int
     datasets: list[DatasetScore]
     degrade: str | None = None  # the damage done to the LR after the downscale (a fixed spec)
+    device: str | None = None  # where the model ran, and in what (None: where it was, as it was)
+    precision: str | None = None
 
     @property
     def failed(self) -> int:
@@ -130,6 +133,8 @@ class EvalResult:
             "scale": self.scale,
             "protocol": "matlab-bicubic-y",
             "degrade": self.degrade,
+            "device": self.device,
+            "precision": self.precision,
             "datasets": [
                 {
                     "name": d.name,
@@ -250,79 +255,72 @@ def _scores(output: np.ndarray, y_hr: np.ndarray, scale: int, ssim: bool) -> tup
     return psnr(shave(y, scale), shave(y_hr, scale), peak=255.0), math.nan
 
 
-def score_image(net: ESPCN | None, image: ProtocolImage, ssim: bool = True) -> tuple[ImageScore, np.ndarray]:
-    """Steps 3–4: the method's (``None``: bicubic's) scores on ``image`` and its 8-bit output."""
-    if net is None:
+def protocol_upscaler(model: LoadedModel | ESPCN, device: str | None = None, precision: str | None = None) -> Upscaler:
+    """The :class:`~subpixel_cli.upscale.Upscaler` the protocol runs ``model`` through, the one
+    ``subpixel upscale`` uses: its border rule and its float path (the network's own output in
+    fp32, not the 8-bit folding), on the device the weights are on unless ``device`` says another
+    (``precision``: fp32, fp16 or bf16; fp32 on CUDA is IEEE fp32, not TF32). Evaluation does not
+    change the model: the Upscaler runs a copy of its weights."""
+    loaded = model if isinstance(model, LoadedModel) else LoadedModel(model, ModelInfo("model", model.config))
+    where = resolve_device(device) if device is not None else next(loaded.model.parameters()).device
+    return Upscaler(loaded, device=where, precision=precision or "fp32", fused=False)
+
+
+def score_image(upscaler: Upscaler | None, image: ProtocolImage, ssim: bool = True) -> tuple[ImageScore, np.ndarray]:
+    """Steps 3–4: the method's (``None``: bicubic's) scores on ``image`` and its 8-bit output;
+    ``upscaler`` from :func:`protocol_upscaler`."""
+    if upscaler is None:
         return ImageScore(image.name, image.bicubic_psnr, image.bicubic_ssim, image.bicubic_psnr,
                           image.bicubic_ssim), image.bicubic
-    sr, y_sr = super_resolve(net, image.lr, image.bicubic)
-    sr_psnr, sr_ssim = _scores(y_sr, y_channel(image.hr), net.config.scale, ssim)
+    sr, y_sr = super_resolve(upscaler, image.lr, image.bicubic)
+    sr_psnr, sr_ssim = _scores(y_sr, y_channel(image.hr), upscaler.scale, ssim)
     return ImageScore(image.name, sr_psnr, sr_ssim, image.bicubic_psnr, image.bicubic_ssim), sr
 
 
 def validate(net: ESPCN, images: Sequence[ProtocolImage]) -> tuple[float, float]:
     """Mean Y-PSNR (dB) of ``net`` and of bicubic over prepared images: training's validation,
     by the same protocol as ``subpixel eval`` (SSIM left out for speed)."""
-    was_training = net.training
-    net.eval()
-    try:
-        scores = [score_image(net, image, ssim=False)[0] for image in images]
-    finally:
-        net.train(was_training)
+    upscaler = protocol_upscaler(net)
+    scores = [score_image(upscaler, image, ssim=False)[0] for image in images]
     return float(np.mean([s.psnr for s in scores])), float(np.mean([s.bicubic_psnr for s in scores]))
 
 
-def upscaler_psnr(upscalers: Sequence[Any], folder: Path) -> list[float]:
+def upscaler_psnr(upscalers: Sequence[Upscaler], folder: Path) -> list[float]:
     """Mean Y-PSNR of each :class:`~subpixel_cli.upscale.Upscaler` (all of one scale and model)
-    in its own precision on a folder of HR images, by this module's protocol, as ``subpixel eval``
-    scores the model: a Y model's Y output (from the LR's unrounded Y, rounded to 8 bits), an RGB
-    model's RGB, grey images' grey. Each image is prepared once for all. How ``subpixel quantize``
-    and the benchmarks compare precisions."""
+    in its own precision on a folder of HR images, by this module's protocol (:func:`super_resolve`,
+    as ``subpixel eval`` scores :func:`protocol_upscaler`), each image prepared once for all. How
+    ``subpixel quantize`` and the benchmarks compare precisions."""
     scale = upscalers[0].scale
     scores: list[list[float]] = [[] for _ in upscalers]
     for path in dataset_files(folder):
         image = prepare_image(path.stem, read_hr(path), scale, ssim=False)
         y_hr = shave(y_channel(image.hr), scale)
         for upscaler, mine in zip(upscalers, scores):
-            if image.lr.ndim == 2:  # grey in, grey out: scored on its grey value
-                out = upscaler.upscale(image.lr[..., None])[0]
-            elif upscaler.info.config.channels == 1:
-                out = upscaler.upscale_y(rgb_to_y(image.lr.astype(np.float64) / 255.0)[..., 0] * 255.0)
-            else:
-                out = upscaler.upscale(image.lr)[0]
-            mine.append(psnr(shave(y_channel(out), scale), y_hr, peak=255.0))
+            _, y_sr = super_resolve(upscaler, image.lr, image.bicubic)
+            mine.append(psnr(shave(y_sr, scale), y_hr, peak=255.0))
     return [float(np.mean(mine)) for mine in scores]
 
 
-def _run(net: ESPCN, x: np.ndarray) -> np.ndarray:
-    """Forward a ``C×H×W`` array in [0, 1]; returns ``C×rH×rW`` float64, clipped to [0, 1].
+def super_resolve(upscaler: Upscaler, lr: np.ndarray, bicubic: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Run ``upscaler`` (:func:`protocol_upscaler`, or one with the fused 8-bit path, to score its
+    precision) on an 8-bit LR image; returns ``(sr, y)``:
+    the 8-bit SR image (grey for grey input) and the Y that is scored (0–255 scale, already
+    rounded to 8 bits as the protocol asks).
 
-    The input is reflect-padded by the receptive radius and the padding cut off again, as the
-    Upscaler does, so the scores describe what ``subpixel upscale`` produces at image borders.
-    """
-    param = next(net.parameters())
-    p, r = net.config.receptive_radius, net.config.scale
-    with torch.inference_mode():
-        t = torch.from_numpy(np.ascontiguousarray(x)).to(param.device, param.dtype)[None]
-        mode = "reflect" if min(t.shape[-2:]) > p else "replicate"
-        out = net(F.pad(t, (p, p, p, p), mode=mode))[0, :, p * r : -p * r, p * r : -p * r].clamp_(0, 1)
-    return out.float().cpu().numpy().astype(np.float64)
-
-
-def super_resolve(net: ESPCN, lr: np.ndarray, bicubic: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Run ``net`` on an 8-bit LR image; returns ``(sr, y)``: the 8-bit SR image (grey for grey
-    input) and the Y that is scored (0–255 scale, already rounded to 8 bits as the protocol asks).
-
-    A Y model's chroma comes from ``bicubic`` (the bicubic upscale of ``lr``). Grey images go in as
-    their studio-swing Y and come back to grey, whose value is their Y in the protocol.
+    A Y model sees the BT.601 Y of the LR (unrounded: float32) and its chroma comes from
+    ``bicubic`` (the bicubic upscale of ``lr``). Grey images go in as their studio-swing Y and
+    come back to grey, whose value is their Y in the protocol.
     """
     grey = lr.ndim == 2
     rgb = np.repeat(lr[..., None], 3, axis=2) if grey else lr
     x = rgb.astype(np.float64) / 255.0
-    if net.config.channels == 1:
-        y255 = _run(net, rgb_to_y(x)[..., 0][None])[0] * 255.0
+    if upscaler.info.config.channels == 1:
+        y255 = upscaler.upscale_plane(rgb_to_y(x)[..., 0].astype(np.float32)).astype(np.float64) * 255.0
     else:
-        out = _run(net, x.transpose(2, 0, 1)).transpose(1, 2, 0)
+        if upscaler.fused_paths:  # an 8-bit path (int8, bf16… as `upscale` runs them): 8-bit pictures in
+            out = upscaler.upscale(rgb)[0].astype(np.float64) / 255.0
+        else:
+            out = upscaler.upscale(x.astype(np.float32))[0].astype(np.float64)
         if not grey:
             sr = _to_uint8(out * 255.0)
             return sr, y_channel(sr)
@@ -336,13 +334,14 @@ def super_resolve(net: ESPCN, lr: np.ndarray, bicubic: np.ndarray) -> tuple[np.n
     return sr, y8.astype(np.float64)
 
 
-def _as_net(model: LoadedModel | ESPCN | None, scale: int) -> tuple[ESPCN | None, str]:
+def _as_upscaler(model: LoadedModel | ESPCN | None, scale: int, device: str | None = None,
+                 precision: str | None = None) -> tuple[Upscaler | None, str]:
     if model is None:
         return None, "bicubic"
     net, name = (model.model, model.info.name) if isinstance(model, LoadedModel) else (model, "model")
     if net.config.scale != scale:
         raise ModelError(f"the model upscales ×{net.config.scale}, not ×{scale}")
-    return net, name
+    return protocol_upscaler(model, device, precision), name
 
 
 def evaluate_model(
@@ -354,27 +353,31 @@ def evaluate_model(
     save_dir: str | Path | None = None,
     progress: Progress | None = None,
     damage: Degradation | None = None,
+    device: str | None = None,
+    precision: str | None = None,
 ) -> EvalResult:
     """Score ``model`` (``None``: bicubic alone) at ``scale`` on each dataset (see the module
     docstring for the protocol and for what ``save_dir`` receives); ``damage``: LR pictures
-    damaged as :func:`prepare_image` says."""
+    damaged as :func:`prepare_image` says. ``device`` (``auto``, ``cpu``, ``cuda``…) and
+    ``precision`` (``fp32``, ``fp16``, ``bf16``) run a copy of the model there and so (fp32 on
+    CUDA as IEEE fp32, not TF32); by default it runs where it is, as it is."""
     if not isinstance(scale, int) or scale < 2:
         raise ValueError(f"scale must be an integer ≥ 2, got {scale!r}")
-    net, method = _as_net(model, scale)
+    placed = device is not None or precision is not None
+    if placed:
+        precision = precision or "fp32"
+        if precision not in EVAL_PRECISIONS:
+            raise UsageError(f"--precision {precision}: eval runs the network in {', '.join(EVAL_PRECISIONS)}")
+    upscaler, method = _as_upscaler(model, scale, (device or "cpu") if placed else None, precision)
     folders = [resolve_dataset(d, data_dir) for d in datasets]  # fail on a typo before any work
     out_root = make_folder(Path(save_dir)) if save_dir is not None else None
-    was_training = net.training if net is not None else False
-    if net is not None:
-        net.eval()
-    try:
-        scores, used = [], set()
-        for folder in folders:
-            name = _unique(folder.name, used)
-            scores.append(_evaluate_folder(net, scale, folder, name, out_root, progress, damage))
-    finally:
-        if net is not None:
-            net.train(was_training)
-    return EvalResult(method=method, scale=scale, datasets=scores, degrade=str(damage) if damage else None)
+    scores, used = [], set()
+    for folder in folders:
+        name = _unique(folder.name, used)
+        scores.append(_evaluate_folder(upscaler, scale, folder, name, out_root, progress, damage))
+    where = None if not placed else (upscaler.device.type if upscaler is not None else resolve_device(device or "cpu").type)
+    return EvalResult(method=method, scale=scale, datasets=scores, degrade=str(damage) if damage else None,
+                      device=where, precision=precision if placed else None)
 
 
 def _unique(name: str, used: set[str]) -> str:
@@ -387,7 +390,7 @@ def _unique(name: str, used: set[str]) -> str:
 
 
 def _evaluate_folder(
-    net: ESPCN | None, scale: int, folder: Path, name: str, out_root: Path | None, progress: Progress | None,
+    upscaler: Upscaler | None, scale: int, folder: Path, name: str, out_root: Path | None, progress: Progress | None,
     damage: Degradation | None = None,
 ) -> DatasetScore:
     files = dataset_files(folder)
@@ -396,7 +399,7 @@ def _evaluate_folder(
     crops: list[tuple[str, list[np.ndarray], ImageScore]] = []
     for k, path in enumerate(files):
         try:
-            image, bicubic, sr, hr = _evaluate_image(net, scale, path, damage)
+            image, bicubic, sr, hr = _evaluate_image(upscaler, scale, path, damage)
         except (InputError, ValueError) as exc:
             score.failures.append((path.name, str(exc)))
         else:
@@ -404,23 +407,23 @@ def _evaluate_folder(
             if out_dir is not None:
                 _save_png(sr, out_dir / f"{path.stem}.png")
                 if len(crops) < SHEET_ROWS:
-                    tiles = [bicubic, sr, hr] if net is not None else [bicubic, hr]
+                    tiles = [bicubic, sr, hr] if upscaler is not None else [bicubic, hr]
                     crops.append((path.stem, centre_crops(tiles), image))
         if progress is not None:
             progress(name, k + 1, len(files))
     if out_root is not None and crops:
         sheet = out_root / f"{name}_comparison.png"
-        _save_png(np.asarray(comparison_sheet(crops, net is not None)), sheet)
+        _save_png(np.asarray(comparison_sheet(crops, upscaler is not None)), sheet)
         score.sheet = str(sheet)
     return score
 
 
 def _evaluate_image(
-    net: ESPCN | None, scale: int, path: Path, damage: Degradation | None = None
+    upscaler: Upscaler | None, scale: int, path: Path, damage: Degradation | None = None
 ) -> tuple[ImageScore, np.ndarray, np.ndarray, np.ndarray]:
     """Score one HR file; returns its score and the bicubic, SR and (cropped) HR images."""
     image = prepare_image(path.name, read_hr(path), scale, damage=damage)
-    score, sr = score_image(net, image)
+    score, sr = score_image(upscaler, image)
     return replace(score, name=path.stem), image.bicubic, sr, image.hr
 
 

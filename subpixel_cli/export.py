@@ -4,15 +4,15 @@ Two forms, both with dynamic batch, height and width, fp32 (or fp16) throughout:
 
 - the bare **network**, as trained: ``N×C×H×W`` in [0, 1] (BT.601 studio-swing Y for Y models,
   RGB for RGB models) to ``N×C×rH×rW``, unclipped, with the convolutions' zero padding at the
-  borders, exactly :class:`~subpixel_cli.model.ESPCN`'s ``forward``;
+  borders: :class:`~subpixel_cli.model.ESPCN` itself;
 - the **rgb** picture model (``--rgb``): ``N×3×H×W`` RGB in [0, 1] to ``N×3×rH×rW`` RGB,
-  clipped to [0, 1], computed as ``subpixel upscale`` computes it, so that a runtime needs no
-  code of ours: reflect padding, BT.601 Y into the network, the chroma's RGB contribution
-  upscaled by ONNX ``Resize`` (cubic, a = −0.75, half-pixel centres: torch's and OpenCV's
-  bicubic, which the Upscaler uses), the padding cut off again.
+  clipped to [0, 1], as ``subpixel upscale`` computes it, so that a runtime needs no code of
+  ours: the border rule (:func:`~subpixel_cli.upscale.border`, by reflection) and the Upscaler's
+  float path (:func:`~subpixel_cli.upscale.picture`: BT.601 Y into the network, the chroma's RGB
+  contribution upscaled bicubically as phase filters), the border cut off again.
 
-The graph is built node by node with ``onnx.helper`` (a dozen standard operators at opset 17;
-the phase shift is one ``DepthToSpace`` in DCR order), checked with ``onnx.checker``, and
+Both are the modules themselves, traced by ``torch.onnx.export``: no forward pass is written a
+second time here. What is ours is the file around the graph: checked with ``onnx.checker``, and
 written atomically with the model's name, scale, channels, colour space, licence and card PSNR
 in its metadata, and its card as ``NAME.md`` beside ``NAME.onnx``. ``onnx`` is an optional dependency: the
 ``export`` extra.
@@ -20,29 +20,32 @@ in its metadata, and its card as ``NAME.md`` beside ``NAME.onnx``. ``onnx`` is a
 
 from __future__ import annotations
 
+import copy
+import io
 import json
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import torch
+import torch.nn.functional as F
 
 from subpixel_cli import __version__
-from subpixel_cli.color import matrices, rgb_to_ycbcr
-from subpixel_cli.errors import OutputError, UsageError
-from subpixel_cli.hub import LoadedModel, ModelInfo
+from subpixel_cli.errors import OutputError, UsageError, one_line
 from subpixel_cli.files import make_folder, remove_stale_temporaries, write_bytes
+from subpixel_cli.fused import chroma_filter
+from subpixel_cli.hub import LoadedModel, ModelInfo
+from subpixel_cli.model import ESPCN
+from subpixel_cli.upscale import BORDER_MODE, border, picture
 
 OPSET = 17
 IR_VERSION = 8  # what opset 17 came with; onnxruntime ≥ 1.13 and OpenCV ≥ 4.7 read it
 FORMS = ("network", "rgb")
-PRECISIONS = {"fp32": np.float32, "fp16": np.float16}
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
 CARD_SUFFIX = ".md"  # NAME.onnx's card is NAME.md: models share a folder, and a README there is the user's
 EXTRA_HINT = "pip install 'subpixel[export]'"
-CUBIC_COEFF_A = -0.75  # torch's F.interpolate and OpenCV's INTER_CUBIC, which subpixel upscale uses
-_ACTIVATION_OPS = {"tanh": "Tanh", "relu": "Relu"}
-_TENSOR_TYPES = {"fp32": 1, "fp16": 10}  # onnx.TensorProto.FLOAT, FLOAT16
 
 
 @dataclass(frozen=True)
@@ -70,35 +73,59 @@ def require_onnx() -> Any:
     return onnx
 
 
-def pad_for(info: ModelInfo) -> int:
-    """Low-resolution pixels the rgb graph reflect-pads on each side: the network's receptive
-    radius, and at least the 2 pixels bicubic reaches. ONNX's reflect padding needs ``H, W >
-    pad``; the result equals ``subpixel upscale``'s for ``H, W > radius + 2``, below which the
-    Upscaler pads symmetrically (mirror with the edge repeated), which ONNX's ``Pad`` lacks."""
-    return max(info.config.receptive_radius, 2)
-
-
 def build_onnx(loaded: LoadedModel, rgb: bool = False, precision: str = "fp32") -> Any:
     """The ``onnx.ModelProto`` of ``loaded`` (the network, or with ``rgb`` the picture model),
     with its metadata, checked by ``onnx.checker``."""
     onnx = require_onnx()
     if precision not in PRECISIONS:
         raise UsageError(f"unknown precision {precision!r} for export (use {' or '.join(PRECISIONS)})")
-    graph = _Graph(onnx, PRECISIONS[precision])
     info = loaded.info
-    if rgb:
-        _rgb_graph(graph, loaded)
-    else:
-        _network(graph, loaded, "input", "output")
-    channels = 3 if rgb else info.config.channels
-    model = graph.model(info.name, channels, info.scale, _TENSOR_TYPES[precision])
-    model.doc_string = info.description
+    module = (RGBPicture(loaded.model) if rgb else copy.deepcopy(loaded.model)).to(PRECISIONS[precision]).eval()
+    model = onnx.load_from_string(_trace(module, 3 if rgb else info.config.channels, info.scale, PRECISIONS[precision]))
+    model.graph.name, model.doc_string = info.name, info.description
+    model.producer_name, model.producer_version, model.ir_version = "subpixel", __version__, IR_VERSION
     onnx.helper.set_model_props(model, metadata(info, "rgb" if rgb else "network", precision))
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as exc:  # a bug of ours, not the user's: say so, write nothing
-        raise OutputError(f"{info.name}: the exported graph failed onnx's checker: {str(exc).splitlines()[0]}") from None
+        raise OutputError(f"{info.name}: the exported graph failed onnx's checker: {one_line(exc)}") from None
     return model
+
+
+class RGBPicture(torch.nn.Module):
+    """``subpixel upscale``'s arithmetic on RGB as one module, what ``--rgb`` exports: the picture
+    mirrored by :func:`~subpixel_cli.upscale.border` pixels (reflection, the one mode ONNX's
+    ``Pad`` shares with the Upscaler: sides must be longer than the border), the Upscaler's
+    :func:`~subpixel_cli.upscale.picture`, and the border cut off."""
+
+    def __init__(self, network: ESPCN) -> None:
+        super().__init__()
+        self.network = copy.deepcopy(network)
+        self.register_buffer("chroma", chroma_filter(network.config.scale).float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cfg = self.network.config
+        p, r = border(cfg), cfg.scale
+        out = picture(self.network, F.pad(x, (p, p, p, p), mode=BORDER_MODE), cfg, self.chroma)
+        return out[..., p * r : -p * r, p * r : -p * r]
+
+
+def _trace(module: torch.nn.Module, channels: int, scale: int, dtype: torch.dtype) -> bytes:
+    """``module`` as ONNX bytes, batch, height and width left free. By the TorchScript exporter
+    (``dynamo=False``): the torch.export one needs onnxscript, which subpixel does not depend on,
+    and these modules have no control flow that tracing would miss (the branches on the number
+    of channels are fixed by the form). The tracer's warnings (shapes read as numbers) and the
+    legacy exporter's notice are about that, and are not the user's."""
+    side = 2 * border(getattr(module, "network", module).config) + 5  # any picture the border fits
+    probe = torch.rand(1, channels, side, side + 1, dtype=dtype)
+    axes = {"input": {0: "batch", 2: "height", 3: "width"},
+            "output": {0: "batch", 2: f"height*{scale}", 3: f"width*{scale}"}}
+    data = io.BytesIO()
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (probe,), data, input_names=["input"], output_names=["output"],
+                          dynamic_axes=axes, opset_version=OPSET, dynamo=False)
+    return data.getvalue()
 
 
 def export_model(loaded: LoadedModel, path: str | Path, rgb: bool = False, precision: str = "fp32",
@@ -117,7 +144,7 @@ def export_model(loaded: LoadedModel, path: str | Path, rgb: bool = False, preci
             raise OutputError(f"{target}: exists (use --force to overwrite)")
     model = build_onnx(loaded, rgb, precision)
     data = model.SerializeToString()
-    card = model_card(loaded.info, path.name, "rgb" if rgb else "network", precision)
+    card = onnx_card(loaded.info, path.name, "rgb" if rgb else "network", precision)
     _write(path, data, force)
     try:
         _write(card_path, card.encode("utf-8"), force)
@@ -174,103 +201,10 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     return meta
 
 
-# --- the graphs --------------------------------------------------------------------------------
-
-
-class _Graph:
-    """Nodes and initializers of one ONNX graph in one float type (weights computed in float64)."""
-
-    def __init__(self, onnx: Any, dtype: type) -> None:
-        self.onnx, self.dtype = onnx, dtype
-        self.nodes: list[Any] = []
-        self.initializers: list[Any] = []
-
-    def const(self, name: str, value: Any, dtype: Any = None) -> str:
-        array = np.asarray(value, dtype=dtype or self.dtype)
-        self.initializers.append(self.onnx.numpy_helper.from_array(array, name))
-        return name
-
-    def node(self, op: str, inputs: list[str], output: str, **attributes: Any) -> str:
-        self.nodes.append(self.onnx.helper.make_node(op, inputs, [output], name=output, **attributes))
-        return output
-
-    def model(self, name: str, channels: int, scale: int, elem_type: int) -> Any:
-        helper = self.onnx.helper
-        inputs = [helper.make_tensor_value_info("input", elem_type, ["batch", channels, "height", "width"])]
-        outputs = [helper.make_tensor_value_info("output", elem_type, ["batch", channels, f"height*{scale}", f"width*{scale}"])]
-        graph = helper.make_graph(self.nodes, name, inputs, outputs, self.initializers)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="subpixel",
-                                  producer_version=__version__)
-        model.ir_version = IR_VERSION
-        return model
-
-
-def _layers(loaded: LoadedModel) -> list[tuple[np.ndarray, np.ndarray]]:
-    model = loaded.model
-    return [(c.weight.detach().cpu().double().numpy(), c.bias.detach().cpu().double().numpy())
-            for c in (model.conv1, model.conv2, model.conv3)]
-
-
-def _network(graph: _Graph, loaded: LoadedModel, x: str, out: str,
-             head: tuple[np.ndarray, np.ndarray] | None = None) -> str:
-    """The ESPCN on ``x``: zero-padded convolutions, activations and the phase shift
-    (``DepthToSpace`` DCR is :func:`~subpixel_cli.model.phase_shift`'s order for any C). ``head``
-    replaces the last layer's weights (the rgb graph folds its colour conversion into them)."""
-    cfg = loaded.info.config
-    layers = _layers(loaded)
-    if head is not None:
-        layers[2] = head
-    for k, (w, b) in enumerate(layers, start=1):
-        p = w.shape[-1] // 2
-        x = graph.node("Conv", [x, graph.const(f"conv{k}.weight", w), graph.const(f"conv{k}.bias", b)], f"conv{k}",
-                       kernel_shape=list(w.shape[-2:]), pads=[p, p, p, p])
-        if k < 3:
-            x = graph.node(_ACTIVATION_OPS[cfg.activation], [x], f"act{k}")
-    return graph.node("DepthToSpace", [x], out, blocksize=cfg.scale, mode="DCR")
-
-
-def _rgb_graph(graph: _Graph, loaded: LoadedModel) -> str:
-    """RGB in, RGB out, as ``subpixel upscale``: reflect padding, the network (on BT.601 Y for
-    Y models, its output as the value all three colours share) plus the bicubic chroma term,
-    the padding cut off, clipped to [0, 1]."""
-    info = loaded.info
-    p, r = pad_for(info), info.scale
-    padded = graph.node("Pad", ["input", graph.const("pads", [0, 0, p, p, 0, 0, p, p], np.int64)], "padded",
-                        mode="reflect")
-    if info.config.channels == 3:
-        sr = _network(graph, loaded, padded, "sr")
-    else:
-        sr = _y_and_chroma(graph, loaded, padded)
-    crop = [graph.const(n, v, np.int64) for n, v in (("crop_starts", [p * r] * 2), ("crop_ends", [-p * r] * 2),
-                                                     ("crop_axes", [2, 3]))]
-    cropped = graph.node("Slice", [sr, *crop], "cropped")
-    return graph.node("Clip", [cropped, graph.const("zero", 0.0), graph.const("one", 1.0)], "output")
-
-
-def _y_and_chroma(graph: _Graph, loaded: LoadedModel, rgb: str) -> str:
-    """RGB = (Y' − Y₀)·g + bicubic(P·rgb), the Upscaler's arithmetic: Y' the network's output
-    (``g`` and ``Y₀`` folded into its last layer) and ``P`` the chroma's RGB contribution, linear
-    in RGB, so it is taken at low resolution and only resized."""
-    a, a_inv = matrices()
-    y0 = float(rgb_to_ycbcr(np.zeros(3))[0])  # 16/255
-    gain = a_inv[:, 0]  # what one unit of Y adds to R, G and B: the same for all three
-    assert np.allclose(gain, gain[0]), "BT.601: Y adds equally to R, G and B"
-    y = graph.node("Conv", [rgb, graph.const("to_y.weight", a[0].reshape(1, 3, 1, 1)), graph.const("to_y.bias", [y0])],
-                   "y", kernel_shape=[1, 1])
-    w3, b3 = _layers(loaded)[2]
-    shared = _network(graph, loaded, y, "shared", head=(gain[0] * w3, gain[0] * (b3 - y0)))
-    chroma = a_inv[:, 1:] @ a[1:]
-    lr = graph.node("Conv", [rgb, graph.const("chroma.weight", chroma.reshape(3, 3, 1, 1))], "chroma_lr", kernel_shape=[1, 1])
-    scales = graph.const("scales", [1, 1, loaded.info.scale, loaded.info.scale], np.float32)
-    hr = graph.node("Resize", [lr, "", scales], "chroma", mode="cubic", cubic_coeff_a=CUBIC_COEFF_A,
-                    coordinate_transformation_mode="half_pixel", exclude_outside=0)
-    return graph.node("Add", [hr, shared], "sr")
-
-
 # --- the card ----------------------------------------------------------------------------------
 
 
-def model_card(info: ModelInfo, filename: str, form: str, precision: str) -> str:
+def onnx_card(info: ModelInfo, filename: str, form: str, precision: str) -> str:
     """The card written beside an export (``NAME.md``): what goes in and out, and the card's PSNR."""
     r, radius = info.scale, info.config.receptive_radius
     rows = [f"| {name} | ×{e.get('scale', r)} | {e['psnr']:.2f} |" for name, e in info.metrics.items()
@@ -279,7 +213,7 @@ def model_card(info: ModelInfo, filename: str, form: str, precision: str) -> str
     if form == "rgb":
         io = (f"`input`: N×3×H×W RGB in [0, 1], H and W at least {radius + 3} pixels; `output`: N×3×{r}H×{r}W RGB "
               "in [0, 1]. Borders are reflect-padded inside the graph; Y models take BT.601 Y and upscale the "
-              "chroma bicubically (ONNX `Resize` cubic, a = −0.75, half-pixel), as `subpixel upscale` does.")
+              "chroma bicubically (torch's bicubic, a = −0.75, as phase filters), as `subpixel upscale` does.")
     else:
         what = "BT.601 studio-swing Y (`16/255 + (65.481·R + 128.553·G + 24.966·B)/255`)" if info.config.channels == 1 else "RGB"
         io = (f"`input`: N×{info.config.channels}×H×W {what} in [0, 1]; `output`: N×{info.config.channels}×{r}H×{r}W, "

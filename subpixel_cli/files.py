@@ -30,7 +30,7 @@ try:
 except ImportError:  # Windows: no advisory locks; stale temporaries are told by their age alone
     fcntl = None  # type: ignore[assignment]
 
-from subpixel_cli.errors import OutputError, OutputExists
+from subpixel_cli.errors import OutputError, OutputExists, one_line
 
 PARTIAL_SUFFIX = ".partial"
 # The random part: 8 characters. New names use hex; [a-z0-9_] also matches the mkstemp names of
@@ -39,10 +39,7 @@ _RANDOM_PART = "[a-z0-9_]" * 8
 
 
 def _reason(exc: OSError) -> str:
-    if exc.strerror:
-        return exc.strerror
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
+    return exc.strerror or one_line(exc)
 
 
 def disk_full(exc: BaseException | None) -> bool:
@@ -111,7 +108,7 @@ def _rename_without_replacing(tmp: Path, target: Path) -> None:
     """Rename ``tmp`` to ``target`` atomically unless ``target`` exists (``FileExistsError``):
     ``renameat2(RENAME_NOREPLACE)`` where the kernel and file system have it, else a hard link
     and an unlink; on file systems with neither (FAT, some network shares) a check, then a rename."""
-    if _rename_noreplace(tmp, target):
+    if rename_noreplace(tmp, target):
         return
     try:
         os.link(tmp, target, follow_symlinks=False)
@@ -138,7 +135,7 @@ def _renameat2() -> Any:
     return function
 
 
-def _rename_noreplace(tmp: Path, target: Path) -> bool:
+def rename_noreplace(tmp: Path, target: Path) -> bool:
     """``renameat2(tmp, target, RENAME_NOREPLACE)``: ``True`` when done, ``False`` where the
     kernel or the file system lacks it; ``FileExistsError`` when ``target`` exists."""
     function = _renameat2()

@@ -21,7 +21,6 @@ tanh done in place by the C kernels of :mod:`subpixel_cli.kernels` where they bu
 from __future__ import annotations
 
 import time
-import warnings
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -30,23 +29,21 @@ import cv2
 import torch
 import torch.nn.functional as F
 
-from subpixel_cli import kernels
+from subpixel_cli.calibration import Calibration
 from subpixel_cli.color import Y_OFFSET, Y_RANGE, matrices
+from subpixel_cli.kernels import Kernels, default_kernels
 from subpixel_cli.model import ESPCN
 from subpixel_cli.runtime import MKLDNN_CONV, fast_bf16, native_bf16
 
 # The centre a bf16 last layer's outputs (0…255) and Y plane (0…1) are moved to: a bf16 number
 # between 128 and 256 is a whole number, between 64 and 128 a multiple of ½, so output values
-# centred on 0 keep 4× finer steps than 0…255 would (−0.01 dB of Set5 ×3 becomes −0.001).
+# centred on 0 keep 4× finer steps than 0…255 would (what that saves in PSNR: benchmarks/README.md).
 _HEAD_CENTRE, _Y_CENTRE = 128.0, 0.5
-# torch marks its quantized tensor types deprecated; the int8 path uses one only as the output of
-# its quantizer, viewed as plain uint8 at once (runtime.int8_kernels says whether it is there).
-warnings.filterwarnings("ignore", message="torch.quantize_per_tensor", category=UserWarning)
 
-_BICUBIC_REACH = 2  # low-resolution pixels on each side that a bicubic output pixel reads
+BICUBIC_REACH = 2  # low-resolution pixels on each side that a bicubic output pixel reads
 
 
-def _colour_matrices() -> tuple[torch.Tensor, torch.Tensor]:
+def colour_matrices() -> tuple[torch.Tensor, torch.Tensor]:
     """BT.601 RGB→YCbCr matrix ``A`` (on [0, 1] values, :func:`color.matrices`) and its inverse."""
     a = torch.from_numpy(matrices()[0])
     return a, torch.linalg.inv(a)
@@ -56,12 +53,12 @@ def chroma_filter(r: int) -> torch.Tensor:
     """``3r² × 3 × 5 × 5``: from RGB, the chroma's RGB contribution ``M[:, 1:]·(CbCr − ½)``
     upscaled ×r bicubically, as phases in :func:`~subpixel_cli.model.phase_shift` order
     (channel (i·r + j)·3 + c). Scale-free: 0…1 or 0…255 in gives the same scale out."""
-    a, a_inv = _colour_matrices()
-    p, w = a_inv[:, 1:] @ a[1:], _bicubic_phases(r)
+    a, a_inv = colour_matrices()
+    p, w = a_inv[:, 1:] @ a[1:], bicubic_phases(r)
     return torch.einsum("cd,iy,jx->ijcdyx", p, w, w).reshape(r * r * 3, 3, 5, 5)
 
 
-def _bicubic_phases(r: int) -> torch.Tensor:
+def bicubic_phases(r: int) -> torch.Tensor:
     """``w[i, o]``: the weight of low-resolution pixel ``y + o`` (o = −2…2) in output pixel
     ``y·r + i`` of ``F.interpolate(mode="bicubic", align_corners=False)``, read off its impulse
     response so that the two agree by construction."""
@@ -72,12 +69,13 @@ def _bicubic_phases(r: int) -> torch.Tensor:
 
 
 # An activation as a oneDNN post-op: act(z) = α·op(γ·z) + β, with γ folded into this layer and
-# α, β into the next. tanh is 2·sigmoid(2z) − 1, because oneDNN's sigmoid costs much less than its
-# tanh on AVX2 (measured; see benchmarks/README.md).
+# α, β into the next. On the CPU in fp32, tanh is 2·sigmoid(2z) − 1, because oneDNN's sigmoid costs
+# much less than its tanh on AVX2 (measured; see benchmarks/README.md).
 _POST_OPS = {"tanh": ("sigmoid", 2.0, 2.0, -1.0), "relu": ("relu", 1.0, 1.0, 0.0)}
-# In bf16 the features themselves are rounded to 8 bits of mantissa, and tanh's values, centred
-# on 0, keep far more of them than sigmoid's, centred on ½: −0.11 dB on Set5 ×2 becomes −0.01.
-_BF16_POST_OPS = {**_POST_OPS, "tanh": ("tanh", 1.0, 1.0, 0.0)}
+# tanh itself: in bf16 (and fp16) the features are rounded to a few bits of mantissa, and tanh's
+# values, centred on 0, keep far more of them than sigmoid's, centred on ½ (−0.11 dB on Set5 ×2
+# becomes −0.01); on GPUs there is no oneDNN to favour sigmoid.
+_TANH_POST_OPS = {**_POST_OPS, "tanh": ("tanh", 1.0, 1.0, 0.0)}
 _ACTIVATIONS = {"sigmoid": torch.sigmoid_, "tanh": torch.tanh_, "relu": torch.relu_}  # off oneDNN
 
 
@@ -122,15 +120,20 @@ class FusedPath:
     8-channel ones) on 4 outputs.
 
     ``dtype`` ``torch.int8`` is the int8 path: it needs the model's ``calibration``
-    (:class:`~subpixel_cli.quantize.Calibration`) and oneDNN's quantized convolution.
+    (:class:`~subpixel_cli.calibration.Calibration`) and oneDNN's quantized convolution.
 
     ``luma`` (Y models, ``in_channels`` 1): the input is a Y plane and so is the result, in its
     own levels (16…235 for limited-range video): the Y of YCbCr frames that stay in YCbCr.
+
+    ``kernels``: the C kernels to use where they fit (:func:`~subpixel_cli.kernels.default_kernels`
+    unless given).
     """
 
     def __init__(self, model: ESPCN, in_channels: int, device: torch.device, dtype: torch.dtype,
-                 opencv: bool | None = None, calibration: Any = None, luma: bool = False) -> None:
+                 opencv: bool | None = None, calibration: Calibration | None = None, luma: bool = False,
+                 kernels: Kernels | None = None) -> None:
         cfg, r = model.config, model.config.scale
+        self.kernels = kernels = kernels if kernels is not None else default_kernels()
         if luma and (cfg.channels != 1 or in_channels != 1):
             raise ValueError("the luma path is for Y models on one channel")
         int8 = dtype == torch.int8
@@ -142,7 +145,7 @@ class FusedPath:
         # Where the C kernel takes conv1 (one plane, 64 channels, 5×5, tanh) the int8 path does
         # conv1's tanh and act2 itself: tanh's own form (below), in fp32 too.
         int8_in_c = (int8 and cfg.activation == "tanh" and cfg.features[0] == 64
-                     and tuple(model.conv1.weight.shape[1:]) == (1, 5, 5) and kernels.conv1_u8() is not None)
+                     and tuple(model.conv1.weight.shape[1:]) == (1, 5, 5) and kernels.conv1_u8 is not None)
         layers = [(c.weight.detach().to("cpu", torch.float64), c.bias.detach().to("cpu", torch.float64))
                   for c in (model.conv1, model.conv2, model.conv3)]
         (w1, b1), (w3, b3) = layers[0], layers[2]
@@ -154,9 +157,9 @@ class FusedPath:
         self.centre = _HEAD_CENTRE if centred else 0.0
         to_y = None
         if cfg.channels == 1:
-            a, a_inv = _colour_matrices()
+            a, a_inv = colour_matrices()
             if colour:
-                # Y by a 1×1 convolution: oneDNN runs conv1 on one channel ~2× faster than on three.
+                # Y by a 1×1 convolution: oneDNN runs conv1 on one channel much faster than on three.
                 y_centre = _Y_CENTRE if centred else 0.0
                 to_y = ((a[0] / 255).view(1, 3, 1, 1), torch.tensor([Y_OFFSET - y_centre], dtype=torch.float64))
                 layers[0] = (w1, b1 + y_centre * w1.sum(dim=(1, 2, 3)))
@@ -171,7 +174,8 @@ class FusedPath:
                 layers[2] = (gain * w3, gain * (b3 - Y_OFFSET) + half - self.centre)
         else:  # an RGB model on RGB; its channels are already in (i, j, c) order
             layers[0], layers[2] = (w1 / 255, b1), (255 * w3, 255 * b3 + half - self.centre)
-        post_ops = _BF16_POST_OPS if float_dtype == torch.bfloat16 or int8_in_c else _POST_OPS
+        plain_tanh = float_dtype == torch.bfloat16 or int8_in_c or device.type != "cpu"
+        post_ops = _TANH_POST_OPS if plain_tanh else _POST_OPS
         post_op, gamma, alpha, beta = post_ops[cfg.activation]
         for k in (1, 2):  # the next layer reads α·s + β instead of the activation
             w, b = layers[k]
@@ -180,18 +184,20 @@ class FusedPath:
             layers[k] = (gamma * layers[k][0], gamma * layers[k][1])
 
         self.scale, self.radius, self.post_op, self.dtype = r, cfg.receptive_radius, post_op, float_dtype
+        self.device_type = device.type
         # fp16, and bf16 off the CPU, keep the last layer in fp32: 8 bits of mantissa would round
-        # 0…255 to whole levels.
-        self.head_dtype = torch.float32 if dtype == torch.bfloat16 and not centred else float_dtype
+        # 0…255 to whole levels, fp16's 11 to eighths of one near 255.
+        wide_head = dtype == torch.float16 or (dtype == torch.bfloat16 and not centred)
+        self.head_dtype = torch.float32 if wide_head else float_dtype
         self.chroma_dtype = torch.float32 if centred else self.head_dtype  # the colours' own precision
         self.mkldnn = MKLDNN_CONV is not None and device.type == "cpu" and (
             float_dtype == torch.float32 or (float_dtype == torch.bfloat16 and native_bf16()))
         self.int8, self.conv1_u8, self.act2 = None, None, None
         if int8:
-            self.int8 = _Int8Layer(layers[1], calibration, alpha, beta, gamma, float_dtype)
+            self.int8 = Int8Layer(layers[1], calibration, alpha, beta, gamma, float_dtype)
             self.conv1_u8 = self._conv1_u8(cfg, layers[0], to_y)
             if self.conv1_u8 is not None:  # act2 in place by the same C library (one pass, not a conv)
-                self.act2 = kernels.tanh_bf16() if float_dtype == torch.bfloat16 else kernels.tanh_f32()
+                self.act2 = kernels.tanh_bf16 if float_dtype == torch.bfloat16 else kernels.tanh_f32
             f2 = cfg.features[1]  # what is left of conv2 in float: its activation, on a 1×1 identity
             layers[1] = (torch.eye(f2, dtype=torch.float64).view(f2, f2, 1, 1), None)
         # A last layer with few outputs (×2 Y models) by its C kernel, where it is built: fp32 out.
@@ -209,19 +215,30 @@ class FusedPath:
             self.chroma = (p.to(device, torch.float32) if self.opencv
                            else self._weights(chroma_filter(r), None, self.chroma_dtype, device)[0])
         # On the CPU the pixels come out of one C pass where it builds (kernels.write_rgb), else OpenCV's.
-        self.write_rgb = kernels.write_rgb() if self.opencv else None
+        self.write_rgb = kernels.write_rgb if self.opencv else None
         # and a Y model's Y plane (grey pictures, video in YCbCr) likewise, where torch took four passes
-        self.write_y = kernels.write_y() if cfg.channels == 1 and in_channels == 1 and device.type == "cpu" else None
-        self.taps = _bicubic_phases(r).float() if self.write_rgb is not None else None
-        self.chroma_planes = kernels.chroma_planes() if self.write_rgb is not None else None
+        self.write_y = kernels.write_y if cfg.channels == 1 and in_channels == 1 and device.type == "cpu" else None
+        self.taps = bicubic_phases(r).float() if self.write_rgb is not None else None
+        self.chroma_planes = kernels.chroma_planes if self.write_rgb is not None else None
+
+    @property
+    def math(self) -> str:
+        """The arithmetic this path runs, in words (``subpixel bench`` reports it)."""
+        name = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
+        text = f"int8 conv2 between {name[self.dtype]} layers" if self.int8 is not None else name[self.dtype]
+        if self.head_dtype != self.dtype:
+            text += ", last layer and chroma in fp32"
+        if self.device_type == "cuda" and torch.float32 in (self.dtype, self.head_dtype):
+            text += " (IEEE, not TF32)"
+        return text
 
     def _conv1_u8(self, cfg: Any, layer: tuple[torch.Tensor, torch.Tensor], to_y: Any) -> tuple[Any, ...] | None:
-        """The int8 path's conv1 → tanh → levels as one C kernel (:func:`kernels.conv1_u8`) where
+        """The int8 path's conv1 → tanh → levels as one C kernel (:attr:`Kernels.conv1_u8 <subpixel_cli.kernels.Kernels.conv1_u8>`) where
         it builds and fits the layer (one plane in, 64 channels, 5×5, tanh), with its fp32
         weights and the plane it reads (RGB → Y as one fp32 row, or the input itself)."""
         fits = (cfg.activation == "tanh" and self.post_op == "tanh" and cfg.features[0] == 64
                 and tuple(layer[0].shape[1:]) == (1, 5, 5))
-        run = kernels.conv1_u8() if fits else None
+        run = self.kernels.conv1_u8 if fits else None
         if run is None:
             return None
         y_row = None if to_y is None else (to_y[0].reshape(3).float(), float(to_y[1]))
@@ -315,7 +332,7 @@ class FusedPath:
         n, hr, wr, c = out.shape
         r = self.scale
         h, w = hr // r, wr // r
-        crop_t, crop_d = pad - self.radius, pad - _BICUBIC_REACH  # what the unpadded layers left
+        crop_t, crop_d = pad - self.radius, pad - BICUBIC_REACH  # what the unpadded layers left
         if self.write_rgb is not None and out.is_contiguous() and t.dtype in (torch.bfloat16, torch.float32):
             self.write_rgb(t, crop_t, d, crop_d, self.taps, self.centre, out)
             lap("write")
@@ -349,7 +366,7 @@ class FusedPath:
         lap("write")
 
 
-class _Int8Layer:
+class Int8Layer:
     """conv2 on oneDNN's u8×s8 kernels, from conv1's post-op output ``s`` (the activation is
     α·s + β) to conv2's pre-activation (times γ, what the post-op of act2 expects).
 
@@ -360,7 +377,7 @@ class _Int8Layer:
     into the bias (exact: the convolution is unpadded), so the kernel sees a zero point of 0 and
     an input scale of 1."""
 
-    def __init__(self, layer: tuple[torch.Tensor, torch.Tensor], calibration: Any, alpha: float, beta: float,
+    def __init__(self, layer: tuple[torch.Tensor, torch.Tensor], calibration: Calibration, alpha: float, beta: float,
                  gamma: float, out_dtype: torch.dtype) -> None:
         w, b = layer  # conv2 as folded: α·γ·w and γ·(b + β·Σw), on s
         lo = (calibration.act_min.to(torch.float64) - beta) / alpha  # the levels, in terms of s

@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import save_file
 
-from subpixel_cli.errors import ModelError
-from subpixel_cli.files import atomic_path, make_folder, write_text
+from subpixel_cli.calibration import CALIBRATION_NAME, Calibration, read_calibration
+from subpixel_cli.errors import ModelError, one_line
+from subpixel_cli.files import make_folder, write_text
 from subpixel_cli.model import ESPCN, ESPCNConfig
+from subpixel_cli.tensorfile import UnreadableTensors, read_tensors, write_tensors
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -44,6 +44,7 @@ class ModelInfo:
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     license: str = "MIT"
+    twin: str = ""  # the model of the same shape this one pairs with for --denoise (clean <-> real-world)
 
     @property
     def scale(self) -> int:
@@ -69,6 +70,7 @@ class ModelInfo:
             "training": self.training,
             "metrics": self.metrics,
             "license": self.license,
+            **({"twin": self.twin} if self.twin else {}),
         }
 
     @classmethod
@@ -95,6 +97,7 @@ class ModelInfo:
             training=dict(data.get("training") or {}),
             metrics=dict(data.get("metrics") or {}),
             license=str(data.get("license", "unknown")),
+            twin=str(data.get("twin") or ""),
         )
 
 
@@ -102,17 +105,16 @@ class ModelInfo:
 class LoadedModel:
     model: ESPCN
     info: ModelInfo
-    calibration: Any = None  # the int8 path's, from the model folder (subpixel_cli.quantize.Calibration)
+    calibration: Calibration | None = None  # the int8 path's, from the model folder
     notes: list[str] = field(default_factory=list)  # what loading left out, for the user (a calibration not used)
 
 
 def save_model(folder: str | Path, model: ESPCN, info: ModelInfo, card: str | None = None) -> Path:
     """Write ``model`` as a model folder (each file atomically); returns the folder."""
     folder = make_folder(Path(folder))
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().to("cpu", torch.float32) for k, v in model.state_dict().items()}
     config_json = json.dumps(info.to_json(), indent=2, ensure_ascii=False) + "\n"
-    with atomic_path(folder / WEIGHTS_NAME, file=True) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt", "subpixel_config": json.dumps(info.to_json())})
+    write_tensors(folder / WEIGHTS_NAME, tensors, {"format": "pt", "subpixel_config": json.dumps(info.to_json())})
     write_text(folder / CONFIG_NAME, config_json)
     if card is not None:
         write_text(folder / CARD_NAME, card)
@@ -178,23 +180,14 @@ def _infer_config(tensors: dict[str, torch.Tensor], source: str) -> ESPCNConfig:
         raise ModelError(f"{source}: not an ESPCN checkpoint ({exc})") from None
 
 
-def _read_tensors(path: Path, source: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ModelError(f"{source}: cannot read weights ({str(exc).splitlines()[0]}); a model must be a .safetensors file") from None
-    return tensors, metadata
-
-
 def load_from_files(weights: Path, config_path: Path | None, source: str) -> LoadedModel:
     """Build a model from a safetensors file and, when there is one, its ``config.json``."""
     if weights.suffix in PICKLE_SUFFIXES:
         raise ModelError(f"{source}: refusing to load {weights.name}: pickled checkpoints can run code; convert it to .safetensors")
-    tensors, metadata = _read_tensors(weights, source)
+    try:
+        tensors, metadata = read_tensors(weights)
+    except UnreadableTensors as exc:
+        raise ModelError(f"{source}: cannot read weights ({exc}); a model must be a .safetensors file") from None
     if config_path is not None and config_path.is_file():
         try:
             data = json.loads(config_path.read_text(encoding="utf-8"))
@@ -234,7 +227,7 @@ def _expected_shapes(config: ESPCNConfig, source: str) -> dict[str, tuple[int, .
         with torch.device("meta"):
             model = ESPCN(config)
     except (ValueError, TypeError, RuntimeError, IndexError) as exc:
-        raise ModelError(f"{source}: bad config: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        raise ModelError(f"{source}: bad config: {one_line(exc)}") from None
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
@@ -246,8 +239,6 @@ def load_folder(folder: Path, source: str | None = None) -> LoadedModel:
         pickles = [p.name for p in folder.glob("*") if p.suffix in PICKLE_SUFFIXES]
         hint = f" (found {', '.join(pickles)}: pickled checkpoints are not loaded)" if pickles else ""
         raise ModelError(f"{source}: no {WEIGHTS_NAME} in this folder{hint}")
-    from subpixel_cli.quantize import read_calibration
-
     loaded = load_from_files(weights, folder / CONFIG_NAME, source)
     loaded.calibration, dropped = read_calibration(folder, loaded.model)
     loaded.notes += [dropped] if dropped else []
@@ -278,18 +269,17 @@ def load_hub(spec: str) -> LoadedModel:
     # huggingface_hub >= 1.0 says "cached, but not every file" with its own error.
     not_cached = (LocalEntryNotFoundError, getattr(hf_errors, "IncompleteSnapshotError", LocalEntryNotFoundError))
 
-    from subpixel_cli.quantize import CALIBRATION_NAME  # the int8 path's, where the repository has one
-
     repo_id, revision = parse_hf_spec(spec)
+    refused = [  # the hub's answers, most specific first (a gated repository is a RepositoryNotFoundError)
+        (RevisionNotFoundError, f"revision {revision!r} does not exist in {repo_id}"),
+        (GatedRepoError, "the repository is gated; accept its terms on huggingface.co and set HF_TOKEN"),
+        (RepositoryNotFoundError, "no such model repository, or it is private (set HF_TOKEN to a token with access)"),
+    ]
     try:
         folder = snapshot_download(repo_id, revision=revision,
-                                   allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, CALIBRATION_NAME])
-    except RevisionNotFoundError:
-        raise ModelError(f"{spec}: revision {revision!r} does not exist in {repo_id}") from None
-    except GatedRepoError:
-        raise ModelError(f"{spec}: the repository is gated; accept its terms on huggingface.co and set HF_TOKEN") from None
-    except RepositoryNotFoundError:
-        raise ModelError(f"{spec}: no such model repository, or it is private (set HF_TOKEN to a token with access)") from None
+                                   allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, CARD_NAME, CALIBRATION_NAME])  # the int8 path's, if any
+    except tuple(kind for kind, _ in refused) as exc:
+        raise ModelError(f"{spec}: {next(why for kind, why in refused if isinstance(exc, kind))}") from None
     except not_cached:
         if constants.HF_HUB_OFFLINE:
             raise ModelError(
@@ -301,5 +291,5 @@ def load_hub(spec: str) -> LoadedModel:
             "check the connection (or HF_ENDPOINT) and retry, or pass a local model folder"
         ) from None
     except (HfHubHTTPError, OSError) as exc:
-        raise ModelError(f"{spec}: download failed: {str(exc).splitlines()[0]}") from None
+        raise ModelError(f"{spec}: download failed: {one_line(exc)}") from None
     return load_folder(Path(folder), source=spec)

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from subpixel_cli.errors import InputError, OutputError
+from subpixel_cli.errors import InputError, OutputError, one_line
 from subpixel_cli.files import atomic_write
 
 try:  # Intel's ISA-L deflate: a standard zlib stream, ~4× faster than zlib at level 1, and smaller
@@ -64,11 +64,6 @@ class Picture:
         """A short description: ``L``, ``RGB``, ``LA``, ``RGBA``, with ``;16`` for 16-bit."""
         base = ("L" if self.pixels.shape[2] == 1 else "RGB") + ("A" if self.alpha is not None else "")
         return base + (";16" if self.bit_depth == 16 else "")
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def is_image_name(path: Path) -> bool:
@@ -137,7 +132,7 @@ def read_image(path: str | Path) -> Picture:
     except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, IndexError, TypeError) as exc:
         # IndexError and TypeError too: Pillow's decoders raise them for damaged files (e.g. a TIFF
         # without its dimensions), and Pillow's own open() treats them as "not this format"
-        raise InputError(f"{path}: corrupt or truncated image ({_one_line(exc)})") from None
+        raise InputError(f"{path}: corrupt or truncated image ({one_line(exc)})") from None
     return picture
 
 
@@ -379,8 +374,8 @@ def png_level(picture: Picture) -> int:
 def _compressor(level: int) -> "zlib._Compress":
     """A zlib stream compressor; ISA-L's for level 1 (the fast level) when it is installed.
 
-    A 2560×1920 RGB output at level 1 takes 175 ms in zlib and 41 ms in ISA-L (3.97 MB against
-    zlib's 4.24): after the upscaling itself, PNG compression was the slowest part of a folder run.
+    ISA-L's is several times faster than zlib at that level, and its files are no larger: after
+    the upscaling itself, PNG compression is the slowest part of a folder run (benchmarks/README.md).
     """
     if level == 1 and fast_zlib is not None:
         return fast_zlib.compressobj(level)

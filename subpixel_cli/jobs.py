@@ -19,7 +19,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from subpixel_cli.errors import EXIT_FAILED, EXIT_OK, OutputExists, SubpixelError, UsageError
+from subpixel_cli.errors import EXIT_FAILED, EXIT_OK, OutputExists, SubpixelError, UsageError, named
 from subpixel_cli.images import (
     FORMATS,
     is_image_name,
@@ -58,6 +58,8 @@ class Result:
     seconds: float = 0.0
     frames: int = 1  # frames in the input; only the first is upscaled
     traceback: str | None = None  # of an unexpected failure, for --debug; not in --json
+    model: str | None = None  # the model that ran, and why it was chosen when the user named none
+    model_reason: str | None = None
 
     def as_dict(self) -> dict:
         return {
@@ -70,6 +72,8 @@ class Result:
             "mode": self.mode or None,
             "frames": self.frames,
             "seconds": round(self.seconds, 4),
+            "model": self.model,
+            "model_reason": self.model_reason,
         }
 
 
@@ -83,6 +87,13 @@ class Report:
     @property
     def return_code(self) -> int:
         return EXIT_FAILED if self.count("failed") else EXIT_OK
+
+    def stopped(self, total: int) -> str:
+        """What a run stopped by Ctrl-C after these results says: how far it got, and that the
+        same command continues (what is done is skipped)."""
+        failed = f", {self.count('failed')} failed" if self.count("failed") else ""
+        return (f"{self.count('ok') + self.count('skipped')} of {total} file(s) done{failed}; "
+                "run the same command again to continue (done ones are skipped)")
 
 
 @dataclass
@@ -187,8 +198,7 @@ def describe_failure(exc: BaseException, source: Path, tile: int) -> str:
         return str(exc)
     if is_out_of_memory(exc):
         return f"{source}: {out_of_memory_message(tile)}"
-    lines = str(exc).strip().splitlines()
-    return f"{source}: internal error: {type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+    return f"{source}: internal error: {named(exc)}"
 
 
 class Runner:
@@ -206,11 +216,16 @@ class Runner:
         self.upscaler, self.force, self.fmt, self.quality = upscaler, force, fmt, quality
         self.on_result = on_result or (lambda r: None)
         self.on_tiles = on_tiles
-        self.report = Report()
+        self._report = Report()
         self._claimed: set[Path] = set()
         self._run_started = time.time()
 
-    def run(self, jobs: list[Job]) -> Report:
+    def run(self, jobs: list[Job], report: Report | None = None) -> Report:
+        """Upscale ``jobs``; the :class:`Report` of this call alone. Results are added to ``report``
+        (a new one by default) as they come, so that a caller whose run an error stopped still
+        has what was done."""
+        self._report = report if report is not None else Report()
+        self._claimed = set()
         self._run_started = time.time()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="subpixel-write") as writer:
             pending: list[Future] = []
@@ -230,10 +245,10 @@ class Runner:
                 pending = self._collect(pending, keep=max(2, self.upscaler.batch_size))
             pending += self._flush(batch, writer)
             self._collect(pending, keep=0)
-        return self.report
+        return self._report
 
     def _record(self, result: Result) -> None:
-        self.report.results.append(result)
+        self._report.results.append(result)
         self.on_result(result)
 
     def _load(self, job: Job) -> _Loaded | None:

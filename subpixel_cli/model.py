@@ -120,3 +120,17 @@ def weights_sha256(model: nn.Module) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().float().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+def blend(a: ESPCN, b: ESPCN, t: float) -> ESPCN:
+    """The model whose every weight is ``(1 − t)·a + t·b``: a point between two models of one
+    shape, as Real-ESRGAN's ``-dn`` moves between a clean and a denoising model. Twins fine-tuned
+    from one another stay close enough in weight space for the points between to be models too."""
+    if a.config != b.config:
+        raise ValueError(f"blend: the models differ in shape ({a.config} and {b.config})")
+    if not 0.0 <= t <= 1.0:
+        raise ValueError(f"blend: t must be in [0, 1], got {t}")
+    out = ESPCN(a.config)
+    theirs = b.state_dict()
+    out.load_state_dict({k: torch.lerp(v.float(), theirs[k].float(), t) for k, v in a.state_dict().items()})
+    return out.eval()

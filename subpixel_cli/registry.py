@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from subpixel_cli.errors import ModelError
+from dataclasses import replace
+
+from subpixel_cli.errors import ModelError, UsageError
 from subpixel_cli.hub import CONFIG_NAME, HF_PREFIX, LoadedModel, ModelInfo, load_folder, load_from_files, load_hub
+from subpixel_cli.model import blend
 
 
 def weights_root() -> Path:
@@ -28,9 +31,41 @@ def packaged_models() -> dict[str, ModelInfo]:
     return models
 
 
-def default_model_name(scale: int) -> str:
-    """The packaged model ``-x N`` picks when no ``--model`` is given."""
-    return f"espcn-x{scale}"
+def default_model_name(scale: int, real: bool = False) -> str:
+    """The packaged model ``-x N`` picks when no ``--model`` is given; ``real``: its twin for
+    real-world (compressed, noisy) inputs."""
+    return f"espcn-x{scale}" + (REAL_SUFFIX if real else "")
+
+
+REAL_SUFFIX = "-real"
+
+
+def is_real_world(info: ModelInfo) -> bool:
+    """Whether a model was trained on damaged inputs (``subpixel train --degrade``)."""
+    return bool(info.training.get("damage")) or info.name.endswith(REAL_SUFFIX)
+
+
+def load_denoise(spec: str | None, scale: int | None, strength: float) -> LoadedModel:
+    """The model ``strength`` (0…1) of the way from a clean model to its real-world twin (the
+    ``twin`` of its ``config.json``): ``spec`` may name either of the pair, or be ``None`` for the
+    packaged pair of ``scale``. 0 and 1 are the models themselves (with their int8 calibrations);
+    points between are blends of the weights (:func:`~subpixel_cli.model.blend`), without one."""
+    if not 0.0 <= strength <= 1.0:
+        raise UsageError(f"--denoise takes a strength in 0…1, not {strength}")
+    first = load_model(spec if spec is not None else default_model_name(scale or 4), scale)
+    if not first.info.twin:
+        raise UsageError(f"--denoise: model {first.info.name} has no real-world twin to blend with "
+                         f"(the packaged espcn-xN and espcn-xN{REAL_SUFFIX} pair up); drop --denoise or pick one of those")
+    second = load_model(first.info.twin, first.info.scale)
+    if second.model.config != first.model.config:
+        raise ModelError(f"--denoise: {first.info.name} and its twin {second.info.name} differ in shape")
+    clean, real = (second, first) if is_real_world(first.info) else (first, second)
+    if strength in (0.0, 1.0):
+        return clean if strength == 0.0 else real
+    info = replace(clean.info, name=f"{clean.info.name}~{real.info.name}@{strength:g}",
+                   description=f"{1 - strength:g}·{clean.info.name} + {strength:g}·{real.info.name} (--denoise {strength:g})",
+                   metrics={}, twin="")
+    return LoadedModel(blend(clean.model, real.model, strength), info)
 
 
 def load_model(spec: str | None = None, scale: int | None = None) -> LoadedModel:

@@ -4,18 +4,23 @@ out-of-memory errors. Shared by inference (:mod:`subpixel_cli.upscale`, video) a
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import math
 import os
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from subpixel_cli.calibration import CHECK_DATASETS, MAX_LOSS_DB, Calibration
 from subpixel_cli.choices import DEVICES
 from subpixel_cli.choices import PRECISIONS as PRECISION_NAMES
 from subpixel_cli.errors import UsageError
+from subpixel_cli.kernels import Kernels, default_kernels
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "int8": torch.int8}
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of activations per forward pass on the CPU
@@ -50,17 +55,18 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def resolve_precision(name: str, device: torch.device, int8_ready: bool = False) -> torch.dtype:
+def resolve_precision(name: str, device: torch.device, int8_ready: bool = False,
+                      kernels: Kernels | None = None) -> torch.dtype:
     """``auto`` is fp16 on GPUs (with an fp32 retry on non-finite output); on CPUs it is int8
     where ``int8_ready`` (a calibration checked within 0.05 dB of fp32) and the CPU has fast int8
-    (:func:`fast_int8`), else bf16 where the CPU computes it natively (AVX-512 BF16 or AMX: ~1.5–2×
-    faster, within 0.03 dB of fp32 on Set5/Set14, benchmarks/README.md), else fp32. On the CPU,
+    (:func:`fast_int8`), else bf16 where the CPU computes it natively (AVX-512 BF16 or AMX: faster
+    than fp32 and close to it in PSNR, benchmarks/README.md), else fp32. On the CPU,
     ``auto`` means int8 or bf16 only for the fused 8-bit path: the Upscaler keeps 16-bit pictures
     in fp32."""
     if name == "auto":
         if device.type in ("cuda", "mps"):
             return torch.float16
-        if device.type == "cpu" and int8_ready and fast_int8():
+        if device.type == "cpu" and int8_ready and fast_int8(kernels):
             return torch.int8
         return torch.bfloat16 if device.type == "cpu" and fast_bf16() else torch.float32
     if name not in PRECISIONS:
@@ -89,7 +95,8 @@ class Precision:
         return next(name for name, dtype in PRECISIONS.items() if dtype == self.fused)
 
 
-def inference_precision(name: str, device: torch.device, calibration: Any = None) -> Precision:
+def inference_precision(name: str, device: torch.device, calibration: Calibration | None = None,
+                        kernels: Kernels | None = None) -> Precision:
     """:func:`resolve_precision` for the Upscaler. ``auto`` on the CPU keeps the module in fp32:
     its values in [0, 1] need more than bf16's 8 bits of mantissa. fp16 tops out at 65504; bf16
     has fp32's range, so only fp16 output is checked (a pass over the result that costs a seventh
@@ -101,10 +108,35 @@ def inference_precision(name: str, device: torch.device, calibration: Any = None
                   else "--precision int8: this torch build has no oneDNN quantized convolution")
         name, calibration = "auto", None
     int8_ready = calibration is not None and int8_kernels() and calibration.accurate()
-    dtype = resolve_precision(name, device, int8_ready)
+    dtype = resolve_precision(name, device, int8_ready, kernels)
     module = torch.float32 if name in ("auto", "int8") and device.type == "cpu" else dtype
     precision = Precision(fused=dtype, module=module, checks_overflow=dtype == torch.float16)
     return replace(precision, notice=f"{notice}; using {precision.name}") if notice else precision
+
+
+@contextlib.contextmanager
+def exact_fp32(device: torch.device, enabled: bool = True) -> Iterator[None]:
+    """Within the block, fp32 convolutions and matrix products on CUDA are IEEE fp32: cuDNN's
+    default on Ampere and later GPUs is TF32 (10 bits of mantissa, as fp16), so ``fp32`` would
+    not be fp32. The previous settings come back when the block ends (they are process-wide: a
+    block is for one thread's work); elsewhere, or when not ``enabled``, nothing changes."""
+    if not enabled or device.type != "cuda":
+        yield
+        return
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    if hasattr(cudnn, "conv"):  # torch ≥ 2.9: per-operator settings (mixing in the old flags is an error there)
+        saved = cudnn.conv.fp32_precision, matmul.fp32_precision
+        cudnn.conv.fp32_precision = matmul.fp32_precision = "ieee"
+    else:
+        saved = cudnn.allow_tf32, matmul.allow_tf32
+        cudnn.allow_tf32 = matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        if hasattr(cudnn, "conv"):
+            cudnn.conv.fp32_precision, matmul.fp32_precision = saved
+        else:
+            cudnn.allow_tf32, matmul.allow_tf32 = saved
 
 
 def default_memory_budget(device: torch.device) -> int:
@@ -132,7 +164,7 @@ MKLDNN_CONV = _fused_conv_op()
 
 def native_bf16() -> bool:
     """Whether oneDNN has bf16 kernels on this CPU (AVX-512 BF16 or AMX); elsewhere bf16 is
-    emulated, ~10× slower than fp32 (benchmarks/README.md)."""
+    emulated, far slower than fp32 (benchmarks/README.md)."""
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
@@ -142,10 +174,10 @@ def native_bf16() -> bool:
 def fast_bf16() -> bool:
     """Whether this CPU has bf16 arithmetic of its own (AVX-512 BF16 or AMX tiles), so that
     oneDNN's bf16 convolutions beat its fp32 ones; plain AVX-512 only converts."""
-    return _cpu_has("_is_avx512_bf16_supported", "_is_amx_tile_supported") and MKLDNN_CONV is not None and native_bf16()
+    return cpu_has("_is_avx512_bf16_supported", "_is_amx_tile_supported") and MKLDNN_CONV is not None and native_bf16()
 
 
-def _cpu_has(*checks: str) -> bool:
+def cpu_has(*checks: str) -> bool:
     """Whether any of torch.cpu's feature checks (``_is_vnni_supported``…) says yes."""
     cpu = getattr(torch, "cpu", None)
     try:
@@ -164,18 +196,40 @@ def int8_kernels() -> bool:
         return False
 
 
-def fast_int8() -> bool:
-    """Whether the int8 path beats the float ones on this CPU, as far as measured: int8 dot
-    products (VNNI or AMX tiles) and the C kernel that makes conv1's output the int8 layer's input
-    in one pass (:func:`subpixel_cli.kernels.conv1_u8`, built on first need). Without that kernel,
-    on a 2-core AMD Zen 4 with AVX-512 VNNI, int8 was within ±5 % of bf16 (torch's quantizer is a
-    memory-bound pass that took back what conv2 gained); with it, 4–25 % faster (stop 17), 15–43 %
-    with the head kernels too. Where the CPU has VNNI but no bf16 arithmetic (Cascade Lake, Ice
-    Lake) the layers around conv2 run in fp32 and int8 is compared with fp32: 2.0–2.2× as fast
-    there (benchmarks/README.md)."""
-    from subpixel_cli import kernels
+def fast_int8(kernels: Kernels | None = None) -> bool:
+    """Whether the int8 path beats the float ones on this CPU: int8 dot products (VNNI or AMX
+    tiles), and the C kernel that makes conv1's output the int8 layer's input in one pass
+    (:attr:`~subpixel_cli.kernels.Kernels.conv1_u8`, in ``kernels``, by default
+    :func:`~subpixel_cli.kernels.default_kernels`), built with OpenMP. Without it, or on one
+    thread, torch's quantizer (a memory-bound pass over the network's largest tensor) takes back
+    what conv2 gains. Where the CPU has VNNI but no bf16 arithmetic the layers around conv2 run in
+    fp32 and int8 is compared with fp32. The figures are in benchmarks/README.md."""
+    kernels = kernels if kernels is not None else default_kernels()
+    return (cpu_has("_is_vnni_supported", "_is_amx_tile_supported") and int8_kernels()
+            and kernels.why_not("int8") is None)
 
-    return _cpu_has("_is_vnni_supported", "_is_amx_tile_supported") and int8_kernels() and kernels.conv1_u8() is not None
+
+def cpu_paths(calibration: Calibration | None, kernels: Kernels | None = None) -> dict[str, Any]:
+    """What the CPU runs a model in here, and why not the faster paths: ``auto``, the precision
+    ``--precision auto`` takes for 8-bit pictures; ``int8`` and ``bf16``, ``None`` where that path
+    is fast here and why not otherwise; ``kernels``, each C library's status
+    (:meth:`~subpixel_cli.kernels.Kernels.status`). For ``subpixel bench`` and ``subpixel models
+    --json``."""
+    kernels = kernels if kernels is not None else default_kernels()
+    device = torch.device("cpu")
+    if calibration is None:
+        int8 = "no calibration in the model folder (subpixel quantize)"
+    elif not calibration.accurate():
+        int8 = f"its calibration is not checked within {MAX_LOSS_DB} dB of fp32 on {' and '.join(CHECK_DATASETS)}"
+    elif not int8_kernels():
+        int8 = "this torch build has no oneDNN quantized convolution"
+    elif not cpu_has("_is_vnni_supported", "_is_amx_tile_supported"):
+        int8 = "this CPU has no int8 dot products (AVX-512 VNNI or AMX)"
+    else:
+        int8 = None if fast_int8(kernels) else f"the int8 kernel: {kernels.why_not('int8')}"
+    bf16 = None if fast_bf16() else "this CPU has no bf16 arithmetic (AVX-512 BF16 or AMX): bf16 would be emulated"
+    auto = inference_precision("auto", device, calibration, kernels).name
+    return {"auto": auto, "int8": int8, "bf16": bf16, "kernels": kernels.status()}
 
 
 # --- process-wide tuning ----------------------------------------------------------------------
@@ -185,9 +239,9 @@ def keep_freed_memory() -> None:
     """Have glibc serve large blocks from its heap and keep them when freed.
 
     By default every block over 32 MB is a fresh ``mmap`` whose pages fault in on first touch and
-    go back to the system on ``free``, so each frame's activations paid page faults again: that
-    cost more than conv1 on a 2-core VM (benchmarks/README.md). A process-wide setting, made only
-    by CPU upscalers; a no-op where the C library has no ``mallopt``.
+    go back to the system on ``free``, so each frame's activations would pay page faults again,
+    a cost on the order of a layer's (benchmarks/README.md). A process-wide setting, for the
+    command to make (:func:`tune_for`); a no-op where the C library has no ``mallopt``.
     """
     try:
         mallopt = ctypes.CDLL(None).mallopt
@@ -234,7 +288,11 @@ def limit_threads() -> None:
 
 def tune_for(device: torch.device) -> None:
     """The process-wide settings an inference device wants: cuDNN's autotuner on CUDA; on the CPU
-    a heap that keeps freed blocks and no more threads than the CPUs this process may use."""
+    a heap that keeps freed blocks and no more threads than the CPUs this process may use; and no
+    warning for the quantized tensor type the int8 path makes (torch marks it deprecated; the path
+    only views its bytes). For the command that runs, once: constructing an
+    :class:`~subpixel_cli.upscale.Upscaler` leaves a library user's process as it is."""
+    warnings.filterwarnings("ignore", message="torch.quantize_per_tensor", category=UserWarning)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     if device.type == "cpu":

@@ -20,18 +20,19 @@ import contextlib
 import heapq
 import os
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from subpixel_cli.errors import UsageError
+from subpixel_cli.errors import UsageError, named
 from subpixel_cli.images import image_size
 from subpixel_cli.jobs import Job, Report, Result, Runner
 
 # A process that has finished waits at the gather for the slowest one, however long its part
 # takes; a process that dies is not waited for: torchrun's agent then ends them all.
 _GATHER_TIMEOUT = timedelta(days=7)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -85,8 +86,9 @@ def shard_jobs(jobs: Sequence[Job], shard: Shard) -> list[Job]:
     return [jobs[i] for i in split(jobs, job_pixels(jobs), shard.count)[shard.index]]
 
 
-def select(jobs: list[Job], shard: Shard | None, group: Group | None) -> list[Job]:
-    """This process's jobs: all of them, its ``--shard``, or its part of a torchrun group's."""
+def select(jobs: list[Job], shard: Shard | None, group: Group | None) -> list[Job] | None:
+    """This process's jobs: all of them, its ``--shard``, or its part of a torchrun group's
+    (``None`` where rank 0 could not split them: it reports why)."""
     if group is not None:
         return group_jobs(group, jobs, shard)
     return jobs if shard is None else shard_jobs(jobs, shard)
@@ -128,20 +130,37 @@ def joined() -> Iterator[Group | None]:
             dist.destroy_process_group(handle)  # ours: the default group if we made it, else the gloo one
 
 
-def group_jobs(group: Group, jobs: Sequence[Job], shard: Shard | None = None) -> list[Job]:
-    """This process's jobs: rank 0 splits its job list (reading each header once, not once per
-    process) and sends every process its part, so all follow the same list."""
+def rank_0_decides(group: Group | None, decide: Callable[[], T]) -> T | None:
+    """What rank 0's ``decide()`` returns, on every process of ``group`` (without one: ``decide()``).
+    Rank 0 runs it and sends the result; where it raises, the others get ``None`` (rank 0 reports
+    the error, they stop quietly) and rank 0 raises it. Every process waits here for rank 0, so
+    this is also the barrier after whatever ``decide`` makes ready."""
+    if group is None:
+        return decide()
     import torch.distributed as dist
 
-    parts: list[Any] | None = None
-    if group.main:
+    box: list[Any] = [None]
+    try:
+        if group.main:
+            box[0] = decide()
+    finally:  # sent whether decide() returned or raised: no process is left waiting
+        dist.broadcast_object_list(box, src=0, group=group.handle)
+    return box[0]
+
+
+def group_jobs(group: Group, jobs: Sequence[Job], shard: Shard | None = None) -> list[Job] | None:
+    """This process's jobs: rank 0 splits its job list (reading each header once, not once per
+    process) and sends every process the parts, so all follow the same list; ``None`` where
+    rank 0 could not."""
+
+    def decide() -> list[list[Job]]:
         count = group.world * (shard.count if shard else 1)
         first = shard.index * group.world if shard else 0
         indices = split(jobs, job_pixels(jobs), count)[first:first + group.world]
-        parts = [[jobs[i] for i in part] for part in indices]
-    mine: list[Any] = [None]
-    dist.scatter_object_list(mine, parts, src=0, group=group.handle)
-    return mine[0]
+        return [[jobs[i] for i in part] for part in indices]
+
+    parts = rank_0_decides(group, decide)
+    return None if parts is None else parts[group.rank]
 
 
 def run_part(runner: Runner, jobs: list[Job], group: Group | None) -> Report:
@@ -150,19 +169,19 @@ def run_part(runner: Runner, jobs: list[Job], group: Group | None) -> Report:
     gather and the others are not left waiting for it."""
     if group is None:
         return runner.run(jobs)
+    report = Report()
     try:
-        return runner.run(jobs)
+        return runner.run(jobs, report)
     except Exception as exc:
-        lines = str(exc).strip().splitlines()
-        reason = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+        reason = named(exc)
         trace = "".join(traceback.format_exception(exc))
-        reached = {(r.source, r.target) for r in runner.report.results}
+        reached = {(r.source, r.target) for r in report.results}
         for job in jobs:
             if (job.source, job.target) not in reached:
-                runner.report.results.append(Result(job.source, job.target, "failed",
-                                                    f"{job.source}: not done: process {group.rank} stopped ({reason})",
-                                                    traceback=trace))
-        return runner.report
+                report.results.append(Result(job.source, job.target, "failed",
+                                             f"{job.source}: not done: process {group.rank} stopped ({reason})",
+                                             traceback=trace))
+        return report
 
 
 def gather(group: Group, jobs: Sequence[Job], report: Report) -> Report | None:

@@ -24,7 +24,6 @@ import contextlib
 import copy
 import math
 import os
-import shlex
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -47,12 +46,14 @@ from subpixel_cli.files import atomic_write, make_folder
 from subpixel_cli.hub import ModelInfo, model_card, save_model
 from subpixel_cli.checkpoints import CHECKPOINT_NAME, load_checkpoint, restore, save_checkpoint
 from subpixel_cli.color import matrices
-from subpixel_cli.evaluate import ProtocolImage, centre_crops, comparison_sheet, prepare_image, score_image, validate
+from subpixel_cli.evaluate import (ProtocolImage, centre_crops, comparison_sheet, prepare_image, protocol_upscaler,
+                                   score_image, validate)
 from subpixel_cli.images import list_images
 from subpixel_cli.model import ESPCN, ESPCNConfig
-from subpixel_cli.runtime import fast_bf16, resolve_device
+from subpixel_cli.runtime import exact_fp32, fast_bf16, local_rank, local_world_size, resolve_device
 
 SAMPLES_DIR = "samples"
+VAL_MIN_STEPS = 100  # the fewest steps between validations by default (validation_interval)
 LOSSES = {"l1": nn.L1Loss, "mse": nn.MSELoss}  # by the names in choices.LOSSES
 CELEBA = "celeba"
 CELEBA_LICENSE = "CelebA: non-commercial research and educational use only"
@@ -89,12 +90,14 @@ class TrainConfig:
     holdout: float = 0.1  # celebA: the last 10 % of files by name are never trained on
     resume: bool = False
     seed: int = 0
-    checkpoint_every: int = 500  # steps; also at each epoch's end and at the end
+    checkpoint_every: int = 500  # steps; also at each validation and at the end
+    val_every: int | None = None  # steps between validations; default: each epoch, or a few (validation_interval)
+    time_limit: float | None = None  # seconds of wall time: then validate, save and stop (resumable)
     precision: str = "auto"  # CPU: bf16 autocast where the CPU has bf16 arithmetic; CUDA: fp16 AMP
     scale_aug: float = 1.0  # folder datasets: smallest factor HR images are shrunk by (1 = off)
     scale_versions: int = 4  # shrunk copies of each image kept in memory when scale_aug < 1
     ema: float | None = None  # decay of an exponential moving average of the weights (what is saved)
-    val_holdout: int = 0  # folder datasets: training images held back (spread evenly) for validation
+    val_holdout: int = 0  # folder datasets: training images held back (chosen by name) for validation
     device_data: bool | None = None  # patches cut on the device (default: on CUDA, for folder datasets)
     init_from: str | None = None  # a model spec whose layers start this run: conv1/conv2 (FSRCNN-style
     # transfer from another scale), all three when scale and channels match (fine-tuning)
@@ -122,6 +125,8 @@ class TrainConfig:
             (self.scale_versions >= 1, "--scale-versions must be ≥ 1"),
             (self.ema is None or 0 < self.ema < 1, f"--ema must be in (0, 1), got {self.ema}"),
             (self.val_holdout >= 0, "--val-holdout must be ≥ 0"),
+            ((self.val_every or 1) >= 1, "--val-every must be ≥ 1"),
+            (self.time_limit is None or self.time_limit > 0, "--time-limit must be > 0 seconds"),
         ]
         for ok, message in checks:
             if not ok:
@@ -185,6 +190,7 @@ class TrainResult:
     out: Path
     state: TrainState
     info: ModelInfo
+    stopped: str | None = None  # why it ended before its last step: "time limit" or "asked"
 
 
 EventCallback = Callable[[TrainEvent], None]
@@ -209,9 +215,9 @@ def load_val_images(files: Sequence[Path], scale: int, reader: Callable[[Path], 
 
 def sample_sheet(model: ESPCN, images: Sequence[ProtocolImage]) -> Image.Image:
     """The comparison sheet of ``subpixel eval --save-images`` for a few validation images."""
-    rows = []
+    rows, upscaler = [], protocol_upscaler(model)
     for image in images:
-        score, sr = score_image(model, image, ssim=False)
+        score, sr = score_image(upscaler, image, ssim=False)
         rows.append((Path(image.name).stem, centre_crops([image.bicubic, sr, image.hr]), score))
     return comparison_sheet(rows, with_model=True)
 
@@ -233,7 +239,7 @@ def build_data(config: TrainConfig, say: Callable[[str], None] = lambda text: No
     if config.is_celeba:
         return _celeba_data(config, say)
     folder = Path(config.dataset).expanduser()
-    files, held_out = datasets.split_spread(datasets.find_images(folder), config.val_holdout)
+    files, held_out = datasets.split_by_name(datasets.find_images(folder), config.val_holdout)
     say(f"reading {len(files) + len(held_out):,} images from {folder}…")
     versions = config.scale_versions if config.scale_aug < 1 else 1
     train = datasets.PatchDataset.from_files(
@@ -289,17 +295,6 @@ def _celeba_data(config: TrainConfig, say: Callable[[str], None]) -> RunData:
     return RunData(train, val, description)
 
 
-_PATH_OPTIONS = {"--dataset", "--data-dir", "--val", "--out", "--init-from"}
-
-
-def portable_command(command: str) -> str:
-    """A ``subpixel train`` command line with :func:`portable_path` for its paths."""
-    words = shlex.split(command)
-    out = [shlex.quote(w) if k == 0 or words[k - 1] not in _PATH_OPTIONS else datasets.portable_path(w, in_command=True)
-           for k, w in enumerate(words)]
-    return " ".join(out)
-
-
 # --- the loop ---------------------------------------------------------------------------------
 
 
@@ -325,14 +320,32 @@ class _Dist:
         return self.rank == 0
 
 
-def _init_distributed(device: torch.device) -> _Dist:
-    """Join the torchrun process group when ``WORLD_SIZE`` > 1 (gloo on CPU, nccl on CUDA)."""
+def process_group_backend(device_type: str, local_processes: int, gpus: int) -> str:
+    """The torch.distributed backend for training on ``device_type`` with ``local_processes``
+    processes on this machine: gloo on the CPU, nccl on CUDA with a GPU for each process. NCCL
+    cannot put two ranks on one GPU ("Duplicate GPU detected"), so more processes than GPUs is a
+    :class:`UsageError`."""
+    if device_type != "cuda":
+        return "gloo"
+    if local_processes > gpus:
+        raise UsageError(f"torchrun started {local_processes} training processes on this machine, which has "
+                         f"{gpus} GPU(s): give each its own GPU (--nproc_per_node {gpus}) or train on --device cpu")
+    return "nccl"
+
+
+def init_distributed(device: torch.device) -> _Dist:
+    """Join the torchrun process group when ``WORLD_SIZE`` > 1, each process on the GPU of its
+    ``LOCAL_RANK`` (:func:`process_group_backend`)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return _Dist()
+    gpus = torch.cuda.device_count() if device.type == "cuda" else 0
+    backend = process_group_backend(device.type, local_world_size(), gpus)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # before the group: NCCL binds each rank to the current device
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend)
+    return _Dist(dist.get_rank(), dist.get_world_size(), local_rank())
 
 
 def build_model(config: TrainConfig) -> ESPCN:
@@ -403,8 +416,9 @@ def train(config: TrainConfig, on_event: EventCallback | None = None,
     ``on_event`` gets progress on rank 0. ``stop(step)`` returning true ends the run after that
     step with a checkpoint, as an interrupted run would be (for tests and time limits).
     """
+    deadline = None if config.time_limit is None else time.monotonic() + config.time_limit
     device = resolve_device(config.device)
-    ddp = _init_distributed(device)
+    ddp = init_distributed(device)
     out = Path(config.out).expanduser()
     if not config.resume and (out / CHECKPOINT_NAME).exists():
         raise UsageError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
@@ -427,15 +441,15 @@ def _train(config: TrainConfig, device: torch.device, ddp: _Dist, out: Path, on_
     model = build_model(config).to(device)
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)  # ~25 % faster convolutions on CPU
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    # On CUDA the fused Adam takes the AMP scaler's inf check and scale on the device: no read
+    # back to the CPU every step (the unfused step reads found_inf, and a step counter on the GPU).
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, fused=device.type == "cuda")
     ema = copy.deepcopy(model).requires_grad_(False) if config.ema else None
-    state = TrainState()
-    if config.resume:
-        record, tensors = load_checkpoint(out)
-        state = TrainState(**restore(record, {k: v.to(device) for k, v in tensors.items()}, model, optimizer, ema))
+    state = TrainState(**resume(out, model, optimizer, ema)) if config.resume else TrainState()
     if config.command:
         state.commands.append(config.command)
-    loop = _Loop(config, run_data, model, optimizer, state, device, ddp, out, on_event or (lambda e: None), ema)
+    loop = _Loop(config, run_data, model, optimizer, state, device, ddp, out, on_event or (lambda e: None), ema,
+                 deadline)
     try:
         return loop.run(stop)
     finally:
@@ -443,14 +457,31 @@ def _train(config: TrainConfig, device: torch.device, ddp: _Dist, out: Path, on_
             dist.destroy_process_group()
 
 
+def resume(out: Path, model: ESPCN, optimizer: torch.optim.Optimizer, ema: ESPCN | None = None) -> dict[str, Any]:
+    """Load ``out``'s checkpoint into a model, optimiser and average already on their device; the
+    trainer's state. The tensors go in as read (on the CPU): the modules copy them to the device,
+    and the optimiser puts each where its own kind wants it, so Adam's step counters stay on the
+    CPU (on CUDA they would be read back every step) except for the fused Adam, whose kernel
+    reads them on the device."""
+    record, tensors = load_checkpoint(out)
+    return restore(record, tensors, model, optimizer, ema)
+
+
+def validation_interval(steps_per_epoch: int) -> int:
+    """Steps between validations when ``--val-every`` is not given: each epoch, or every few
+    epochs where one is shorter than :data:`VAL_MIN_STEPS` (large batches on a GPU), so that
+    validating, the sample sheet and the checkpoint do not take more time than training."""
+    return steps_per_epoch * math.ceil(VAL_MIN_STEPS / steps_per_epoch)
+
+
 class _Loop:
     """One run's moving parts; :meth:`run` is the loop itself."""
 
     def __init__(self, config: TrainConfig, run_data: RunData, model: ESPCN, optimizer: torch.optim.Optimizer,
                  state: TrainState, device: torch.device, ddp: _Dist, out: Path, emit: EventCallback,
-                 ema: ESPCN | None = None) -> None:
+                 ema: ESPCN | None = None, deadline: float | None = None) -> None:
         self.config, self.data, self.model, self.optimizer = config, run_data, model, optimizer
-        self.ema = ema
+        self.ema, self.deadline, self.stopped = ema, deadline, None
         self.shipped: ESPCN = ema if ema is not None else model  # what is validated and saved
         self.state, self.device, self.ddp, self.out, self.emit = state, device, ddp, out, emit
         self.net: nn.Module = model
@@ -463,6 +494,7 @@ class _Loop:
             raise DataError(f"{len(run_data.train)} training items are fewer than one batch of {config.batch_size} "
                             f"per process; lower --batch-size")
         self.total = config.steps or (config.epochs or 100) * self.steps_per_epoch
+        self.val_every = config.val_every or validation_interval(self.steps_per_epoch)
         self.autocast = autocast_dtype(config, device)
         self.amp = self.autocast == torch.float16  # fp16 needs loss scaling; bf16 has fp32's range
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
@@ -492,7 +524,8 @@ class _Loop:
                                      f"{self.device.type} × {self.ddp.world}")
         self.net.train()
         try:
-            return self._run(stop)
+            with exact_fp32(self.device, self.autocast is None):  # --precision fp32 on CUDA: not TF32
+                return self._run(stop)
         except KeyboardInterrupt:
             # Keep what was trained, unless the interrupt split an update from its step count
             # (with several processes, the last periodic checkpoint is what a restart resumes).
@@ -520,19 +553,41 @@ class _Loop:
                 losses.append(self._step(lr_batch, hr_batch))
                 self.state.elapsed = time.perf_counter() - started
                 step = self.state.step
-                epoch_end = step % self.steps_per_epoch == 0
-                if epoch_end or step == self.total:
+                self.stopped = self._stop_reason(step, stop)
+                validating = step % self.val_every == 0 or step >= self.total or self.stopped is not None
+                if validating:
                     self._validate(float(torch.stack(losses).float().mean()) if losses else None)
                     losses = []
                 elif step % 10 == 0:
                     self._event("step", loss=float(torch.stack(losses[-10:]).float().mean()),
                                 lr=self.optimizer.param_groups[0]["lr"])
-                stopping = step >= self.total or (stop is not None and stop(step))
-                if epoch_end or stopping or step % self.config.checkpoint_every == 0:
+                if validating or step % self.config.checkpoint_every == 0:
                     self._checkpoint()
-                if stopping:
+                if step >= self.total or self.stopped is not None:
                     return self._finish()
         return self._finish()
+
+    def _stop_reason(self, step: int, stop: Callable[[int], bool] | None) -> str | None:
+        """Why the run ends after ``step`` short of its last: its time limit, or ``stop``."""
+        if step >= self.total:
+            return None
+        if self._out_of_time(step):
+            return "time limit"
+        return "asked" if stop is not None and stop(step) else None
+
+    def _out_of_time(self, step: int) -> bool:
+        """Whether ``--time-limit`` has passed; under torchrun rank 0's clock decides, every 10
+        steps, so that all processes stop after the same step."""
+        if self.deadline is None:
+            return False
+        late = time.monotonic() >= self.deadline
+        if self.ddp.world == 1:
+            return late
+        if step % 10:
+            return False
+        flag = torch.tensor([float(late)], device=self.device)  # NCCL sends tensors on the GPU
+        dist.broadcast(flag, src=0)
+        return bool(flag.item())
 
     def _step(self, lr_batch: torch.Tensor, hr_batch: torch.Tensor) -> torch.Tensor:
         lr_batch = lr_batch.to(self.device, non_blocking=True)
@@ -573,10 +628,11 @@ class _Loop:
                                  "loss": train_loss, "elapsed_s": round(self.state.elapsed, 1)}
         val_psnr = None
         if self.ddp.main and self.data.val:
-            val_psnr, bicubic = validate(self.shipped, self.data.val)
+            with exact_fp32(self.device):  # the protocol's scores, as `subpixel eval` computes them
+                val_psnr, bicubic = validate(self.shipped, self.data.val)
+                self._write_samples()
             entry.update(val_psnr=round(val_psnr, 4), bicubic_psnr=round(bicubic, 4))
             self.state.best_val_psnr = max(val_psnr, self.state.best_val_psnr or -math.inf)
-            self._write_samples()
         if self.ddp.main:
             self.state.history.append(entry)
         self._event("validate", loss=train_loss, val_psnr=val_psnr, lr=self.optimizer.param_groups[0]["lr"])
@@ -601,8 +657,8 @@ class _Loop:
             dist.barrier()
 
     def _finish(self) -> TrainResult:
-        self._event("done", val_psnr=self.state.best_val_psnr)
-        return TrainResult(self.out, self.state, self.info)
+        self._event("done", val_psnr=self.state.best_val_psnr, message=self.stopped or "")
+        return TrainResult(self.out, self.state, self.info, self.stopped)
 
     def _model_info(self) -> ModelInfo:
         c = self.config
@@ -611,7 +667,7 @@ class _Loop:
                            "bicubic_psnr": last["bicubic_psnr"], "step": last["step"],
                            "images": len(self.data.val)}} if last else {}
         commands = self.state.commands or [c.command]
-        training = {"command": " && ".join(portable_command(command) for command in commands),
+        training = {"command": " && ".join(datasets.portable_command(command) for command in commands),
                     **self.data.description, "steps": self.state.step,
                     "total_steps": self.total, "batch_size": c.batch_size, "processes": self.ddp.world,
                     "loss": c.loss, "optimizer": "Adam", "lr": c.lr, "schedule": c.schedule, "seed": c.seed,

@@ -1,14 +1,16 @@
 """The :class:`Upscaler`: padding, tiles, batches and CUDA streams around an ESPCN, on a device
 and in a precision from :mod:`subpixel_cli.runtime`.
 
-A pure call from array to array: ``H×W×C`` uint8/uint16 pixels in, ``rH×rW×C`` out. Nothing is
+A pure call from array to array: ``H×W×C`` pixels in (uint8, uint16, or float32 in [0, 1]),
+``rH×rW×C`` of the same type out. Constructing one leaves the process as it is: threads, the
+allocator and warnings are the command's to set (:func:`~subpixel_cli.runtime.tune_for`). Nothing is
 kept between calls (but for the fp32 redo of an overflowed result, built once on first need from
 the weights given at the start). Y-channel models upscale the luminance of BT.601 YCbCr and the chroma is
 upscaled bicubically (as the paper); RGB models take RGB. Alpha is upscaled bicubically on its
 own.
 
-Every image is reflect-padded by ``pad`` low-resolution pixels (the network's receptive radius
-plus the bicubic kernel's reach) and cut into overlapping tiles that carry the same context, so a
+Every image is mirrored by ``pad`` low-resolution pixels (:func:`border`, :func:`mirror`: the one
+rule for the network's border) and cut into overlapping tiles that carry the same context, so a
 tiled result equals the untiled one, and image borders never see the convolutions' zero padding.
 """
 
@@ -16,9 +18,10 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
+from types import MappingProxyType
 from typing import Any
 
 import cv2
@@ -26,16 +29,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from subpixel_cli import kernels
+from subpixel_cli.calibration import Calibration
 from subpixel_cli.color import Y_OFFSET, Y_RANGE, rgb_to_y
 from subpixel_cli.errors import UsageError
-from subpixel_cli.fused import FusedPath, Laps, chroma_filter
+from subpixel_cli.fused import BICUBIC_REACH, FusedPath, Laps, chroma_filter
 from subpixel_cli.hub import LoadedModel
-from subpixel_cli.model import phase_shift, weights_sha256
+from subpixel_cli.model import ESPCNConfig, phase_shift, weights_sha256
 from subpixel_cli.resize import cubic
-from subpixel_cli.runtime import default_memory_budget, inference_precision, resolve_device, tune_for
+from subpixel_cli.kernels import Kernels, default_kernels
+from subpixel_cli.runtime import default_memory_budget, exact_fp32, inference_precision, resolve_device
 
 _MIN_RETRY_TILE = 32  # out-of-memory retries halve tiles down to this side
+BORDER_MODE = "reflect"  # how pictures are mirrored at the network's border (see border())
 
 Progress = Callable[[int, int], None]
 
@@ -61,20 +66,24 @@ class Upscaler:
     same-size images :meth:`upscale_batch` runs at once. ``fused``: uint8 pictures go through
     the fused 8-bit path (:mod:`subpixel_cli.fused`); ``False`` sends them through the float
     path that 16-bit pictures take (same pixels within one level, slower; for comparisons).
-    ``calibration``: the int8 path's (:mod:`subpixel_cli.quantize`), by default the model
+    ``calibration``: the int8 path's (:mod:`subpixel_cli.calibration`), by default the model
     folder's; :attr:`notice` says why a precision asked for was not used, if it was not.
+    ``device``: a name for :func:`~subpixel_cli.runtime.resolve_device`, or a ``torch.device``
+    (training's validation runs where the model trains). ``kernels``: the C kernels of the fused
+    path (:func:`~subpixel_cli.kernels.default_kernels` unless given).
     """
 
     def __init__(
         self,
         loaded: LoadedModel,
-        device: str = "auto",
+        device: str | torch.device = "auto",
         precision: str = "auto",
         tile: int | None = None,
         batch_size: int = 4,
         memory_budget: int | None = None,
         fused: bool = True,
-        calibration: Any = None,
+        calibration: Calibration | None = None,
+        kernels: Kernels | None = None,
     ) -> None:
         if tile is not None and tile < 8:
             raise UsageError(f"--tile {tile}: tiles must be at least 8 pixels")
@@ -82,19 +91,17 @@ class Upscaler:
             raise UsageError(f"--batch-size {batch_size}: must be at least 1")
         self.info = loaded.info
         self.scale = loaded.info.scale
-        self.device = resolve_device(device)
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.calibration = calibration if calibration is not None else loaded.calibration
-        self.precision = inference_precision(precision, self.device, self.calibration)
+        self.kernels = kernels if kernels is not None else default_kernels()
+        self.precision = inference_precision(precision, self.device, self.calibration, self.kernels)
         self.notice = "; ".join([*loaded.notes, *filter(None, [self.precision.notice])]) or None
         self.batch_size = batch_size
-        self.pad = loaded.info.config.receptive_radius + 2  # + the bicubic kernel's reach
-        tune_for(self.device)
+        self.pad = border(loaded.info.config)
         # A snapshot, so that the fp32 redo built on first need is of the weights given here.
         self._source_model = copy.deepcopy(loaded.model).eval()
         self._model = self._prepare(self.precision.module)
         self._fused = self._build_fused(self.precision.fused) if fused else {}
-        if self.device.type == "cpu" and (missing := kernels.missing_note()):
-            self.notice = "; ".join(filter(None, [self.notice, missing]))
         self._copy_stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         self._chroma = chroma_filter(self.scale).to(self.device, torch.float32)
         budget = memory_budget or default_memory_budget(self.device)
@@ -105,6 +112,15 @@ class Upscaler:
     def dtype(self) -> torch.dtype:
         """The chosen precision: the fused 8-bit path's dtype (see :attr:`precision`)."""
         return self.precision.fused
+
+    @property
+    def math(self) -> str:
+        """The arithmetic 8-bit pictures go through, in words: the fused path's
+        (:attr:`FusedPath.math <subpixel_cli.fused.FusedPath.math>`), else the module's dtype."""
+        if 3 in self._fused:
+            return self._fused[3].math
+        name = str(self.precision.module).removeprefix("torch.").replace("float", "fp")
+        return name + (" (IEEE, not TF32)" if name == "fp32" and self.device.type == "cuda" else "")
 
     def weights_sha256(self) -> str:
         """A hash of the weights this upscaler runs (names and values), e.g. to tell whether
@@ -121,12 +137,18 @@ class Upscaler:
         models (an RGB model's grey output is the mean of clamped colours, which does not fold
         into its convolutions)."""
         paths: dict[int | str, FusedPath] = {3: FusedPath(self._source_model, 3, self.device, dtype,
-                                                           calibration=self.calibration)}
+                                                           calibration=self.calibration, kernels=self.kernels)}
         if self.info.config.channels == 1:
             for key in (1, "y"):
                 paths[key] = FusedPath(self._source_model, 1, self.device, dtype, calibration=self.calibration,
-                                       luma=key == "y")
+                                       luma=key == "y", kernels=self.kernels)
         return paths
+
+    @property
+    def fused_paths(self) -> Mapping[int | str, FusedPath]:
+        """The fused 8-bit paths this upscaler runs, by what they take: ``3`` RGB, ``1`` grey and
+        ``"y"`` a Y plane (Y models); empty with ``fused=False``. Read-only."""
+        return MappingProxyType(self._fused)
 
     @cached_property
     def _fp32_model(self) -> torch.nn.Module:
@@ -154,26 +176,14 @@ class Upscaler:
             y = self._fp32_model(x.contiguous(memory_format=torch.channels_last))
         return y
 
-    def sr_tensor(self, x: torch.Tensor) -> torch.Tensor:
-        """Super-resolve ``x`` (N×1×H×W grey or N×3×H×W RGB, float in [0, 1]) without padding."""
-        r = self.scale
-        grey = x.shape[1] == 1
-        if self.info.config.channels == 1:
-            if grey:
-                y = self._network(x * Y_RANGE + Y_OFFSET)
-                return ((y - Y_OFFSET) / Y_RANGE).clamp_(0, 1)
-            y = self._network(rgb_to_y(x, dim=1))
-            # RGB = (Y' − 16/255)·255/219 + bicubic(M[:, 1:]·(CbCr − ½)): the chroma term is
-            # linear in RGB, so it is filtered at low resolution (replicate padding is bicubic's
-            # edge clamping) instead of converting colours at high resolution.
-            chroma = F.conv2d(F.pad(x, (2, 2, 2, 2), mode="replicate"), self._chroma.to(x.dtype))
-            return phase_shift(chroma, r).add_((y - Y_OFFSET) / Y_RANGE).clamp_(0, 1)
-        if grey:
-            return self._network(x.expand(-1, 3, -1, -1)).clamp_(0, 1).mean(dim=1, keepdim=True)
-        return self._network(x).clamp_(0, 1)
+    def sr_tensor(self, x: torch.Tensor, luma: bool = False) -> torch.Tensor:
+        """Super-resolve ``x`` (N×1×H×W grey or N×3×H×W RGB, float in [0, 1]; ``luma``: a Y
+        model's Y plane) without padding: :func:`picture` in this upscaler's precision."""
+        with exact_fp32(self.device):  # what runs in fp32 on CUDA is fp32, not TF32
+            return picture(self._network, x, self.info.config, self._chroma, luma)
 
-    def _fused_pass(self, padded: np.ndarray, out: np.ndarray, lap: Laps | None = None,
-                    key: int | str | None = None) -> _Pending:
+    def fused_pass(self, padded: np.ndarray, out: np.ndarray, lap: Laps | None = None,
+                   key: int | str | None = None) -> Pending:
         """Upscale padded uint8 ``N×H×W×C`` into ``out`` through the fused path ``key`` (by
         default the one for C channels). On CUDA with a pinned ``out`` the copy back is left in
         flight on a side stream, so the caller can queue the next batch before it
@@ -186,7 +196,7 @@ class Upscaler:
         dst = torch.from_numpy(out)
         if self._copy_stream is None or not dst.is_pinned():
             self._write_pixels(fused, t, d, out, lap)
-            return _Pending(None, bad, padded, out, key)
+            return Pending(None, bad, padded, out, key)
         pixels = torch.empty(out.shape, dtype=torch.uint8, device=self.device)
         self._write_pixels(fused, t, d, pixels)
         self._copy_stream.wait_stream(torch.cuda.current_stream(self.device))
@@ -195,7 +205,7 @@ class Upscaler:
             pixels.record_stream(self._copy_stream)
             done = torch.cuda.Event()
             done.record()
-        return _Pending(done, bad, padded, out, key)
+        return Pending(done, bad, padded, out, key)
 
     def _write_pixels(self, fused: FusedPath, t: torch.Tensor, d: torch.Tensor | None,
                       out: np.ndarray | torch.Tensor, lap: Laps | None = None) -> None:
@@ -208,7 +218,7 @@ class Upscaler:
         fused.write(t, d, pixels, self.pad)
         torch.from_numpy(out).copy_(pixels)
 
-    def _finish(self, pending: _Pending) -> None:
+    def _finish(self, pending: Pending) -> None:
         """Wait for a batch's copy back; redo the batch in fp32 if reduced precision overflowed."""
         if pending.done is not None:
             pending.done.synchronize()
@@ -220,17 +230,20 @@ class Upscaler:
                     key: int | str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
         """Upscale padded ``N×H×W×C`` arrays and cut the padding off the result (``key``: a
         fused path other than the one for C channels, for a Y plane)."""
-        peak = float(np.iinfo(colour.dtype).max)
+        peak = _peak(colour.dtype)
         crop = self.pad * self.scale
-        with torch.inference_mode():
-            if colour.dtype == np.uint8 and (key or colour.shape[-1]) in self._fused:
+        with torch.inference_mode(), exact_fp32(self.device):
+            # 8-bit pictures, and a float Y plane in levels (upscale_plane), through the fused path
+            eight_bit = colour.dtype == np.uint8 or (key == "y" and colour.dtype == np.float32)
+            if eight_bit and (key or colour.shape[-1]) in self._fused:
                 n, h, w, c = colour.shape
                 shape = (n, (h - 2 * self.pad) * self.scale, (w - 2 * self.pad) * self.scale, c)
                 colour_out = np.empty(shape, np.uint8)
-                self._finish(self._fused_pass(colour, colour_out, key=key))
+                self._finish(self.fused_pass(colour, colour_out, key=key))
             else:
                 x = _to_tensor(colour, self.device) / peak
-                colour_out = _to_array(self.sr_tensor(x)[..., crop:-crop, crop:-crop], colour.dtype)
+                sr = self.sr_tensor(x, luma=key == "y")
+                colour_out = _to_array(sr[..., crop:-crop, crop:-crop], colour.dtype)
             alpha_out = None
             if alpha is not None:
                 a = _to_tensor(alpha[..., None], self.device) / peak
@@ -281,8 +294,8 @@ class Upscaler:
         p = self.pad
         plan = plan or self.plan
         tile = max(h, w) if self.tiles_for(h, w, plan) == 1 else plan.tile
-        padded = _reflect_pad(pixels, p)
-        padded_alpha = None if alpha is None else _reflect_pad(alpha[..., None], p)[..., 0]
+        padded = mirror(pixels, p)
+        padded_alpha = None if alpha is None else mirror(alpha[..., None], p)[..., 0]
         total, done = math.ceil(h / tile) * math.ceil(w / tile), 0
         r = self.scale
         for ty in range(0, h, tile):
@@ -324,20 +337,20 @@ class Upscaler:
         self._batches(frames, out, plan, c if frames.dtype == np.uint8 and c in self._fused else None, lap)
         return out
 
-    def upscale_y(self, plane: np.ndarray) -> np.ndarray:
-        """A Y model on one ``H×W`` Y plane in 8-bit levels (float, so that a Y computed from RGB
-        need not be rounded first, or uint8), ``r×`` larger and rounded to 8-bit levels: the
-        network's Y alone, as the evaluation protocol scores it, in this upscaler's precision.
-        In one piece (for benchmark pictures, not big ones)."""
-        if "y" not in self._fused:
+    def upscale_plane(self, plane: np.ndarray, plan: TilePlan | None = None) -> np.ndarray:
+        """A Y model on the Y plane of YCbCr, ``H×W`` (uint8, uint16, or float32 in [0, 1]), in
+        its own levels (any range and matrix): the plane ``r×`` larger, of the same dtype, clipped
+        but otherwise as the network gives it. Evaluation scores this Y; I420 video is upscaled
+        through it. Where this upscaler has the fused 8-bit path (its int8, bf16… as `upscale`
+        runs them), a float32 plane goes through it too, unrounded, and comes back rounded to
+        8-bit levels: how a precision is scored by the protocol."""
+        if self.info.config.channels != 1:
             raise UsageError(f"{self.info.name} is an RGB model: a Y plane needs a Y model")
-        h, w = plane.shape
-        padded = _reflect_pad(plane.astype(np.float32)[None, ..., None], self.pad, batch=True)
-        out = np.empty((1, h * self.scale, w * self.scale, 1), np.uint8)
-        with torch.inference_mode():
-            self._finish(self._fused_pass(padded, out, key="y"))
-        return out[0, ..., 0]
-
+        if plane.dtype == np.float32 and "y" in self._fused:
+            levels = self._iter_rows((plane * 255.0)[..., None], plan=plan, key="y")
+            return np.concatenate([r for r, _ in levels])[..., 0].astype(np.float32) / 255.0
+        rows = self._iter_rows(plane[..., None], plan=plan, key="y")
+        return np.concatenate([r for r, _ in rows])[..., 0]
     @property
     def takes_i420(self) -> bool:
         """Whether :meth:`upscale_i420` can run: a Y model on the fused path."""
@@ -362,7 +375,7 @@ class Upscaler:
         y_out = flat_out[:, : h * w * r * r].reshape(n, h * r, w * r, 1)
         if self.tiles_for(h, w, plan) > 1:
             for k in range(n):
-                y_out[k] = np.concatenate([rows for rows, _ in self._iter_rows(y_in[k], plan=plan, key="y")])
+                y_out[k, ..., 0] = self.upscale_plane(y_in[k, ..., 0], plan)
         elif self.device.type == "cpu":
             self._batches(y_in, y_out, plan, "y", lap)
         else:  # asynchronous copies back want a dense (pinned) target, not a view into the planes
@@ -385,20 +398,27 @@ class Upscaler:
         through the fused path ``key``, or the float path where it is ``None``."""
         n, h, w, _ = frames.shape
         per_pass = max(1, min(self.batch_size, plan.max_pixels // ((h + 2 * self.pad) * (w + 2 * self.pad))))
-        pending: list[_Pending] = []
-        with torch.inference_mode():
-            for i in range(0, n, per_pass):
-                if lap:
-                    lap.start()
-                padded = _reflect_pad(frames[i : i + per_pass], self.pad, batch=True)
-                if lap:
-                    lap("pad")
-                if key is not None:
-                    pending.append(self._fused_pass(padded, out[i : i + per_pass], lap, key))
-                else:
-                    out[i : i + per_pass] = self._run_padded(padded, None)[0]
-            for p in pending:
-                self._finish(p)
+        pending: list[Pending] = []
+        with torch.inference_mode(), exact_fp32(self.device):
+            try:
+                for i in range(0, n, per_pass):
+                    if lap:
+                        lap.start()
+                    padded = mirror(frames[i : i + per_pass], self.pad, batch=True)
+                    if lap:
+                        lap("pad")
+                    if key is not None:
+                        pending.append(self.fused_pass(padded, out[i : i + per_pass], lap, key))
+                    else:
+                        out[i : i + per_pass] = self._run_padded(padded, None)[0]
+                while pending:
+                    self._finish(pending.pop(0))
+            finally:
+                # After an error part-way, the copies already queued still land in ``out``: wait
+                # for them before a retry (or the allocator) reuses those pinned pages.
+                for p in pending:
+                    if p.done is not None:
+                        p.done.synchronize()
 
     def _empty_output(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         """Page-locked on CUDA, so that results can be copied back asynchronously."""
@@ -408,7 +428,7 @@ class Upscaler:
 
 
 @dataclass
-class _Pending:
+class Pending:
     """A fused batch whose copy back may still be in flight (``done``), with what a redo needs."""
 
     done: Any  # torch.cuda.Event | None
@@ -435,12 +455,52 @@ def _as_hwc(pixels: np.ndarray) -> np.ndarray:
     return pixels[..., None] if pixels.ndim == 2 else pixels
 
 
-def _reflect_pad(arr: np.ndarray, p: int, batch: bool = False) -> np.ndarray:
-    """Mirror ``p`` pixels around the spatial axes (edge-repeat for axes too short to mirror)."""
+def border(config: ESPCNConfig) -> int:
+    """The network's border, how much: every picture is mirrored by this many low-resolution
+    pixels on each side before the network sees it (its receptive radius, and the pixels the
+    bicubic chroma reads), and the result cut by as much, so that no pixel kept depends on the
+    convolutions' zero padding. How: :func:`mirror`. The one rule for the Upscaler, evaluation
+    (which runs through it) and the ONNX ``--rgb`` graph."""
+    return config.receptive_radius + BICUBIC_REACH
+
+
+def mirror(arr: np.ndarray, p: int, batch: bool = False) -> np.ndarray:
+    """``arr`` (``H×W×C``, or ``N×H×W×C`` with ``batch``) mirrored by ``p`` pixels around its
+    spatial axes by :data:`BORDER_MODE` (reflection: the edge pixel is not repeated, as torch's
+    and ONNX's ``reflect``). Sides of ``p`` pixels or fewer have too few to reflect and are
+    mirrored with the edge repeated (numpy's ``symmetric``); ONNX's ``Pad`` has no such mode,
+    so the exported graph takes sides longer than ``p``."""
     spatial = (1, 2) if batch else (0, 1)
     widths = [(p, p) if ax in spatial else (0, 0) for ax in range(arr.ndim)]
     short = min(arr.shape[ax] for ax in spatial) <= p
-    return np.pad(arr, widths, mode="symmetric" if short else "reflect")
+    return np.pad(arr, widths, mode="symmetric" if short else BORDER_MODE)
+
+
+def picture(network: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, config: ESPCNConfig,
+            chroma: torch.Tensor, luma: bool = False) -> torch.Tensor:
+    """The float path's arithmetic, without padding: ``network`` (an ESPCN's forward, in any
+    precision) on pictures ``x`` in [0, 1] (N×1×H×W grey, N×3×H×W RGB; ``luma``: a Y model's Y
+    plane, in and out), the result r× larger and clipped to [0, 1]. A Y model sees BT.601 Y
+    and its output is the value all three colours share, plus the chroma term bicubically
+    upscaled (``chroma``: :func:`~subpixel_cli.fused.chroma_filter`); grey is Y = 16/255 +
+    g·219/255 and back; an RGB model's grey is the mean of its clipped colours. What the Upscaler
+    runs where its fused path does not, and what the ONNX ``--rgb`` graph is exported from."""
+    grey = x.shape[1] == 1
+    if config.channels == 1:
+        if luma:
+            return network(x).clamp_(0, 1)
+        if grey:
+            y = network(x * Y_RANGE + Y_OFFSET)
+            return ((y - Y_OFFSET) / Y_RANGE).clamp_(0, 1)
+        y = network(rgb_to_y(x, dim=1))
+        # RGB = (Y' − 16/255)·255/219 + bicubic(M[:, 1:]·(CbCr − ½)): the chroma term is linear in
+        # RGB, so it is filtered at low resolution (replicate padding is bicubic's edge clamping)
+        # instead of converting colours at high resolution.
+        term = F.conv2d(F.pad(x, (2, 2, 2, 2), mode="replicate"), chroma.to(x.dtype))
+        return phase_shift(term, config.scale).add_((y - Y_OFFSET) / Y_RANGE).clamp_(0, 1)
+    if grey:
+        return network(x.expand(-1, 3, -1, -1)).clamp_(0, 1).mean(dim=1, keepdim=True)
+    return network(x).clamp_(0, 1)
 
 
 def _to_tensor(arr: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -452,9 +512,16 @@ def _to_tensor(arr: np.ndarray, device: torch.device) -> torch.Tensor:
     return t.permute(0, 3, 1, 2)
 
 
+def _peak(dtype: np.dtype) -> float:
+    """The value of white: 255 or 65535 for pictures of whole levels, 1 for float32 ones."""
+    return float(np.iinfo(dtype).max) if np.issubdtype(dtype, np.integer) else 1.0
+
+
 def _to_array(t: torch.Tensor, dtype: np.dtype) -> np.ndarray:
-    """float ``N×C×H×W`` in [0, 1] -> ``N×H×W×C`` of ``dtype``, rounded."""
-    peak = float(np.iinfo(dtype).max)
+    """float ``N×C×H×W`` in [0, 1] -> ``N×H×W×C`` of ``dtype``: rounded levels, or float32 as it is."""
+    if not np.issubdtype(dtype, np.integer):
+        return t.permute(0, 2, 3, 1).float().cpu().numpy()
+    peak = _peak(dtype)
     t = (t * peak).round_().permute(0, 2, 3, 1)
     torch_dtype = torch.uint8 if dtype == np.uint8 else torch.int32
     return t.to(torch_dtype).cpu().numpy().astype(dtype, copy=False)

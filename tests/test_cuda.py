@@ -4,6 +4,8 @@ the GPU's pixels against the CPU's fp32 reference, tiles, 16-bit pictures and tr
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -50,15 +52,38 @@ def test_gpu_i420_frames_match_the_cpu():
 
 
 def test_gpu_tiles_and_batches_equal_one_piece():
+    # Within one level, as on the CPU: cudnn.benchmark picks kernels per shape, and kernels sum
+    # in different orders, so a value at a rounding boundary may land either side of it.
     model = make_model(3, 1, seed=1)
     image = random_image(70, 90, seed=2)
     whole = _upscaler(model, "cuda", precision="fp32").upscale(image)[0]
     tiled = _upscaler(model, "cuda", precision="fp32", tile=24).upscale(image)[0]
-    assert np.array_equal(whole, tiled)
+    assert np.abs(whole.astype(int) - tiled).max() <= 1
     frames = np.stack([random_image(32, 40, seed=s) for s in range(5)])
     up = _upscaler(model, "cuda", precision="fp32", batch_size=5)
     batch = up.upscale_batch(frames)
-    assert all(np.array_equal(batch[i], up.upscale(frames[i])[0]) for i in range(5))
+    assert all(np.abs(batch[i].astype(int) - up.upscale(frames[i])[0]).max() <= 1 for i in range(5))
+
+
+def test_fp32_on_the_gpu_is_fp32_not_tf32():
+    """TF32 keeps 10 bits of mantissa (errors of ~1e-3); IEEE fp32 is ~1e-6 from fp64."""
+    from subpixel_cli.color import Y_OFFSET, Y_RANGE
+
+    model = make_model(3, 1, seed=5)
+    x = torch.rand(2, 1, 40, 48, dtype=torch.float64)
+    with torch.no_grad():  # a grey picture as the Upscaler takes it: its Y levels in and out
+        want = ((model.double()(x * Y_RANGE + Y_OFFSET) - Y_OFFSET) / Y_RANGE).clamp(0, 1).float()
+    up = _upscaler(model.float(), "cuda", precision="fp32")
+    got = up.sr_tensor(x.float().cuda()).cpu()
+    assert (got - want).abs().max() < 1e-4
+    assert "not TF32" in up.math
+
+
+def test_gpu_fp16_runs_plain_tanh_and_an_fp32_last_layer():
+    up = _upscaler(make_model(2, 1, seed=6), "cuda", precision="fp16")
+    path = up.fused_paths[3]
+    assert path.post_op == "tanh" and path.head_dtype == torch.float32 and path.layers[2][0].dtype == torch.float32
+    assert up.math.startswith("fp16, last layer and chroma in fp32")
 
 
 def test_gpu_sixteen_bit_pictures_stay_sixteen_bit():
@@ -83,7 +108,29 @@ def test_a_few_training_steps_on_the_gpu(tmp_path):
     folder.mkdir()
     for i in range(4):
         Image.fromarray(random_image(64, 72, seed=i)).save(folder / f"{i}.png")
-    result = train(TrainConfig(dataset=str(folder), scale=2, out=str(tmp_path / "run"), steps=6, batch_size=8,
-                               patch_size=16, patches_per_image=4, device="cuda", ema=0.9, val_holdout=1))
+    config = dict(dataset=str(folder), scale=2, out=str(tmp_path / "run"), steps=6, batch_size=8, patch_size=16,
+                  patches_per_image=4, device="cuda", ema=0.9, val_holdout=1)
+    result = train(TrainConfig(**config), stop=lambda step: step == 3)
+    assert result.state.step == 3 and result.stopped == "asked"
+    result = train(TrainConfig(**config, resume=True))  # the fused Adam resumes with its counters on the GPU
     assert result.state.step == 6 and result.info.training["precision"] == "float16"
     assert result.state.history[-1]["val_psnr"] > 0
+    fp32 = train(TrainConfig(**{**config, "out": str(tmp_path / "fp32"), "precision": "fp32", "steps": 2}))
+    assert fp32.info.training["precision"] == "fp32"
+
+
+def test_eval_on_the_gpu_scores_as_the_cpu_does(tmp_path, model_folder):
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from subpixel_cli.cli import main
+
+    for i in range(2):
+        Image.fromarray(random_image(48, 52, seed=i)).save(tmp_path / f"{i}.png")
+    scores = {}
+    for device in ("cpu", "cuda"):
+        result = CliRunner().invoke(main, ["eval", str(tmp_path), "--model", str(model_folder(2, 1)), "--device", device,
+                                           "--json"], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        scores[device] = json.loads(result.stdout)["datasets"][0]["mean"]["psnr"]
+    assert abs(scores["cpu"] - scores["cuda"]) < 0.01

@@ -222,14 +222,53 @@ def test_pools_hold_shrunk_versions_and_batches_equal_single_items(tmp_path):
         assert torch.equal(lr[i], one_lr) and torch.equal(hr[i], one_hr)
 
 
-def test_spread_holdout_takes_evenly_spaced_files_and_keeps_the_rest():
+def test_val_holdout_picks_the_same_pictures_whatever_their_format_or_company():
     files = [Path(f"{d}/{i:03d}.png") for d in "abc" for i in range(10)]
-    train, held = data.split_spread(files, 6)
+    train, held = data.split_by_name(files, 6)
     assert len(held) == 6 and set(train) | set(held) == set(files) and not set(train) & set(held)
-    assert {p.parent.name for p in held} == {"a", "b", "c"}
-    assert data.split_spread(files, 0) == (files, [])
+    assert train == [f for f in files if f not in held]  # the rest keep their order
+    # The same pictures as lossless WebP, read from another folder: the same ones held out.
+    webp = [Path("elsewhere", f.parent.name, f.stem + ".webp") for f in files]
+    assert [f.stem for f in data.split_by_name(webp, 6)[1]] == [f.stem for f in held]
+    # A subset that keeps the held-out pictures (what gpu_prepare.py packs) holds out the same.
+    subset = [f for f in webp if f.stem in {h.stem for h in held} or f.parent.name != "c"]
+    assert [f.stem for f in data.split_by_name(subset, 6)[1]] == [f.stem for f in held]
+    assert data.split_by_name(files, 0) == (files, [])
     with pytest.raises(DataError):
-        data.split_spread(files, 30)
+        data.split_by_name(files, 30)
+
+
+def test_lossless_webp_counts_as_lossless(tmp_path):
+    picture = Image.fromarray(random_image(24, 32))
+    picture.save(tmp_path / "lossless.webp", lossless=True)
+    picture.save(tmp_path / "lossy.webp", quality=80)
+    picture.convert("RGBA").save(tmp_path / "alpha.webp", quality=80)  # VP8X, ALPH, then VP8
+    picture.convert("RGBA").save(tmp_path / "alpha_lossless.webp", lossless=True)
+    (tmp_path / "broken.webp").write_bytes(b"RIFF\0\0\0\0WEBP")
+    assert not data.is_lossy(tmp_path / "lossless.webp") and not data.is_lossy(tmp_path / "alpha_lossless.webp")
+    assert data.is_lossy(tmp_path / "lossy.webp") and data.is_lossy(tmp_path / "alpha.webp")
+    assert data.is_lossy(tmp_path / "broken.webp") and data.is_lossy(Path("x.JPG")) and not data.is_lossy(Path("x.png"))
+    rng = np.random.default_rng(0)
+    assert data.shrink_factors(tmp_path / "lossless.webp", 3, 0.6, rng)[0] == 1.0  # keeps its full size
+    assert max(data.shrink_factors(tmp_path / "lossy.webp", 3, 0.6, rng)) <= 0.9
+
+
+def test_a_batch_is_drawn_in_one_pass_and_each_item_stays_its_own(tmp_path):
+    """The batch's draws are each item's own: the same one by one, in any batch and order, and
+    spread over every place, version and turn."""
+    paths = [_write(tmp_path, f"d{i}.png", random_image(60 + 9 * i, 64, seed=i)) for i in range(2)]
+    ds = data.PatchDataset.from_files(paths, 2, 1, patch_size=10, versions=2, smallest=0.6, patches_per_image=50,
+                                      seed=9)
+    keys = list(range(0, 3 * len(ds)))
+    batch = ds.draws(keys)
+    assert batch.shape == (len(keys), 5) and batch.dtype == np.int64
+    assert [tuple(row) for row in ds.draws(keys[::-1])] == [tuple(row) for row in batch[::-1]]
+    assert all(ds.draw(k) == (*map(int, batch[k][:4]), bool(batch[k][4])) for k in keys[::37])
+    for version, pair in enumerate(ds.versions):
+        mine = batch[batch[:, 0] == version]
+        assert len(mine) > 0 and mine[:, 1].max() <= pair.lr.shape[1] - 10 and mine[:, 2].max() <= pair.lr.shape[2] - 10
+    assert {tuple(row) for row in batch[:, 3:]} == {(k, f) for k in range(4) for f in (0, 1)}
+    assert not np.array_equal(ds.draws(keys[:50]), ds.draws([k + len(ds) for k in keys[:50]]))  # next epoch
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(

@@ -23,6 +23,7 @@ from subpixel_cli.evaluate import (
     bicubic_upscale,
     evaluate_model,
     format_metrics,
+    protocol_upscaler,
     read_hr,
     resolve_dataset,
     super_resolve,
@@ -30,6 +31,7 @@ from subpixel_cli.evaluate import (
 from subpixel_cli.hub import LoadedModel, ModelInfo, save_model
 from subpixel_cli.metrics import y_channel
 from subpixel_cli.model import ESPCN, ESPCNConfig
+from subpixel_cli.upscale import border
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmarks"
 
@@ -74,8 +76,8 @@ class _Oracle(nn.Module):
         self.output = torch.from_numpy(output).float()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # The scoring reflect-pads the input by the receptive radius and cuts the result back.
-        margin = self.config.receptive_radius * self.config.scale
+        # The scoring mirrors the input by the Upscaler's border and cuts the result back.
+        margin = border(self.config) * self.config.scale
         return torch.nn.functional.pad(self.output[None], (margin,) * 4)
 
 
@@ -106,7 +108,7 @@ def test_y_model_scores_its_own_rounded_y() -> None:
     hr = mod_crop(_picture(40, 40), 2)
     lr = downscale(hr, 2)
     y_hr = y_channel(hr)
-    sr, y_sr = super_resolve(_Oracle(2, 1, (y_hr / 255)[None]), lr, bicubic_upscale(lr, 2))
+    sr, y_sr = super_resolve(protocol_upscaler(_Oracle(2, 1, (y_hr / 255)[None])), lr, bicubic_upscale(lr, 2))
     assert sr.shape == hr.shape and sr.dtype == np.uint8
     np.testing.assert_array_equal(y_sr, np.floor(y_hr + 0.5))
     assert np.abs(y_sr - y_hr).max() <= 0.5
@@ -116,13 +118,14 @@ def test_grey_images_round_trip_through_studio_swing_y() -> None:
     # A grey image enters a Y model as 16/255 + g·219/255 and must come back as g.
     hr = _picture(32, 32, grey=True)
     y_in = (16 + hr.astype(np.float64) * 219 / 255) / 255
-    sr, y_sr = super_resolve(_Oracle(2, 1, y_in[None]), downscale(hr, 2), bicubic_upscale(downscale(hr, 2), 2))
+    lr = downscale(hr, 2)
+    sr, y_sr = super_resolve(protocol_upscaler(_Oracle(2, 1, y_in[None])), lr, bicubic_upscale(lr, 2))
     assert sr.ndim == 2
     np.testing.assert_array_equal(sr, hr)
     np.testing.assert_array_equal(y_sr, hr)
     # An RGB model's grey output (R = G = B = g) also comes back as g.
     rgb = np.repeat(hr[None] / 255.0, 3, axis=0)
-    sr_rgb, _ = super_resolve(_Oracle(2, 3, rgb), downscale(hr, 2), bicubic_upscale(downscale(hr, 2), 2))
+    sr_rgb, _ = super_resolve(protocol_upscaler(_Oracle(2, 3, rgb)), lr, bicubic_upscale(lr, 2))
     np.testing.assert_array_equal(sr_rgb, hr)
 
 
@@ -130,7 +133,8 @@ def test_rgb_model_output_is_clipped_rounded_then_scored_on_y() -> None:
     hr = _picture(24, 24)
     out = hr.transpose(2, 0, 1) / 255.0
     out[:, 0, 0] = [1.7, -0.3, 0.5]  # out of range: clipped
-    sr, y_sr = super_resolve(_Oracle(2, 3, out), downscale(hr, 2), bicubic_upscale(downscale(hr, 2), 2))
+    lr = downscale(hr, 2)
+    sr, y_sr = super_resolve(protocol_upscaler(_Oracle(2, 3, out)), lr, bicubic_upscale(lr, 2))
     assert sr[0, 0].tolist() == [255, 0, 128]
     np.testing.assert_array_equal(sr[1:, 1:], hr[1:, 1:])
     np.testing.assert_allclose(y_sr, y_channel(sr))
@@ -258,6 +262,35 @@ def test_cli_names_resolve_under_data_dir_and_save_images(dataset: Path, model_d
 def test_cli_usage_errors_exit_2(args: list[str], message: str) -> None:
     code, out, err = _run("eval", *args)
     assert code == 2 and message in err and out == ""
+
+
+def test_cli_eval_runs_on_the_device_and_in_the_precision_asked(dataset: Path, model_dir: Path) -> None:
+    code, out, _ = _run("eval", "--model", str(model_dir), str(dataset), "--device", "cpu", "--json")
+    assert code == 0
+    fp32 = json.loads(out)
+    assert fp32["device"] == "cpu" and fp32["precision"] == "fp32"
+    code, out, _ = _run("eval", "--model", str(model_dir), str(dataset), "--device", "cpu", "--precision", "bf16", "--json")
+    assert code == 0
+    bf16 = json.loads(out)
+    assert bf16["precision"] == "bf16"
+    assert abs(bf16["datasets"][0]["mean"]["psnr"] - fp32["datasets"][0]["mean"]["psnr"]) < 0.5
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cli_eval_on_cuda_without_a_gpu_is_a_one_line_usage_error(dataset: Path, model_dir: Path) -> None:
+    code, out, err = _run("eval", "--model", str(model_dir), str(dataset), "--device", "cuda")
+    assert code == 2 and out == ""
+    assert err.strip().count("\n") == 0 and "--device cuda" in err and "--device cpu" in err
+
+
+def test_evaluate_model_runs_a_copy_and_leaves_the_model_where_it_was(dataset: Path, model_dir: Path) -> None:
+    from subpixel_cli.registry import load_model
+
+    loaded = load_model(str(model_dir))
+    result = evaluate_model(loaded, 2, [dataset], device="cpu", precision="bf16")
+    assert (result.device, result.precision) == ("cpu", "bf16")
+    assert next(loaded.model.parameters()).dtype == torch.float32
+    assert evaluate_model(loaded, 2, [dataset]).device is None  # by default: where it is, as it is
 
 
 def test_cli_wrong_scale_for_model_exits_2(dataset: Path, model_dir: Path) -> None:

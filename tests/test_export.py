@@ -16,7 +16,7 @@ from subpixel_cli.registry import load_model, packaged_models
 from subpixel_cli.upscale import Upscaler
 
 from conftest import SAMPLE, random_image
-from test_hub import _fill_hf_cache, _run_cli
+from test_hub import fill_hf_cache, run_hub_cli
 
 PACKAGED = sorted(packaged_models())
 # Random sizes, odd ones among them; batches > 1 exercise the dynamic batch axis.
@@ -160,8 +160,8 @@ def test_any_model_spec_exports(ort, tmp_path, model_folder):
 
 def test_hub_models_export_from_the_cache(ort, tmp_path, model_folder):
     hf_home = tmp_path / "hf"
-    _fill_hf_cache(hf_home, "someone/espcn-test", model_folder(2, 1), refs={"main": ""})
-    result = _run_cli(["export", "hf://someone/espcn-test", "-o", str(tmp_path / "hub.onnx")], hf_home, tmp_path)
+    fill_hf_cache(hf_home, "someone/espcn-test", model_folder(2, 1), refs={"main": ""})
+    result = run_hub_cli(["export", "hf://someone/espcn-test", "-o", str(tmp_path / "hub.onnx")], hf_home, tmp_path)
     assert result.returncode == 0, result.stderr
     from subpixel_cli.export import read_metadata
 

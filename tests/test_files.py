@@ -82,7 +82,7 @@ def test_publishing_never_replaces_a_file_that_appeared_meanwhile(tmp_path, monk
     every way of renaming without replacing: renameat2, a hard link, or a check on file systems
     that have neither."""
     if how != "renameat2":
-        monkeypatch.setattr(files, "_rename_noreplace", lambda tmp, target: False)
+        monkeypatch.setattr(files, "rename_noreplace", lambda tmp, target: False)
     if how == "check":
         monkeypatch.setattr(os, "link", lambda *a, **k: (_ for _ in ()).throw(PermissionError(1, "Operation not permitted")))
     target = tmp_path / "out.png"

@@ -122,7 +122,7 @@ def test_packaged_models_are_trained_espcn_folders():
         assert not torch.equal(loaded.model.conv1.weight, fresh.conv1.weight)
 
 
-def _fill_hf_cache(hf_home: Path, repo_id: str, folder: Path, refs: dict[str, str]) -> str:
+def fill_hf_cache(hf_home: Path, repo_id: str, folder: Path, refs: dict[str, str]) -> str:
     """Lay ``folder``'s files out in huggingface_hub's cache format: blobs, a snapshot of symlinks
     to them, and refs naming the snapshot's commit."""
     commit = hashlib.sha1(repo_id.encode()).hexdigest()
@@ -141,7 +141,7 @@ def _fill_hf_cache(hf_home: Path, repo_id: str, folder: Path, refs: dict[str, st
     return commit
 
 
-def _run_cli(args: list[str], hf_home: Path, cwd: Path) -> subprocess.CompletedProcess:
+def run_hub_cli(args: list[str], hf_home: Path, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1"}
     env.pop("HF_HUB_CACHE", None)
     return subprocess.run([sys.executable, "-m", "subpixel_cli", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
@@ -149,10 +149,10 @@ def _run_cli(args: list[str], hf_home: Path, cwd: Path) -> subprocess.CompletedP
 
 def test_hub_models_load_from_the_real_cache_offline(tmp_path, model_folder):
     hf_home = tmp_path / "hf"
-    commit = _fill_hf_cache(hf_home, "someone/espcn-test", model_folder(2, 1), refs={"main": "", "v1": ""})
+    commit = fill_hf_cache(hf_home, "someone/espcn-test", model_folder(2, 1), refs={"main": "", "v1": ""})
     for spec in ("hf://someone/espcn-test", "hf://someone/espcn-test@v1", f"hf://someone/espcn-test@{commit}"):
         out = tmp_path / f"out_{len(spec)}.png"
-        result = _run_cli(["upscale", str(SAMPLE), "--model", spec, "-o", str(out), "--quiet", "--json"], hf_home, tmp_path)
+        result = run_hub_cli(["upscale", str(SAMPLE), "--model", spec, "-o", str(out), "--quiet", "--json"], hf_home, tmp_path)
         assert result.returncode == 0, result.stderr
         record = json.loads(result.stdout.splitlines()[0])
         assert record["status"] == "ok" and record["output_size"] == [512, 512]
@@ -160,9 +160,9 @@ def test_hub_models_load_from_the_real_cache_offline(tmp_path, model_folder):
 
 def test_hub_model_not_in_the_cache_offline_says_what_to_do(tmp_path, model_folder):
     hf_home = tmp_path / "hf"
-    _fill_hf_cache(hf_home, "someone/espcn-test", model_folder(2, 1), refs={"main": ""})
+    fill_hf_cache(hf_home, "someone/espcn-test", model_folder(2, 1), refs={"main": ""})
     for spec in ("hf://someone/not-there", "hf://someone/espcn-test@nope"):
-        result = _run_cli(["upscale", str(SAMPLE), "--model", spec, "-o", str(tmp_path / "o.png")], hf_home, tmp_path)
+        result = run_hub_cli(["upscale", str(SAMPLE), "--model", spec, "-o", str(tmp_path / "o.png")], hf_home, tmp_path)
         assert result.returncode == 2
         assert "offline mode is on" in result.stderr and "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
@@ -181,9 +181,9 @@ def test_a_hub_model_brings_its_int8_calibration(tmp_path):
     shutil.copytree(weights_root() / "espcn-x2", folder)
     assert (folder / "quantization.safetensors").is_file()
     hf_home = tmp_path / "hf"
-    _fill_hf_cache(hf_home, "someone/espcn-int8", folder, refs={"main": ""})
+    fill_hf_cache(hf_home, "someone/espcn-int8", folder, refs={"main": ""})
     args = ["bench", "--model", "hf://someone/espcn-int8", "--precision", "int8", "--size", "24x16", "--seconds", "0.1", "--json"]
-    result = _run_cli(args, hf_home, tmp_path)
+    result = run_hub_cli(args, hf_home, tmp_path)
     assert result.returncode == 0, result.stderr
     record = json.loads(result.stdout)
     assert record["precision"] == "int8" and record["notice"] is None

@@ -58,3 +58,21 @@ def test_failures_are_one_line_with_the_out_of_memory_hint():
     assert oom.startswith("x.png: out of memory") and "--tile 128" in oom
     bug = describe_failure(KeyError("k"), Path("x.png"), 256)
     assert bug.startswith("x.png: internal error: KeyError") and "\n" not in bug
+
+
+def test_each_run_reports_its_own_jobs(tmp_path):
+    """A runner used twice reports each run's files once, not the first run's again."""
+    from conftest import make_model
+
+    from subpixel_cli.hub import LoadedModel, ModelInfo
+    from subpixel_cli.jobs import Job, Runner
+    from subpixel_cli.upscale import Upscaler
+
+    model = make_model(2, 1)
+    runner = Runner(Upscaler(LoadedModel(model, ModelInfo("t", model.config)), device="cpu"))
+    for name in ("a", "b"):
+        Image.fromarray(random_image(12, 10, seed=len(name))).save(tmp_path / f"{name}.png")
+    first = runner.run([Job(tmp_path / "a.png", tmp_path / "a_x2.png")])
+    second = runner.run([Job(tmp_path / "b.png", tmp_path / "b_x2.png")])
+    assert [r.source.name for r in first.results] == ["a.png"] and [r.source.name for r in second.results] == ["b.png"]
+    assert first.return_code == second.return_code == 0

@@ -16,17 +16,12 @@ from robustness_util import cli
 from subpixel_cli import runtime
 from subpixel_cli.data import mod_crop
 from subpixel_cli.degradations import downscale
-from subpixel_cli.fused import _Int8Layer
+from subpixel_cli.calibration import CALIBRATION_NAME, Calibration, Check, load_calibration, save_calibration
+from subpixel_cli.fused import Int8Layer
 from subpixel_cli.images import read_rgb8
 from subpixel_cli.metrics import psnr, shave, y_channel
-from subpixel_cli.quantize import (
-    CALIBRATION_NAME,
-    Calibration,
-    Check,
-    calibrate,
-    load_calibration,
-    round_weights,
-)
+from subpixel_cli.kernels import default_kernels
+from subpixel_cli.quantize import calibrate, round_weights
 from subpixel_cli.registry import load_model
 from subpixel_cli.runtime import inference_precision, int8_kernels
 from subpixel_cli.upscale import Upscaler
@@ -75,7 +70,7 @@ def test_int8_layer_is_the_integer_math_it_stands_for():
     lo, hi = -torch.rand(6) * 0.9, torch.rand(6) * 0.9
     step = ((hi - lo).double() / 255).view(1, -1, 1, 1)
     w_int, w_scale = round_weights(w * step, torch.eye(54, dtype=torch.float64))
-    layer = _Int8Layer((w, b), Calibration(lo, hi, w_int, w_scale, 1, 1, ""), 1.0, 0.0, 1.0, torch.float32)
+    layer = Int8Layer((w, b), Calibration(lo, hi, w_int, w_scale, 1, 1, ""), 1.0, 0.0, 1.0, torch.float32)
     s = (torch.rand(2, 6, 9, 11) * (hi - lo).view(1, -1, 1, 1) + lo.view(1, -1, 1, 1)).contiguous(memory_format=torch.channels_last)
     levels = ((s.double() - lo.double().view(1, -1, 1, 1)) / step).round().clamp(0, 255)
     expected = F.conv2d(levels, w_int.double() * w_scale.double().view(-1, 1, 1, 1), b + (w * lo.double().view(1, -1, 1, 1)).sum(dim=(1, 2, 3)))
@@ -106,7 +101,7 @@ def _calibration(loss: float | None) -> Calibration:
 @pytest.mark.parametrize("fast,loss,expected", [(True, 0.02, torch.int8), (False, 0.02, None),
                                                 (True, 0.2, None), (True, None, None)])
 def test_auto_takes_int8_only_with_fast_int8_and_a_checked_calibration(monkeypatch, fast, loss, expected):
-    monkeypatch.setattr(runtime, "fast_int8", lambda: fast)
+    monkeypatch.setattr(runtime, "fast_int8", lambda kernels=None: fast)
     monkeypatch.setattr(runtime, "int8_kernels", lambda: True)
     chosen = inference_precision("auto", torch.device("cpu"), _calibration(loss))
     if expected is None:
@@ -182,7 +177,6 @@ def test_a_calibration_for_other_weights_or_sizes_is_not_used(tmp_path):
         files.append(tmp_path / f"{k}.png")
         Image.fromarray(random_image(40, 40, 3, seed=k)).save(files[-1])
     from subpixel_cli.model import ESPCN, ESPCNConfig
-    from subpixel_cli.quantize import save_calibration
 
     save_calibration(tmp_path, calibrate(net, files))
     assert load_calibration(tmp_path, net) is not None
@@ -250,21 +244,20 @@ def test_int8_without_bf16_arithmetic_runs_its_float_layers_in_fp32(monkeypatch,
     oneDNN would emulate bf16, slower than fp32) the layers around conv2 run in fp32: with the C
     kernels in tanh's form (conv1's tanh and act2 in C), without them in sigmoid's (oneDNN's
     post-ops). The pixels stay within a few levels of the fp32 path's."""
-    from subpixel_cli import fused, kernels
+    from subpixel_cli import fused
 
-    if with_kernels and kernels.conv1_u8() is None:
-        pytest.skip(f"the int8 kernels are not built here: {kernels.unavailable()}")
+    kernels = default_kernels()
+    if with_kernels and kernels.conv1_u8 is None:
+        pytest.skip(f"the int8 kernels are not built here: {kernels.why_not()}")
     loaded = load_model("espcn-x3")
     lr = downscale(mod_crop(read_rgb8(SAMPLE), 3), 3)[:60, :80]
     reference = Upscaler(loaded, device="cpu", precision="fp32").upscale(lr)[0].astype(int)
     monkeypatch.setattr(fused, "fast_bf16", lambda: False)
-    if not with_kernels:
-        monkeypatch.setattr(kernels, "conv1_u8", lambda: None)
-    up = Upscaler(loaded, device="cpu", precision="int8")
-    path = up._fused[3]
+    up = Upscaler(loaded, device="cpu", precision="int8", kernels=kernels if with_kernels else kernels.only("head"))
+    path = up.fused_paths[3]
     assert path.dtype == torch.float32 and path.int8.out_dtype == torch.float32
     if with_kernels:
-        assert path.post_op == "tanh" and path.conv1_u8 is not None and path.act2 is kernels.tanh_f32()
+        assert path.post_op == "tanh" and path.conv1_u8 is not None and path.act2 is kernels.tanh_f32
     else:
         assert path.post_op == "sigmoid" and path.act2 is None
     out = up.upscale(lr)[0].astype(int)  # (on this crop bf16 around int8 is 0.33 levels off on average)
@@ -276,10 +269,10 @@ def test_int8_without_bf16_arithmetic_runs_its_float_layers_in_fp32(monkeypatch,
 def test_int8_in_fp32_takes_tanhs_form_only_where_the_kernel_takes_conv1(monkeypatch, channels, form):
     # An RGB model's conv1 reads three planes, which conv1_u8 does not take: its fp32 layers keep
     # oneDNN's sigmoid post-ops (cheaper than its tanh on AVX2), as without the kernels.
-    from subpixel_cli import fused, kernels
+    from subpixel_cli import fused
 
-    if kernels.conv1_u8() is None:
-        pytest.skip(f"the int8 kernels are not built here: {kernels.unavailable()}")
+    if default_kernels().conv1_u8 is None:
+        pytest.skip(f"the int8 kernels are not built here: {default_kernels().why_not()}")
     monkeypatch.setattr(fused, "fast_bf16", lambda: False)
     path = fused.FusedPath(make_model(2, channels), 3, torch.device("cpu"), torch.int8, calibration=_calibration(0.02))
     assert path.dtype == torch.float32 and path.post_op == form
@@ -288,17 +281,20 @@ def test_int8_in_fp32_takes_tanhs_form_only_where_the_kernel_takes_conv1(monkeyp
 
 def test_fast_int8_needs_int8_dot_products_and_the_kernel_not_bf16(monkeypatch):
     # A CPU with VNNI and no bf16 arithmetic takes int8 (fp32 around it: 2.0–2.2× fp32's speed);
-    # one without VNNI or AMX does not, nor one without the kernel.
-    from subpixel_cli import kernels
+    # one without VNNI or AMX does not, nor one without the kernel (or with it on one thread).
+    class Built:  # kernels as far as fast_int8 asks: int8.c is there, or why not
+        def __init__(self, why: str | None) -> None:
+            self.why = why
+
+        def why_not(self, name: str = "int8") -> str | None:
+            return self.why
 
     features = {"_is_vnni_supported"}
-    monkeypatch.setattr(runtime, "_cpu_has", lambda *checks: bool(features & set(checks)))
+    monkeypatch.setattr(runtime, "cpu_has", lambda *checks: bool(features & set(checks)))
     monkeypatch.setattr(runtime, "int8_kernels", lambda: True)
-    monkeypatch.setattr(kernels, "conv1_u8", lambda: object())
-    assert runtime.fast_int8() and not runtime.fast_bf16()
+    assert runtime.fast_int8(Built(None)) and not runtime.fast_bf16()
     features.clear()
-    assert not runtime.fast_int8()
+    assert not runtime.fast_int8(Built(None))
     features.add("_is_amx_tile_supported")
-    assert runtime.fast_int8()
-    monkeypatch.setattr(kernels, "conv1_u8", lambda: None)
-    assert not runtime.fast_int8()
+    assert runtime.fast_int8(Built(None))
+    assert not runtime.fast_int8(Built("no C compiler")) and not runtime.fast_int8(Built("built without OpenMP"))

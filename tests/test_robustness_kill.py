@@ -83,7 +83,7 @@ def campaign(tmp_path_factory, model_folder) -> Campaign:
     return Campaign(tmp_path_factory.mktemp("kill"), model_folder(2, 1))
 
 
-def _old_versions(out: Path, reference: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def old_versions(out: Path, reference: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Complete but different outputs already at every target (as from an earlier model)."""
     out.mkdir(parents=True, exist_ok=True)
     old = {}
@@ -114,7 +114,7 @@ def test_kill_9_then_rerun_completes(tmp_path, campaign):
 def test_kill_9_during_force_leaves_old_or_new_never_partial(tmp_path, campaign):
     rng = random.Random(2)
     out = tmp_path / "out"
-    old = _old_versions(out, campaign.reference)
+    old = old_versions(out, campaign.reference)
     campaign.kill_once(out, rng, force=True, old=old)
     assert campaign.lost == 0 and campaign.broken == 0
 
@@ -129,7 +129,7 @@ def test_many_kills(tmp_path, campaign, seed):
         campaign.kill_once(out, rng)
     campaign.finish(out)
     forced = tmp_path / "forced"
-    old = _old_versions(forced, campaign.reference)
+    old = old_versions(forced, campaign.reference)
     for _ in range(3):
         campaign.kill_once(forced, rng, force=True, old=old)
     campaign.finish(forced, force=True)

@@ -136,7 +136,7 @@ def _check_video_folder(folder: Path, target: Path, frames: int) -> tuple[int, i
     return complete, temporaries
 
 
-def _kill_video_runs(tmp_path: Path, model: str, seeds: list[int], work: float | None = None) -> dict[str, int]:
+def kill_video_runs(tmp_path: Path, model: str, seeds: list[int], work: float | None = None) -> dict[str, int]:
     """Kill runs at random moments of their work (``work`` seconds long; measured when None)."""
     source = make_video(tmp_path / "clip.mkv", frames=90, size=(160, 120))
     out = tmp_path / "out"
@@ -161,13 +161,13 @@ def _kill_video_runs(tmp_path: Path, model: str, seeds: list[int], work: float |
 
 
 def test_kill_9_never_leaves_a_partial_video(tmp_path, model):
-    tally = _kill_video_runs(tmp_path, model, [1], work=0.1)  # 90 frames take far longer than 0.1 s
+    tally = kill_video_runs(tmp_path, model, [1], work=0.1)  # 90 frames take far longer than 0.1 s
     assert tally["kills"] == 1
 
 
 @pytest.mark.slow
 def test_kill_9_many_times(tmp_path, model):
-    tally = _kill_video_runs(tmp_path, model, list(range(10, 25)))
+    tally = kill_video_runs(tmp_path, model, list(range(10, 25)))
     print(f"\nvideo kills: {tally['kills']}")
     assert tally["kills"] >= 10
 

@@ -104,10 +104,8 @@ def test_an_error_that_stops_a_process_fails_the_files_it_did_not_reach():
     jobs = _jobs("a", "b", "c")
 
     class Stops:
-        report = Report()
-
-        def run(self, todo):
-            self.report.results.append(Result(todo[0].source, todo[0].target, "ok"))
+        def run(self, todo, report):
+            report.results.append(Result(todo[0].source, todo[0].target, "ok"))
             raise RuntimeError("lost the device\nmore")
 
     report = run_part(Stops(), jobs, Group(rank=3, world=4))

@@ -167,6 +167,7 @@ def test_measure_throughput_times_whole_batches():
     result = measure_throughput(up, 20, 12, seconds=0)
     assert result.frames == 4 and result.fps > 0 and result.precision == "fp32"
     assert result.as_dict()["output_size"] == [40, 24]
+    assert result.as_dict()["math"] == up.math == "fp32"  # the arithmetic that ran, in words
 
 
 def test_bench_command_reports_throughput(model_folder):
@@ -176,8 +177,9 @@ def test_bench_command_reports_throughput(model_folder):
     assert result.exit_code == 0, result.output
     record = json.loads(result.stdout)
     assert record["input_size"] == [24, 16] and record["output_size"] == [48, 32] and record["fps"] > 0
+    assert record["math"]  # e.g. "fp32", "bf16", "int8 conv2 between bf16 layers"
     result = runner.invoke(main, args, catch_exceptions=False)
-    assert result.exit_code == 0 and "frames/s" in result.stdout
+    assert result.exit_code == 0 and "frames/s" in result.stdout and f"in {record['math']}," in result.stdout
 
 
 def test_bench_command_rejects_a_bad_size():

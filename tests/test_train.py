@@ -366,3 +366,84 @@ def test_an_rgb_run_can_start_from_a_y_model():
     inner = (..., slice(12, -12), slice(12, -12))  # past the receptive radius (4 × 3): no zero padding
     assert torch.allclose(rgb_to_y(got, dim=1)[inner], want[inner], atol=1e-5)
     assert torch.allclose(got[:, 0], got[:, 1], atol=1e-6) and torch.allclose(got[:, 1], got[:, 2], atol=1e-6)
+
+
+def test_time_limit_stops_cleanly_and_leaves_a_usable_model_folder(image_folder, tmp_path):
+    out = tmp_path / "limited"
+    args = ["train", "--dataset", str(image_folder / "train"), "-x", "2", "--steps", "1000000", "--batch-size", "4",
+            "--patch-size", "12", "--patches-per-image", "2", "--val", str(image_folder / "val"), "--out", str(out),
+            "--device", "cpu", "--time-limit", "4", "-q"]
+    started = time.monotonic()
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    took = time.monotonic() - started
+    assert result.exit_code == 0, result.output
+    assert 4 <= took < 4 + 10, took  # the last step, a validation and the saving after the limit
+    assert "--time-limit 4 s" in result.output and "--resume continues" in result.output
+    state = json.loads((out / STATE_NAME).read_text())["state"]
+    assert 0 < state["step"] < 1_000_000 and state["history"][-1]["step"] == state["step"]  # validated where it stopped
+    loaded = load_model(str(out))
+    assert loaded.info.training["steps"] == state["step"] and "psnr" in loaded.info.metrics["val"]
+    again = CliRunner().invoke(main, [*args[:6], str(state["step"] + 2), *args[7:-3], "--resume", "-q"],
+                               catch_exceptions=False)
+    assert again.exit_code == 0, again.output
+    assert json.loads((out / STATE_NAME).read_text())["state"]["step"] == state["step"] + 2
+
+
+def test_validation_every_few_epochs_where_epochs_are_short(image_folder, tmp_path):
+    from subpixel_cli.train import validation_interval
+
+    assert validation_interval(542) == 542 and validation_interval(100) == 100
+    assert validation_interval(42) == 126 and validation_interval(3) == 102  # whole epochs, at least 100 steps
+    result = train(_config(image_folder, tmp_path / "every", steps=7, val_every=2, checkpoint_every=100))
+    assert [h["step"] for h in result.state.history] == [2, 4, 6, 7]
+    default = train(_config(image_folder, tmp_path / "default", steps=7))  # 3 steps an epoch: only at the end
+    assert [h["step"] for h in default.state.history] == [7]
+
+
+def test_more_training_processes_than_gpus_is_refused_in_one_line():
+    from subpixel_cli.train import process_group_backend
+
+    assert process_group_backend("cpu", 4, 0) == "gloo"
+    assert process_group_backend("cuda", 2, 2) == "nccl" and process_group_backend("cuda", 1, 8) == "nccl"
+    with pytest.raises(UsageError, match="2 training processes .* 1 GPU") as info:
+        process_group_backend("cuda", 2, 1)
+    assert "\n" not in str(info.value) and "--nproc_per_node 1" in str(info.value)
+
+
+def test_each_rank_trains_on_the_gpu_of_its_local_rank(monkeypatch):
+    """The wiring, with torch.cuda and the process group stood in for: rank 1 of 2 sets its own
+    GPU before NCCL starts."""
+    from subpixel_cli import train as training
+
+    calls = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: calls.append(("set_device", d)))
+    monkeypatch.setattr(training.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(training.dist, "init_process_group", lambda backend: calls.append(("group", backend)))
+    monkeypatch.setattr(training.dist, "get_rank", lambda: 1)
+    monkeypatch.setattr(training.dist, "get_world_size", lambda: 2)
+    ddp = training.init_distributed(torch.device("cuda", 1))
+    assert calls == [("set_device", torch.device("cuda", 1)), ("group", "nccl")]
+    assert (ddp.rank, ddp.world, ddp.local_rank) == (1, 2, 1)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(UsageError, match="--nproc_per_node 1"):
+        training.init_distributed(torch.device("cuda", 0))
+
+
+@pytest.mark.filterwarnings("ignore:for .*copying from a non-meta parameter")
+def test_a_resumed_run_keeps_adams_step_counters_on_the_cpu(image_folder, tmp_path):
+    """Resuming onto a model on another device ('meta' stands in for a GPU): Adam's moments go
+    to the device with their parameters, its step counters stay on the CPU."""
+    from subpixel_cli.train import build_model, resume
+
+    config = _config(image_folder, tmp_path / "run", steps=3, ema=0.9)
+    train(config)
+    model = build_model(config).to("meta")
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    state = resume(tmp_path / "run", model, optimizer, build_model(config).to("meta"))
+    assert state["step"] == 3
+    placed = {(k, v.device.type) for s in optimizer.state.values() for k, v in s.items()}
+    assert placed == {("step", "cpu"), ("exp_avg", "meta"), ("exp_avg_sq", "meta")}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -191,8 +193,8 @@ def test_unavailable_device_is_a_usage_error():
 
 
 def test_torch_threads_follow_the_cpus_this_process_may_use(monkeypatch):
-    """A container's CPU quota (or affinity mask) below torch's default thread count lowers it;
-    an explicit OMP_NUM_THREADS is left alone."""
+    """A container's CPU quota (or affinity mask) below torch's default thread count lowers it,
+    when the command tunes the process for its device; an explicit OMP_NUM_THREADS is left alone."""
     import subpixel_cli.runtime as runtime
 
     before = torch.get_num_threads()
@@ -200,11 +202,99 @@ def test_torch_threads_follow_the_cpus_this_process_may_use(monkeypatch):
     try:
         torch.set_num_threads(3)
         monkeypatch.setattr(runtime, "cpu_quota", lambda: 1)
-        upscaler()
+        runtime.tune_for(upscaler().device)
         assert torch.get_num_threads() == 1
         torch.set_num_threads(3)
         monkeypatch.setenv("OMP_NUM_THREADS", "3")
-        upscaler()
+        runtime.tune_for(upscaler().device)
         assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_library_user_s_process_is_left_alone():
+    """Importing the package and making (and running) an Upscaler in any precision changes no
+    process-wide setting: threads, the allocator, warning filters, cuDNN. The commands make those
+    (runtime.tune_for), once."""
+    code = """
+import sys, warnings, ctypes
+import torch
+threads, filters, cudnn = torch.get_num_threads(), list(warnings.filters), torch.backends.cudnn.benchmark
+import subpixel_cli.runtime as runtime
+runtime.keep_freed_memory = runtime.limit_threads = runtime.tune_for = lambda *a: sys.exit("tuned the process")
+import numpy as np
+from subpixel_cli import cli, export, fused, quantize, upscale, video
+from subpixel_cli.registry import load_model
+torch.set_num_threads(threads + 1)
+for precision in ("fp32", "bf16", "int8", "auto"):
+    up = upscale.Upscaler(load_model("espcn-x2"), device="cpu", precision=precision)
+    up.upscale(np.zeros((9, 11, 3), np.uint8))
+assert torch.get_num_threads() == threads + 1, "threads"
+assert warnings.filters == filters, "warning filters"
+assert torch.backends.cudnn.benchmark == cudnn, "cuDNN"
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_exact_fp32_turns_tf32_off_on_cuda_only_and_puts_it_back():
+    from subpixel_cli.runtime import exact_fp32
+
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    before = conv.fp32_precision, matmul.fp32_precision
+    with exact_fp32(torch.device("cpu")):
+        assert (conv.fp32_precision, matmul.fp32_precision) == before
+    with exact_fp32(torch.device("cuda"), enabled=False):
+        assert (conv.fp32_precision, matmul.fp32_precision) == before
+    with pytest.raises(RuntimeError, match="part-way"):
+        with exact_fp32(torch.device("cuda")):  # the flags only: no GPU needed
+            assert conv.fp32_precision == matmul.fp32_precision == "ieee"
+            with exact_fp32(torch.device("cuda")):
+                pass
+            assert conv.fp32_precision == "ieee"  # an inner block keeps the outer one's setting
+            raise RuntimeError("an error part-way")
+    assert (conv.fp32_precision, matmul.fp32_precision) == before
+    assert torch.backends.cudnn.allow_tf32 in (True, False)  # the old flag is still readable afterwards
+
+
+def test_the_fused_path_off_the_cpu_runs_plain_tanh_and_an_fp32_last_layer():
+    """On a GPU ('meta' stands in for one) fp16 runs tanh itself, not oneDNN's 2σ(2z) − 1, and
+    the last layer and the chroma in fp32."""
+    from subpixel_cli.fused import FusedPath
+
+    model = make_model(3, 1)
+    half = FusedPath(model, 3, torch.device("meta"), torch.float16)
+    assert half.post_op == "tanh" and half.head_dtype == half.chroma_dtype == torch.float32
+    assert [w.dtype for w, _ in half.layers] == [torch.float16, torch.float16, torch.float32]
+    assert half.chroma.dtype == torch.float32 and half.math == "fp16, last layer and chroma in fp32"
+    assert FusedPath(model, 1, torch.device("meta"), torch.float32).post_op == "tanh"
+    cpu = FusedPath(model, 3, torch.device("cpu"), torch.float32)  # oneDNN's cheaper sigmoid stays on the CPU
+    assert cpu.post_op == "sigmoid" and cpu.math == "fp32"
+
+
+def test_an_error_part_way_waits_for_the_copies_already_queued(monkeypatch):
+    """Batches 1 and 2 leave their copies back in flight; batch 3 fails: both copies are waited
+    for before the error leaves (a retry would reuse their pinned pages)."""
+    from subpixel_cli.upscale import Pending
+
+    up = upscaler(2, 1, batch_size=1)
+    waited, calls = [], []
+
+    class Copy:
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+        def synchronize(self) -> None:
+            waited.append(self.n)
+
+    def fused_pass(padded, out, lap=None, key=None):
+        calls.append(len(calls) + 1)
+        if len(calls) == 3:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return Pending(Copy(len(calls)), None, padded, out, key)
+
+    monkeypatch.setattr(up, "fused_pass", fused_pass)
+    frames = np.stack([random_image(16, 16, seed=s) for s in range(4)])
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        up.upscale_batch(frames)
+    assert calls == [1, 2, 3] and sorted(waited) == [1, 2]

@@ -140,8 +140,10 @@ def audio_payloads(path: Path) -> list[bytes]:
 class NearestUpscaler:
     """A stand-in upscaler: each pixel repeated r×r times, so colours and timing pass unchanged."""
 
-    def __init__(self, scale: int = 2, fail_on_call: int | None = None, error: BaseException | None = None) -> None:
+    def __init__(self, scale: int = 2, fail_on_call: int | None = None, error: BaseException | None = None,
+                 batch_size: int = 4) -> None:
         self.scale, self.calls, self.fail_on_call, self.error = scale, 0, fail_on_call, error
+        self.batch_size = batch_size
 
     def upscale_batch(self, frames: np.ndarray) -> np.ndarray:
         self.calls += 1
@@ -198,7 +200,7 @@ def test_default_output_goes_beside_the_input(tmp_path: Path, clip: Path, video_
 
 @pytest.mark.parametrize("batch_size", [1, 7])
 def test_any_batch_size_keeps_every_frame(tmp_path: Path, clip: Path, batch_size: int) -> None:
-    result = upscale_video(NearestUpscaler(), clip, tmp_path / "o.mp4", batch_size=batch_size)
+    result = upscale_video(NearestUpscaler(batch_size=batch_size), clip, tmp_path / "o.mp4")
     assert result.frames == probe(tmp_path / "o.mp4")["frames"] == FPS * SECONDS
 
 
@@ -506,7 +508,7 @@ def test_errors_in_any_thread_leave_no_output(tmp_path: Path, clip: Path, frames
     for i in range(8):
         cv2.imwrite(str(folder / f"{i:03d}.png"), np.zeros((H if i != 5 else H + 2, W, 3), np.uint8))
     with pytest.raises(InputError, match="one size"):
-        upscale_video(NearestUpscaler(), folder, out, VideoOptions(fps=Fraction(25)), frames_dir=frames_dir, batch_size=2)
+        upscale_video(NearestUpscaler(batch_size=2), folder, out, VideoOptions(fps=Fraction(25)), frames_dir=frames_dir)
     assert not out.exists() and leftovers(tmp_path) == []
 
 

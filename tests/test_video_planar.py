@@ -132,7 +132,7 @@ def test_video_stays_in_ycbcr_and_tags_the_matrix(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(Upscaler, "upscale_i420", counted)
     planar = upscale_video(upscaler, clip, tmp_path / "planar.mp4", resume=False)
     assert calls["i420"] == 12 and planar.frames == 12 and planar.audio_streams_copied == 1
-    monkeypatch.setattr(video_module, "_stays_planar", lambda *a: False)
+    monkeypatch.setattr(video_module, "wants_planar", lambda *a: False)
     rgb = upscale_video(upscaler, clip, tmp_path / "rgb.mp4", resume=False)
     assert calls["i420"] == 12 and rgb.frames == 12
     got, first = decoded_planes(tmp_path / "planar.mp4")
@@ -151,8 +151,8 @@ def test_what_keeps_rgb(tmp_path: Path, video_model_dir: str) -> None:
 
     def stays(up: Upscaler, source: Path, options: VideoOptions | None = None, frames_dir: bool = False) -> bool:
         options = options or VideoOptions()
-        with video_module.open_reader(source, options) as reader:
-            return video_module._stays_planar(up, reader, options, frames_dir)
+        with video_module.open_reader(source, options, video_module.wants_planar(up, options, frames_dir)) as reader:
+            return reader.planar
 
     assert stays(upscaler, limited)
     assert not stays(upscaler, full)  # full range: RGB, as before

@@ -25,7 +25,7 @@ from subpixel_cli.upscale import Upscaler
 from subpixel_cli.video import upscale_video
 from subpixel_cli.video.sharded import split_segments
 
-from test_video_resume import _leave_work, make_clip, rgb_frames, run_json, timing
+from test_video_resume import leave_work, make_clip, rgb_frames, run_json, timing
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,7 +73,7 @@ def test_torchrun_resumes_whichever_process_gets_the_segments(tmp_path: Path, vi
     clip = make_clip(tmp_path / "a.mp4", 80)
     target, work = tmp_path / "out.mp4", tmp_path / ".out.mp4.work"
     args = (str(clip), "--model", video_model_dir, "-o", str(target))
-    _leave_work(monkeypatch, *args)  # one process made all 4 segments, and stopped before the join
+    leave_work(monkeypatch, *args)  # one process made all 4 segments, and stopped before the join
     for k in (0, 2):
         next(work.glob(f"segment_{k:05d}_*.mp4")).unlink()
     result = _result(_torchrun(*args))
@@ -84,7 +84,7 @@ def test_torchrun_resumes_whichever_process_gets_the_segments(tmp_path: Path, vi
     assert not work.exists()
 
     target.unlink()
-    _leave_work(monkeypatch, *args)
+    leave_work(monkeypatch, *args)
     changed = _result(_torchrun(*args, "--crf", "30"))  # a changed option: not resumed
     assert (changed["segments_resumed"], changed["frames_upscaled"], changed["segments_per_process"]) == (0, 80, [2, 2])
     assert any(note.startswith("not resuming") for note in changed["notes"])
@@ -106,6 +106,7 @@ class _Fails:
     def __init__(self, upscaler: Upscaler, fail_at: int) -> None:
         self.upscaler, self.fail_at, self.batches = upscaler, fail_at, 0
         self.scale, self.precision = upscaler.scale, upscaler.precision  # the same manifest as ``upscaler``
+        self.batch_size = upscaler.batch_size
 
     @property
     def takes_i420(self) -> bool:
@@ -136,10 +137,10 @@ def test_a_failed_process_keeps_the_finished_segments(tmp_path: Path, video_mode
     with pytest.raises(SubpixelError, match=r"process 0: RuntimeError: the device went away; [12] of 4 segments are "
                                             r"finished and kept in .*\.out\.mp4\.work: run the same command again"):
         # batch 11 is in segment 2: segment 0 is written by then, segment 1 perhaps
-        upscale_video(_Fails(upscaler, 11), clip, target, batch_size=4, group=group)
+        upscale_video(_Fails(upscaler, 11), clip, target, group=group)
     kept = len(list(work.glob("segment_*_*.mp4")))
     assert kept in (1, 2) and not target.exists()
-    result = upscale_video(upscaler, clip, target, batch_size=4, group=group)
+    result = upscale_video(upscaler, clip, target, group=group)
     assert (result.segments_resumed, result.frames_upscaled) == (kept, 80 - 20 * kept)
     assert result.segments_per_process == [4 - kept]
     assert not work.exists()

@@ -2,8 +2,8 @@
  *
  * conv3_bf16 (CPUs with AVX-512 BF16): the last layer, a 3×3 convolution of bf16 features (NHWC,
  * channels a multiple of 32) to a few fp32 channels (1, 2, 4, 8 or 16: r² of a Y model). oneDNN
- * computes its outputs in blocks of 16 channels, so ×2's four are a quarter of its work (12 ms a
- * 1080p frame on two cores); here each (pixel, channel) sum is 16 lanes of bf16 pair products
+ * computes its outputs in blocks of 16 channels, so ×2's four are a quarter of its work; here
+ * each (pixel, channel) sum is 16 lanes of bf16 pair products
  * over the input channels, and 16 such sums are reduced at once into 16 contiguous outputs.
  *
  * write_rgb: the network's Y phases (the last layer's r² channels, NHWC, bf16 or fp32) and the
@@ -11,8 +11,8 @@
  * BT.601 matrix M) become interleaved RGB bytes r× larger: each output row takes the phase shift
  * of its Y, the chroma planes' bicubic ×r (the 5 taps of each phase, given), the sum, rounding
  * (to nearest even, as OpenCV's saturating casts) and clamping. The path it replaces made three
- * full-size float planes (OpenCV's resize), three more sums and an interleave: ~9 ms a 1080p
- * frame on two cores, where this is one read of the phases and one write of the pixels.
+ * full-size float planes (OpenCV's resize), three more sums and an interleave, where this is one
+ * read of the phases and one write of the pixels (benchmarks/README.md, "Figures the code cites").
  *
  * With AVX-512 (F, BW) each 16 output pixels of a row take the chroma by permutes of 16
  * low-resolution values, the Y by one gather; with AVX2 and FMA (most x86 CPUs since 2013) each
@@ -27,6 +27,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "build.h"
 #if defined(__AVX512F__) && defined(__AVX512BW__)
 #include <immintrin.h>
 #define WIDE 1 /* 16 pixels at a time */
@@ -314,158 +316,97 @@ typedef __m256 vecf;
 #define VSUM sum8
 #endif
 
-/* conv3_row in fp32: LANES channels a vector, one fused multiply-add per (pixel, output, tap,
- * LANES channels), LANES sums reduced at once into LANES contiguous outputs. */
-static inline __attribute__((always_inline)) void conv3_row_f32(const float *rows, int64_t w, int64_t c,
-                                                               const float *wts, const float *bias, vecf bias_v,
-                                                               float *dst, const int O) {
-    const int64_t ow = w - 2, chunks = c / LANES;
-    const int per = LANES / O;
-    int64_t ox = 0;
-    for (; ox + per <= ow; ox += per) {
-        vecf acc[LANES];
-        for (int a = 0; a < LANES; a++) acc[a] = VZERO();
-        for (int tap = 0; tap < 9; tap++) {
-            const int64_t ky = tap / 3, kx = tap % 3;
-            for (int64_t q = 0; q < chunks; q++)
-                for (int p = 0; p < per; p++) {
-                    const vecf in = VLOAD(rows + (ky * w + ox + p + kx) * c + q * LANES);
-                    for (int j = 0; j < O; j++)
-                        acc[p * O + j] = VFMA(in, VLOAD(wts + (j * 9 + tap) * c + q * LANES), acc[p * O + j]);
-                }
-        }
-        VSTORE(dst + ox * O, VADD(VREDUCE(acc), bias_v));
+/* The tiling both conv3 kernels share, written once as a macro and made twice below: NAME(x, n,
+ * h, w, c, wts, bias, o, out) for features x (n × h × w × c of ELEM, c a multiple of MULTIPLE),
+ * weights wts (o × 3 × 3 × c of ELEM), bias (o floats) and out (n × (h − 2) × (w − 2) × o floats),
+ * o 1, 2, 4, 8 or 16 and at most V; rows are shared among OpenMP's threads; returns 0, or −1 for
+ * an o or c it does not take. Each output row is cut into blocks of V/o pixels whose V sums
+ * (o outputs each, STEP channels a vector) stay in V registers and are reduced at once into V
+ * contiguous outputs; the row's last pixels go one at a time. ROW is its row function, for
+ * o = O (a constant in each case of the switch, so that the sums stay in registers). Vectors:
+ * VACC the sums', LOAD_IN a vector of STEP features (or weights), MAC(acc, in, w) their product
+ * added, ZERO, LOAD (floats), ADD, STORE, REDUCE (V vectors to one of their sums), SUM (one). */
+#define CONV3(NAME, ROW, ELEM, VACC, V, STEP, MULTIPLE, LOAD_IN, MAC, ZERO, LOAD, ADD, STORE, REDUCE, SUM)    \
+    static inline __attribute__((always_inline)) void ROW(const ELEM *rows, int64_t w, int64_t c,              \
+                                                          const ELEM *wts, const float *bias, VACC bias_v,     \
+                                                          float *dst, const int O) {                           \
+        const int64_t ow = w - 2, chunks = c / STEP;                                                           \
+        const int per = V / O;                                                                                 \
+        int64_t ox = 0;                                                                                        \
+        for (; ox + per <= ow; ox += per) {                                                                    \
+            VACC acc[V];                                                                                       \
+            for (int a = 0; a < V; a++) acc[a] = ZERO();                                                       \
+            for (int tap = 0; tap < 9; tap++) {                                                                \
+                const int64_t ky = tap / 3, kx = tap % 3;                                                      \
+                for (int64_t q = 0; q < chunks; q++)                                                           \
+                    for (int p = 0; p < per; p++) {                                                            \
+                        const __typeof__(LOAD_IN(rows)) in = LOAD_IN(rows + (ky * w + ox + p + kx) * c + q * STEP); \
+                        for (int j = 0; j < O; j++)                                                            \
+                            acc[p * O + j] = MAC(acc[p * O + j], in, LOAD_IN(wts + (j * 9 + tap) * c + q * STEP)); \
+                    }                                                                                          \
+            }                                                                                                  \
+            STORE(dst + ox * O, ADD(REDUCE(acc), bias_v));                                                     \
+        }                                                                                                      \
+        for (; ox < ow; ox++)                                                                                  \
+            for (int j = 0; j < O; j++) {                                                                      \
+                VACC acc = ZERO();                                                                             \
+                for (int tap = 0; tap < 9; tap++)                                                              \
+                    for (int64_t q = 0; q < chunks; q++)                                                       \
+                        acc = MAC(acc, LOAD_IN(rows + ((tap / 3) * w + ox + tap % 3) * c + q * STEP),          \
+                                  LOAD_IN(wts + (j * 9 + tap) * c + q * STEP));                                \
+                dst[ox * O + j] = SUM(acc) + bias[j];                                                          \
+            }                                                                                                  \
+    }                                                                                                          \
+                                                                                                               \
+    int NAME(const ELEM *x, int64_t n, int64_t h, int64_t w, int64_t c, const ELEM *wts, const float *bias,    \
+             int64_t o, float *out) {                                                                          \
+        if (c % MULTIPLE != 0 || !(o == 1 || o == 2 || o == 4 || o == 8 || o == 16) || o > V || h < 3 || w < 3) \
+            return -1;                                                                                         \
+        const int64_t oh = h - 2, ow = w - 2;                                                                  \
+        float b[V];                                                                                            \
+        for (int l = 0; l < V; l++) b[l] = bias[l % o];                                                        \
+        const VACC bias_v = LOAD(b);                                                                           \
+        _Pragma("omp parallel for collapse(2) schedule(static)")                                               \
+        for (int64_t k = 0; k < n; k++)                                                                        \
+            for (int64_t y = 0; y < oh; y++) {                                                                 \
+                const ELEM *rows = x + ((k * h + y) * w) * c;                                                  \
+                float *dst = out + ((k * oh + y) * ow) * o;                                                    \
+                switch (o) {                                                                                   \
+                case 1: ROW(rows, w, c, wts, bias, bias_v, dst, 1); break;                                     \
+                case 2: ROW(rows, w, c, wts, bias, bias_v, dst, 2); break;                                     \
+                case 4: ROW(rows, w, c, wts, bias, bias_v, dst, 4); break;                                     \
+                case 8: ROW(rows, w, c, wts, bias, bias_v, dst, 8); break;                                     \
+                default: ROW(rows, w, c, wts, bias, bias_v, dst, V); break;                                    \
+                }                                                                                              \
+            }                                                                                                  \
+        return 0;                                                                                              \
     }
-    for (; ox < ow; ox++)
-        for (int j = 0; j < O; j++) {
-            vecf acc = VZERO();
-            for (int tap = 0; tap < 9; tap++)
-                for (int64_t q = 0; q < chunks; q++)
-                    acc = VFMA(VLOAD(rows + ((tap / 3) * w + ox + tap % 3) * c + q * LANES),
-                               VLOAD(wts + (j * 9 + tap) * c + q * LANES), acc);
-            dst[ox * O + j] = VSUM(acc) + bias[j];
-        }
-}
 
-/* conv3_bf16's layer in fp32 (CPUs with AVX-512 but no bf16 arithmetic run the layers around
- * int8's conv2, and fp32, in fp32; AVX2 CPUs the fp32 path): x n × h × w × c floats (c a multiple
- * of 16), wts o × 3 × 3 × c, o 1, 2, 4 or 8 (and 16 with AVX-512). Returns 0, or −1 for an o or c
- * it does not take. */
-int conv3_f32(const float *x, int64_t n, int64_t h, int64_t w, int64_t c, const float *wts, const float *bias,
-              int64_t o, float *out) {
-    if (c % 16 != 0 || !(o == 1 || o == 2 || o == 4 || o == 8 || o == 16) || o > LANES || h < 3 || w < 3) return -1;
-    const int64_t oh = h - 2, ow = w - 2;
-    float b[LANES];
-    for (int l = 0; l < LANES; l++) b[l] = bias[l % o];
-    const vecf bias_v = VLOAD(b);
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int64_t k = 0; k < n; k++)
-        for (int64_t y = 0; y < oh; y++) {
-            const float *rows = x + ((k * h + y) * w) * c;
-            float *dst = out + ((k * oh + y) * ow) * o;
-            switch (o) {
-            case 1: conv3_row_f32(rows, w, c, wts, bias, bias_v, dst, 1); break;
-            case 2: conv3_row_f32(rows, w, c, wts, bias, bias_v, dst, 2); break;
-            case 4: conv3_row_f32(rows, w, c, wts, bias, bias_v, dst, 4); break;
-            case 8: conv3_row_f32(rows, w, c, wts, bias, bias_v, dst, 8); break;
-            default: conv3_row_f32(rows, w, c, wts, bias, bias_v, dst, LANES); break;
-            }
-        }
-    return 0;
-}
+/* conv3_f32: LANES channels a vector (AVX-512 or AVX2), one fused multiply-add per (pixel,
+ * output, tap, LANES channels): the last layer of the fp32 path, and of int8's where the CPU has
+ * no bf16 arithmetic (the layers around conv2 then run in fp32); channels in 16s. */
+#define FMA(acc, in, w) VFMA(in, w, acc)
+CONV3(conv3_f32, conv3_row_f32, float, vecf, LANES, LANES, 16, VLOAD, FMA, VZERO, VLOAD, VADD, VSTORE, VREDUCE, VSUM)
 #endif
 
 #ifdef __AVX512BF16__
-/* One output row for o = O (a constant in each caller, so that the 16 sums stay in registers). */
-static inline __attribute__((always_inline)) void conv3_row(const uint16_t *rows, int64_t w, int64_t c,
-                                                           const uint16_t *wts, const float *bias, __m512 bias16,
-                                                           float *dst, const int O) {
-    const int64_t ow = w - 2, chunks = c / 32;
-    const int per = 16 / O; /* pixels per block of 16 sums */
-    int64_t ox = 0;
-    for (; ox + per <= ow; ox += per) {
-        __m512 acc[16];
-        for (int a = 0; a < 16; a++) acc[a] = _mm512_setzero_ps();
-        for (int tap = 0; tap < 9; tap++) {
-            const int64_t ky = tap / 3, kx = tap % 3;
-            for (int64_t q = 0; q < chunks; q++)
-                for (int p = 0; p < per; p++) {
-                    __m512bh in = (__m512bh)_mm512_loadu_si512(rows + (ky * w + ox + p + kx) * c + q * 32);
-                    for (int j = 0; j < O; j++) {
-                        __m512bh wv = (__m512bh)_mm512_loadu_si512(wts + (j * 9 + tap) * c + q * 32);
-                        acc[p * O + j] = _mm512_dpbf16_ps(acc[p * O + j], in, wv);
-                    }
-                }
-        }
-        _mm512_storeu_ps(dst + ox * O, _mm512_add_ps(reduce16(acc), bias16));
-    }
-    for (; ox < ow; ox++) /* the last few pixels, one at a time */
-        for (int j = 0; j < O; j++) {
-            __m512 acc = _mm512_setzero_ps();
-            for (int tap = 0; tap < 9; tap++)
-                for (int64_t q = 0; q < chunks; q++) {
-                    __m512bh in = (__m512bh)_mm512_loadu_si512(rows + ((tap / 3) * w + ox + tap % 3) * c + q * 32);
-                    __m512bh wv = (__m512bh)_mm512_loadu_si512(wts + (j * 9 + tap) * c + q * 32);
-                    acc = _mm512_dpbf16_ps(acc, in, wv);
-                }
-            dst[ox * O + j] = _mm512_reduce_add_ps(acc) + bias[j];
-        }
-}
-
-/* x: n × h × w × c bf16 (c a multiple of 32); wts: o × 3 × 3 × c bf16; bias: o floats;
- * out: n × (h − 2) × (w − 2) × o floats; o is 1, 2, 4, 8 or 16. Rows are shared among OpenMP's
- * threads. Returns 0, or −1 for an o or c it does not take. */
-int conv3_bf16(const uint16_t *x, int64_t n, int64_t h, int64_t w, int64_t c, const uint16_t *wts,
-               const float *bias, int64_t o, float *out) {
-    if (c % 32 != 0 || !(o == 1 || o == 2 || o == 4 || o == 8 || o == 16) || h < 3 || w < 3) return -1;
-    const int64_t oh = h - 2, ow = w - 2;
-    float b16[16];
-    for (int l = 0; l < 16; l++) b16[l] = bias[l % o];
-    const __m512 bias16 = _mm512_loadu_ps(b16);
-#pragma omp parallel for collapse(2) schedule(static)
-    for (int64_t k = 0; k < n; k++)
-        for (int64_t y = 0; y < oh; y++) {
-            const uint16_t *rows = x + ((k * h + y) * w) * c;
-            float *dst = out + ((k * oh + y) * ow) * o;
-            switch (o) {
-            case 1: conv3_row(rows, w, c, wts, bias, bias16, dst, 1); break;
-            case 2: conv3_row(rows, w, c, wts, bias, bias16, dst, 2); break;
-            case 4: conv3_row(rows, w, c, wts, bias, bias16, dst, 4); break;
-            case 8: conv3_row(rows, w, c, wts, bias, bias16, dst, 8); break;
-            default: conv3_row(rows, w, c, wts, bias, bias16, dst, 16); break;
-            }
-        }
-    return 0;
-}
+/* conv3_bf16: each (pixel, output) sum is 16 lanes of bf16 pair products over 32 input channels a
+ * step (the weights rounded to bf16, the sums in fp32, as oneDNN's bf16 convolution). */
+#define LOAD_BF16(p) ((__m512bh)_mm512_loadu_si512(p))
+#define DOT_BF16(acc, in, w) _mm512_dpbf16_ps(acc, in, w)
+CONV3(conv3_bf16, conv3_row_bf16, uint16_t, __m512, 16, 32, 32, LOAD_BF16, DOT_BF16, _mm512_setzero_ps, _mm512_loadu_ps,
+      _mm512_add_ps, _mm512_storeu_ps, reduce16, _mm512_reduce_add_ps)
 #endif
 
-/* 1 where conv3_f32 is built (AVX-512 or AVX2), else 0. */
-int conv3_f32_built(void) {
 #ifdef VECTOR
-    return 1;
+#define WRITE_LANES LANES
 #else
-    return 0;
+#define WRITE_LANES 0
 #endif
-}
-
-/* 1 where conv3_bf16 is built (AVX-512 BF16), else 0. */
-int conv3_bf16_built(void) {
-#ifdef __AVX512BF16__
-    return 1;
-#else
-    return 0;
-#endif
-}
-
-/* The pixels write_rgb takes at a time: 16 (AVX-512), 8 (AVX2), or 0 where it has only the plain
- * loop; write_y has a vector path with AVX-512 only. */
-int vector_lanes(void) {
-#ifdef VECTOR
-    return LANES;
-#else
-    return 0;
-#endif
-}
+/* Bits 0–7: the pixels write_rgb takes at a time, 16 (AVX-512), 8 (AVX2) or 0 where it has only
+ * the plain loop (write_y has a vector path with AVX-512 only; conv3_f32 comes with either);
+ * bit 256: OpenMP; bit 512: conv3_bf16 (AVX-512 BF16). */
+int features(void) { return WRITE_LANES | BUILT_OPENMP << 8 | BUILT_BF16 << 9; }
 
 /* t: n × th × tw × r² phases (bf16 when t_bf16, else fp32), read from row and column crop_t;
  * d: n × 3 × dh × dw float planes, read from row and column crop_d (two pixels of margin before
@@ -563,7 +504,7 @@ int write_y(const void *t, int t_bf16, int64_t n, int64_t th, int64_t tw, int64_
 
 /* chroma_planes: the chroma's low-resolution contribution to R, G and B, m·rgb per pixel (m: 3×3,
  * row-major), from n × h × w × 3 floats (NHWC: the network's input) into n × 3 × h × w planes, the
- * planes write_rgb reads. torch's einsum took ~1.2 ms a 640×360 frame for it (permutes and a copy). */
+ * planes write_rgb reads, in one pass where torch's einsum permutes and copies. */
 void chroma_planes(const float *x, int64_t n, int64_t h, int64_t w, const float *m, float *out) {
     const float m00 = m[0], m01 = m[1], m02 = m[2], m10 = m[3], m11 = m[4], m12 = m[5], m20 = m[6], m21 = m[7],
                 m22 = m[8];

@@ -13,6 +13,8 @@
  * Built and loaded by subpixel_cli.kernels. */
 #include <stdint.h>
 #include <stdlib.h>
+
+#include "build.h"
 #ifdef __AVX512BF16__
 #include <immintrin.h>
 #endif
@@ -43,8 +45,8 @@ static inline v16 load(const float *p) {
 /* tanh as a rational function of odd degree 5 over even degree 6 on [-4.97, 4.97] (a least-squares
  * fit pushed towards minimax; outside, tanh(±4.97)): within 2.2e-6 of tanh inside and 1e-4 beyond,
  * where tanh is within 1e-4 of ±1 — a hundredth of the finest level step conv1's levels can
- * have (and of bf16's step near 1). Only multiply-adds and one division: at ×3 the kernel took
- * 7.0 ms a frame with it against 8.2 with the degree-13 one it replaced, act2 1.8 against 2.3. */
+ * have (and of bf16's step near 1). Only multiply-adds and one division, fewer than the
+ * polynomial of degree 13 it replaced (the figures: benchmarks/README.md, "Figures the code cites"). */
 static inline v16 tanh16(v16 x) {
     const v16 lim = splat(4.97f);
     x = vmax(vmin(x, lim), -lim);
@@ -157,14 +159,9 @@ static void conv1_row(const float *rows, int64_t width, const float *w, const __
 }
 #endif
 
-/* 1 where the taps go through bf16 dot products (weights rounded to bf16), 0 where in fp32. */
-int conv1_u8_bf16(void) {
-#ifdef __AVX512BF16__
-    return 1;
-#else
-    return 0;
-#endif
-}
+/* Bit 1: OpenMP; bit 2: conv1_u8's taps go through bf16 dot products (weights rounded to bf16),
+ * else they stay in fp32. */
+int features(void) { return BUILT_OPENMP | BUILT_BF16 << 1; }
 
 /* n planes, each height × width floats (row-major, one after the other):
  *   w: 25 × 64 weights, tap-major (w[(ky·5 + kx)·64 + c]); bias, gain, shift: 64 each
@@ -214,33 +211,36 @@ void conv1_u8(const float *x, int64_t n, int64_t height, int64_t width, const fl
 
 typedef uint16_t v16u16 __attribute__((vector_size(LANES * sizeof(uint16_t))));
 
-/* x[i] = tanh(x[i]) for n bf16 numbers, rounded to nearest even. */
-void tanh_bf16(uint16_t *x, int64_t n) {
-    const int64_t blocks = n / LANES;
-#pragma omp parallel for schedule(static)
-    for (int64_t k = 0; k < blocks; k++) {
-        v16u16 half;
-        __builtin_memcpy(&half, x + k * LANES, sizeof half);
-        v16i bits = __builtin_convertvector(half, v16i) << 16;
-        v16i t = (v16i)tanh16((v16)bits);
-        t = (t + 0x7FFF + ((t >> 16) & 1)) >> 16; /* tanh is within ±1: no sign or overflow trouble */
-        half = __builtin_convertvector(t & 0xFFFF, v16u16);
-        __builtin_memcpy(x + k * LANES, &half, sizeof half);
-    }
-    for (int64_t i = blocks * LANES; i < n; i++) {
-        v16i bits = (v16i){0} + ((int32_t)x[i] << 16);
-        v16i t = (v16i)tanh16((v16)bits);
-        x[i] = (uint16_t)(((t[0] + 0x7FFF + ((t[0] >> 16) & 1)) >> 16) & 0xFFFF);
-    }
+/* Up to LANES numbers at p into a vector (the rest of it 0), and back: whole blocks at once, the
+ * short last block of an array by its length. */
+#define LOAD_BLOCK(v, p, count) \
+    if ((count) == LANES) __builtin_memcpy(&(v), (p), sizeof(v)); else __builtin_memcpy(&(v), (p), (count) * sizeof *(p))
+#define STORE_BLOCK(p, v, count) \
+    if ((count) == LANES) __builtin_memcpy((p), &(v), sizeof(v)); else __builtin_memcpy((p), &(v), (count) * sizeof *(p))
+
+/* tanh of `count` ≤ LANES bf16 numbers at x, in place, rounded to nearest even. */
+static inline void tanh_block_bf16(uint16_t *x, int64_t count) {
+    v16u16 half = {0};
+    LOAD_BLOCK(half, x, count);
+    v16i t = (v16i)tanh16((v16)(__builtin_convertvector(half, v16i) << 16));
+    t = (t + 0x7FFF + ((t >> 16) & 1)) >> 16; /* tanh is within ±1: no sign or overflow trouble */
+    half = __builtin_convertvector(t & 0xFFFF, v16u16);
+    STORE_BLOCK(x, half, count);
 }
 
-/* x[i] = tanh(x[i]) for n floats. */
-void tanh_f32(float *x, int64_t n) {
-    const int64_t blocks = n / LANES;
-#pragma omp parallel for schedule(static)
-    for (int64_t k = 0; k < blocks; k++) {
-        v16 v = tanh16(load(x + k * LANES));
-        __builtin_memcpy(x + k * LANES, &v, sizeof v);
-    }
-    for (int64_t i = blocks * LANES; i < n; i++) x[i] = tanh16(splat(x[i]))[0];
+/* tanh of `count` ≤ LANES floats at x, in place. */
+static inline void tanh_block_f32(float *x, int64_t count) {
+    v16 v = splat(0.0f);
+    LOAD_BLOCK(v, x, count);
+    v = tanh16(v);
+    STORE_BLOCK(x, v, count);
 }
+
+/* x[i] = tanh(x[i]) for the n numbers of x, LANES at a time, the blocks shared among threads. */
+#define TANH_IN_BLOCKS(block, x, n)                              \
+    _Pragma("omp parallel for schedule(static)")                 \
+    for (int64_t k = 0; k < (n); k += LANES) block((x) + k, (n) - k < LANES ? (n) - k : LANES)
+
+void tanh_bf16(uint16_t *x, int64_t n) { TANH_IN_BLOCKS(tanh_block_bf16, x, n); }
+
+void tanh_f32(float *x, int64_t n) { TANH_IN_BLOCKS(tanh_block_f32, x, n); }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 from av.sidedata.sidedata import Type
@@ -66,19 +67,19 @@ class Hdr:
     @property
     def master_display(self) -> str | None:
         """x264/x265 syntax: ``G(x,y)B(x,y)R(x,y)WP(x,y)L(max,min)`` in integer units."""
-        if self.display is None:
-            return None
-        gx, gy, bx, by, rx, ry, wx, wy, lmax, lmin = self.display
-        return f"G({gx},{gy})B({bx},{by})R({rx},{ry})WP({wx},{wy})L({lmax},{lmin})"
+        return self._display(lambda v: f"{v}", lambda v: f"{v}")
 
     @property
     def master_display_float(self) -> str | None:
         """SVT-AV1 syntax: the same in chromaticities and cd/m²."""
+        return self._display(lambda v: f"{v / 50000:g}", lambda v: f"{v / 10000:g}")
+
+    def _display(self, chromaticity: Callable[[int], str], luminance: Callable[[int], str]) -> str | None:
         if self.display is None:
             return None
-        c = [f"{v / 50000:g}" for v in self.display[:8]]
-        lmax, lmin = (f"{v / 10000:g}" for v in self.display[8:])
-        return f"G({c[0]},{c[1]})B({c[2]},{c[3]})R({c[4]},{c[5]})WP({c[6]},{c[7]})L({lmax},{lmin})"
+        gx, gy, bx, by, rx, ry, wx, wy = (chromaticity(v) for v in self.display[:8])
+        lmax, lmin = (luminance(v) for v in self.display[8:])
+        return f"G({gx},{gy})B({bx},{by})R({rx},{ry})WP({wx},{wy})L({lmax},{lmin})"
 
 
 def hdr_from_side_data(side_data: Any) -> Hdr:

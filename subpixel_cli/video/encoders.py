@@ -25,16 +25,12 @@ CODECS: dict[str, tuple[str, ...]] = {
 # Encoders with a constant-quality knob, and the default quality when --crf is not given
 # (a little better than each encoder's own default: upscaled detail is what the user is after).
 CRF_DEFAULTS = {"libx264": 18, "libx265": 22, "libvpx-vp9": 30, "libsvtav1": 30, "libaom-av1": 30}
-# x264/x265 speed presets, by output size. At "medium" the encoder took a quarter to a half of the
-# CPU time of a ×2-×4 run on 2 cores (and is the bottleneck behind a GPU); "veryfast" is 2-3×
-# quicker and keeps the CRF's quality, at the cost of somewhat larger files. On 2 cores the encoder
-# and the network share the same cores, so every core-millisecond the encoder takes is one the
-# network does not get. x264 at 1080p, CRF 18, this project's test clip ×3, per frame: superfast
-# 21-23 core-ms (15 ms on 2 threads), ultrafast 10-12 (7.6 ms), against 57-64 core-ms for the int8
-# network: superfast held `subpixel video -x3` to 72 % of the model's rate, ultrafast to 70-82 %. So
-# "ultrafast" (no CABAC, no deblocking; ~30 % more bits than superfast for the same CRF, the encode
-# still ~50 dB from its input, far above what tells models apart) above 720p, "superfast" above
-# 960×540, "veryfast" up to it (benchmarks/README.md). --preset chooses any other.
+# x264/x265 speed presets, by output size. On a CPU the encoder and the network share the cores,
+# so every core-millisecond the encoder takes is one the network does not get (and behind a GPU
+# the encoder is the bottleneck); the larger the frame, the faster the preset: "ultrafast" (no
+# CABAC, no deblocking: more bits for the same CRF, the encode still far closer to its input than
+# what tells models apart) above 720p, "superfast" above 960×540, "veryfast" up to it. The
+# measurements behind the tiers are in benchmarks/README.md. --preset chooses any other.
 PRESETS = {"libx264": "veryfast", "libx265": "veryfast"}
 LARGE_PRESETS = {"libx264": "superfast", "libx265": "superfast"}
 HUGE_PRESETS = {"libx264": "ultrafast", "libx265": "ultrafast"}
@@ -201,23 +197,24 @@ def quality_options(encoder: str, crf: int | None, stream: Any, rate: Fraction, 
     return {}
 
 
+# Encoders that carry HDR10 metadata: their option, what comes first, and the names of the
+# mastering display's and the content light level's parameters.
+_HDR_PARAMS = {"libx264": ("x264-params", (), "mastering-display", "cll"),
+               "libx265": ("x265-params", ("hdr10=1",), "master-display", "max-cll"),
+               "libsvtav1": ("svtav1-params", (), "mastering-display", "content-light")}
+
+
 def hdr_options(encoder: str, hdr: Hdr | None, notes: list[str]) -> dict[str, str]:
     """x264/x265/SVT-AV1 parameters that write the input's mastering display and content light level into
     the bitstream (SEI), where decoders and players find them; a note for other encoders."""
     if not hdr:
         return {}
-    if encoder == "libx264":
-        params = [f"mastering-display={hdr.master_display}"] if hdr.master_display else []
-        params += [f"cll={hdr.max_cll[0]},{hdr.max_cll[1]}"] if hdr.max_cll else []
-        return {"x264-params": ":".join(params)}
-    if encoder == "libx265":
-        params = ["hdr10=1"] + ([f"master-display={hdr.master_display}"] if hdr.master_display else [])
-        params += [f"max-cll={hdr.max_cll[0]},{hdr.max_cll[1]}"] if hdr.max_cll else []
-        return {"x265-params": ":".join(params)}
-    if encoder == "libsvtav1":
-        params = [f"mastering-display={hdr.master_display_float}"] if hdr.display else []
-        params += [f"content-light={hdr.max_cll[0]},{hdr.max_cll[1]}"] if hdr.max_cll else []
-        return {"svtav1-params": ":".join(params)}
+    if encoder in _HDR_PARAMS:
+        option, first, display_key, cll_key = _HDR_PARAMS[encoder]
+        display = hdr.master_display_float if encoder == "libsvtav1" else hdr.master_display
+        params = [*first, *([f"{display_key}={display}"] if display else [])]
+        params += [f"{cll_key}={hdr.max_cll[0]},{hdr.max_cll[1]}"] if hdr.max_cll else []
+        return {option: ":".join(params)}
     notes.append(f"HDR mastering display and content light level not kept: {encoder} cannot carry them "
                  "(use --codec h264, hevc or av1)")
     return {}

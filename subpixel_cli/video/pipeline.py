@@ -22,6 +22,7 @@ class FrameUpscaler(Protocol):
     """What :func:`upscale_video` needs of an upscaler (:class:`subpixel_cli.upscale.Upscaler`)."""
 
     scale: int
+    batch_size: int  # frames per call
 
     def upscale_batch(self, frames: np.ndarray) -> np.ndarray:
         """``N×H×W×3`` uint8 or uint16 RGB -> ``N×rH×rW×3`` RGB of the same dtype."""
@@ -61,10 +62,9 @@ _END = object()
 class Pipeline:
     """reader thread → frames queue → main thread (model) → batches queue → writer thread."""
 
-    def __init__(self, reader: Reader, upscaler: FrameUpscaler, writer: Writer, batch_size: int,
-                 progress: Progress | None) -> None:
+    def __init__(self, reader: Reader, upscaler: FrameUpscaler, writer: Writer, progress: Progress | None) -> None:
         self.reader, self.upscaler, self.writer = reader, upscaler, writer
-        self.batch_size, self.progress = max(1, batch_size), progress
+        self.batch_size, self.progress = max(1, upscaler.batch_size), progress
         self.stop = threading.Event()
         self.frames_q: queue.Queue[Any] = queue.Queue(maxsize=_QUEUE_BATCHES * self.batch_size)
         self.batches_q: queue.Queue[Any] = queue.Queue(maxsize=_QUEUE_BATCHES)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from collections.abc import Iterator
@@ -31,7 +32,7 @@ class Frame:
     pts: int
 
 
-class Reader:
+class Reader(contextlib.AbstractContextManager):
     """Frames (and packets to copy) in presentation order; iterated on the reader thread."""
 
     width: int
@@ -48,33 +49,31 @@ class Reader:
     depth: int = 8  # bits per component of the source; above 8, frames are uint16 RGB (rgb48)
     chroma: str = "420"  # the source's chroma subsampling: "420", "422" or "444"
     hdr: Hdr | None = None  # mastering display and content light level of the first frame
-    # Frames stay in YCbCr, as I420 planes (set before reading, where upscale_video finds that
-    # the source is 8-bit limited-range 4:2:0 and the model a Y model).
+    # Frames stay in YCbCr, as I420 planes: where they may (open_reader's planar: a Y model into
+    # 4:2:0 video) and the source allows it (FileReader.planar_ok: 8-bit limited-range 4:2:0).
     planar: bool = False
 
     def items(self, stop: threading.Event) -> Iterator[Frame | Any]:
         raise NotImplementedError
 
-    def __enter__(self) -> "Reader":
-        return self
-
     def __exit__(self, *exc: object) -> None:
         pass
 
 
-def open_reader(source: Path, options: VideoOptions) -> Reader:
-    """A :class:`FolderReader` for a folder of frames, else a :class:`FileReader`."""
+def open_reader(source: Path, options: VideoOptions, planar: bool = False) -> Reader:
+    """A :class:`FolderReader` for a folder of frames, else a :class:`FileReader`; ``planar``:
+    frames may stay in YCbCr (:attr:`Reader.planar`) where the source allows it."""
     if source.is_dir():
         return FolderReader(source, options)
     if options.fps is not None:
         raise UsageError("--fps sets the rate of a folder of frames; a video file keeps its own rate")
-    return FileReader(source, options)
+    return FileReader(source, options, planar)
 
 
 class FileReader(Reader):
     """Demuxes and decodes a video file with PyAV; other streams' packets pass through untouched."""
 
-    def __init__(self, source: Path, options: VideoOptions) -> None:
+    def __init__(self, source: Path, options: VideoOptions, planar: bool = False) -> None:
         self.source, self.options, self.notes = source, options, []
         try:
             self.container = av.open(str(source), metadata_errors="ignore")
@@ -85,6 +84,7 @@ class FileReader(Reader):
         except BaseException:
             self.container.close()
             raise
+        self.planar = planar and self.planar_ok()
 
     def _inspect(self) -> None:
         c = self.container

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from subpixel_cli.errors import SubpixelError
+from subpixel_cli.errors import SubpixelError, named, one_line
 
 if TYPE_CHECKING:
     from subpixel_cli.shard import Group
@@ -68,22 +68,9 @@ def split_segments(lengths: Sequence[int], todo: Sequence[int], count: int) -> l
     return parts
 
 
-def from_rank_0(group: Group, value: Any) -> Any:
-    """Rank 0's ``value`` on every process (the others pass ``None``): the plan, or whether to go
-    on at all (``None``: rank 0 failed and reports why; the others stop quietly). Every process
-    waits for rank 0 here, so it is also the barrier."""
-    import torch.distributed as dist
-
-    box = [value if group.main else None]
-    dist.broadcast_object_list(box, src=0, group=group.handle)
-    return box[0]
-
-
 def failed_part(rank: int, exc: BaseException) -> Part:
     """The :class:`Part` of a process that an error stopped."""
-    lines = str(exc).strip().splitlines()
-    first = lines[0] if lines else ""
-    reason = first if first and isinstance(exc, SubpixelError) else f"{type(exc).__name__}: {first}".rstrip(": ")
+    reason = one_line(exc) if isinstance(exc, SubpixelError) else named(exc)
     return Part(rank, error=reason, traceback="".join(traceback.format_exception(exc)))
 
 

@@ -44,7 +44,7 @@ class WriterStats:
     notes: list[str] = field(default_factory=list)  # choices that differ from what was asked, streams left out
 
 
-class Writer:
+class Writer(contextlib.AbstractContextManager):
     """Takes upscaled frames and passed-through packets on the writer thread."""
 
     frames: int = 0  # written so far (read by the main thread for progress)
@@ -59,9 +59,6 @@ class Writer:
     def finish(self) -> WriterStats:
         """Close and move the complete output into place (main thread); what was written."""
         raise NotImplementedError
-
-    def __enter__(self) -> "Writer":
-        return self
 
     def __exit__(self, *exc: object) -> None:
         """Remove whatever is still under the temporary name (after an error)."""
