@@ -20,11 +20,11 @@ from rich.markup import escape
 
 from subpixel_cli import __version__
 from subpixel_cli import choices
-from subpixel_cli.command import (EXIT_CODES_HELP, command_line, denoise_option, handle_errors, memory_options,
-                                  model_options, parse_size)
+from subpixel_cli.command import (EXIT_CODES_HELP, command_line, denoise_option, handle_errors, print_kernels_note,
+                                  memory_options, model_options, parse_size)
 from subpixel_cli.console import (emit_json, err_console, eval_progress, print_eval_tables, print_models, print_note,
                                   print_quantized, print_summary, progress_bar, show_result, show_steps,
-                                  show_throughput, train_progress)
+                                  show_throughput, train_progress, video_header)
 from subpixel_cli.errors import EXIT_FAILED
 
 if TYPE_CHECKING:
@@ -112,7 +112,8 @@ def upscale(inputs: tuple[str, ...], output: Path | None, scale: int | None, mod
         live = group is None  # under torchrun rank 0 shows every process's results after the gather
         # Without --model or --denoise each input gets the packaged model that fits it (choice.py).
         runs = _runs_by_input(upscaler, mine, load) if model is None and denoise is None else [(upscaler, mine, {})]
-        report = Report()
+        report, seen = Report(), Report()  # seen: every result so far, for what Ctrl-C says
+        print_kernels_note(upscaler, show)
         for upscaler, part_jobs, picks in runs:
             if show and upscaler.notice:
                 print_note(upscaler.notice)
@@ -127,6 +128,7 @@ def upscale(inputs: tuple[str, ...], output: Path | None, scale: int | None, mod
                 tiles = progress.add_task("tiles", total=None, visible=False)
 
                 def on_result(result: "Result", name: str = upscaler.info.name, picks: dict = picks) -> None:
+                    seen.results.append(result)
                     result.model = name
                     result.model_reason = picks[result.source].reason if result.source in picks else None
                     progress.advance(files)
@@ -139,7 +141,10 @@ def upscale(inputs: tuple[str, ...], output: Path | None, scale: int | None, mod
                         progress.update(tiles, completed=done, total=total, visible=True)
 
                 runner = Runner(upscaler, force=force, fmt=fmt, quality=quality, on_result=on_result, on_tiles=on_tiles)
-                report.results += sharding.run_part(runner, part_jobs, group).results
+                try:
+                    report.results += sharding.run_part(runner, part_jobs, group).results
+                except KeyboardInterrupt:
+                    raise KeyboardInterrupt(seen.stopped(len(mine))) from None
         if group is not None:
             gathered = sharding.gather(group, jobs, report)
             if gathered is None:
@@ -362,8 +367,9 @@ def eval_command(datasets: tuple[str, ...], model_spec: str | None, bicubic: boo
               help="auto (H.264 yuv420p, or the container's own codec), h264, hevc, vp9, av1, mpeg4, ffv1, or an FFmpeg encoder.")
 @click.option("--crf", type=click.IntRange(0, 63), help="Constant quality, lower is better (default 18 for H.264).")
 @click.option("--preset", metavar="NAME",
-              help="x264/x265 speed preset, ultrafast…veryslow (default: veryfast up to 960×540, superfast up to 720p, "
-                   "ultrafast above: the encoder shares the CPU with the model; larger files than superfast).")
+              help="x264/x265 speed preset, ultrafast…veryslow (default by output size: veryfast up to 960×540, "
+                   "superfast up to 1280×720, ultrafast above: the encoder shares the CPU with the model; larger files "
+                   "than superfast).")
 @click.option("--pix-fmt", metavar="FMT", help="Output pixel format (default: 4:2:0 at the source's bit depth, e.g. yuv420p10le).")
 @click.option("--lossless", is_flag=True,
               help="No loss after the model: FFV1 RGB (exact; .mkv, large files), or x264/x265 lossless with --codec.")
@@ -400,7 +406,7 @@ def video(source: Path, output: Path | None, scale: int | None, model: str | Non
 
     from subpixel_cli import shard as sharding
     from subpixel_cli.errors import InputError, UsageError
-    from subpixel_cli.video import VideoOptions, default_output, parse_rate, parse_time, upscale_video
+    from subpixel_cli.video import VideoOptions, default_output, parse_rate, parse_time, stopped_note, upscale_video
 
     if output is not None and frames_dir is not None:
         raise UsageError("give either -o (a video) or --frames-dir (PNG frames), not both")
@@ -421,18 +427,25 @@ def video(source: Path, output: Path | None, scale: int | None, model: str | Non
         show = not quiet and (group is None or group.main)  # under torchrun: rank 0's progress, for its own part
         if show and upscaler.notice:
             print_note(upscaler.notice)
-        if show and pick is not None:
-            err_console.print(f"{upscaler.info.name}: chosen for this input ({pick.reason}); --model overrides")
+        print_kernels_note(upscaler, show)
+        header = video_header(upscaler, source, target, pick.reason if pick is not None else None)
         with progress_bar(show, "{task.fields[rate]}") as progress:
             task = progress.add_task("frames", total=None, rate="")
             started = time.perf_counter()
 
             def on_progress(done: int, total: int | None) -> None:
+                nonlocal header
+                if show and header:  # once the work starts: an input that cannot be read is its one line
+                    progress.console.print(header, soft_wrap=True)
+                    header = ""
                 fps = done / max(time.perf_counter() - started, 1e-9)
                 progress.update(task, completed=done, total=total, rate=f"{fps:.1f} fps" if done else "")
 
-            result = upscale_video(upscaler, source, target, options, frames_dir=frames_dir is not None, force=force,
-                                   progress=on_progress, resume=resume, group=group)
+            try:
+                result = upscale_video(upscaler, source, target, options, frames_dir=frames_dir is not None,
+                                       force=force, progress=on_progress, resume=resume, group=group)
+            except KeyboardInterrupt:
+                raise KeyboardInterrupt(stopped_note(target)) from None
         if result is None:
             sys.exit(0)  # not rank 0: rank 0 reports the run and carries its exit code
     if as_json:
@@ -443,6 +456,8 @@ def video(source: Path, output: Path | None, scale: int | None, model: str | Non
         extra = f", {result.audio_streams_copied} audio stream(s) copied" if result.audio_streams_copied else ""
         if result.segments_per_process is not None:
             extra += f", segments in {len(result.segments_per_process)} processes"
+        if result.segments_resumed:
+            extra += f", {result.frames_upscaled} upscaled by this run"
         err_console.print(f"[green]wrote[/] {escape(result.output)}: {result.frames} frames, {result.size[0]}×{result.size[1]}, "
                           f"{result.frame_rate:.3g} fps, {result.codec} {result.pix_fmt}{extra} in {result.seconds:.1f} s "
                           f"({result.speed:.1f} frames/s)", soft_wrap=True)
@@ -505,10 +520,10 @@ def bench(scale: int | None, model: str | None, device: str, precision: str, bat
 @main.command(epilog=EXIT_CODES_HELP)
 @click.argument("model_spec", metavar="MODEL")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, metavar="FILE.onnx",
-              help="The ONNX file to write; its card goes to README.md beside it.")
+              help="The ONNX file to write; its card goes to FILE.md beside it.")
 @click.option("--rgb", is_flag=True, help="A picture model: RGB in, RGB out, padding and (for Y models) colour conversion and chroma inside the graph.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True)
-@click.option("--force", is_flag=True, help="Overwrite an existing FILE.onnx and README.md.")
+@click.option("--force", is_flag=True, help="Overwrite an existing FILE.onnx and FILE.md.")
 @click.option("--json", "as_json", is_flag=True, help="The result as one JSON object on stdout.")
 @handle_errors
 def export(model_spec: str, output: Path, rgb: bool, precision: str, force: bool, as_json: bool) -> None:
@@ -551,8 +566,8 @@ def quantize(model_spec: str, data: Path | None, images: int, output: Path | Non
     """Calibrate MODEL for the int8 path (`--precision int8`) and check its accuracy.
 
     Runs the model on training images to find the range of each of conv1's activation channels,
-    then scores fp32 and int8 on Set5 and Set14 (where they can be found) as `subpixel upscale`
-    makes them. The calibration goes into the model folder as quantization.safetensors;
+    then scores fp32 and int8 on Set5 and Set14 (where they can be found) by the protocol of
+    `subpixel eval` and the model cards. The calibration goes into the model folder as quantization.safetensors;
     `--precision auto` uses int8 only where that check is within 0.05 dB of fp32 and the CPU has
     fast int8 (AVX-512 VNNI or AMX, with the first layer's C kernel built by the machine's C
     compiler; without that kernel int8 measured no faster than bf16).

@@ -95,7 +95,7 @@ class Upscaler:
         self.calibration = calibration if calibration is not None else loaded.calibration
         self.kernels = kernels if kernels is not None else default_kernels()
         self.precision = inference_precision(precision, self.device, self.calibration, self.kernels)
-        self.notice = self.precision.notice
+        self.notice = "; ".join([*loaded.notes, *filter(None, [self.precision.notice])]) or None
         self.batch_size = batch_size
         self.pad = border(loaded.info.config)
         # A snapshot, so that the fp32 redo built on first need is of the weights given here.
@@ -233,7 +233,9 @@ class Upscaler:
         peak = _peak(colour.dtype)
         crop = self.pad * self.scale
         with torch.inference_mode(), exact_fp32(self.device):
-            if colour.dtype == np.uint8 and (key or colour.shape[-1]) in self._fused:
+            # 8-bit pictures, and a float Y plane in levels (upscale_plane), through the fused path
+            eight_bit = colour.dtype == np.uint8 or (key == "y" and colour.dtype == np.float32)
+            if eight_bit and (key or colour.shape[-1]) in self._fused:
                 n, h, w, c = colour.shape
                 shape = (n, (h - 2 * self.pad) * self.scale, (w - 2 * self.pad) * self.scale, c)
                 colour_out = np.empty(shape, np.uint8)
@@ -339,12 +341,16 @@ class Upscaler:
         """A Y model on the Y plane of YCbCr, ``H×W`` (uint8, uint16, or float32 in [0, 1]), in
         its own levels (any range and matrix): the plane ``r×`` larger, of the same dtype, clipped
         but otherwise as the network gives it. Evaluation scores this Y; I420 video is upscaled
-        through it."""
+        through it. Where this upscaler has the fused 8-bit path (its int8, bf16… as `upscale`
+        runs them), a float32 plane goes through it too, unrounded, and comes back rounded to
+        8-bit levels: how a precision is scored by the protocol."""
         if self.info.config.channels != 1:
             raise UsageError(f"{self.info.name} is an RGB model: a Y plane needs a Y model")
+        if plane.dtype == np.float32 and "y" in self._fused:
+            levels = self._iter_rows((plane * 255.0)[..., None], plan=plan, key="y")
+            return np.concatenate([r for r, _ in levels])[..., 0].astype(np.float32) / 255.0
         rows = self._iter_rows(plane[..., None], plan=plan, key="y")
         return np.concatenate([r for r, _ in rows])[..., 0]
-
     @property
     def takes_i420(self) -> bool:
         """Whether :meth:`upscale_i420` can run: a Y model on the fused path."""

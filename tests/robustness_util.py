@@ -10,9 +10,11 @@ import os
 import random
 import re
 import signal
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,6 +112,19 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
     return bytes(buf)
 
 
+def short_png(path: Path, side: int = 300, rows: int = 10) -> Path:
+    """A PNG whose header claims side×side pixels, with ``rows`` rows of data and a valid IEND:
+    libpng says "Not enough image data"; Pillow decoded it without a word (issue 22.3)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    data = zlib.compress(b"".join(b"\0" + bytes([k % 256]) * (3 * side) for k in range(rows)))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+    return path
+
+
 def check_picture_file(path: Path, size: tuple[int, int]) -> None:
     """``path`` decodes completely, at ``size`` (width, height)."""
     with Image.open(path) as img:
@@ -123,6 +138,38 @@ def without_dac_override() -> None:
     for capability in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
         if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
             raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def on_small_disk(disk: Path, size: str, *args: object, grow_to: str | None = None,
+                  timeout: float = 300) -> list[tuple[subprocess.CompletedProcess, list[str]]] | None:
+    """``subpixel ARGS`` with a ``size`` tmpfs (``64k``, ``1m``) mounted at ``disk`` in a private
+    mount namespace, so that writes there fail with ENOSPC; with ``grow_to`` the disk is then
+    grown (space freed) and the same command run again. Each run's process and what the disk held
+    when it ended (``find``, relative names). ``None`` where a tmpfs cannot be mounted here."""
+    import shlex
+    import shutil
+
+    if not shutil.which("unshare"):
+        return None
+    disk.mkdir(parents=True, exist_ok=True)
+    root = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
+    where = shlex.quote(str(disk))
+    run = (f"{shlex.join(command(*args))}; echo \"rc=$?\" >&2; (cd {where} && find . -mindepth 1 >&2); "
+           "echo ==run== >&2; echo ==run==")
+    script = f"mount -t tmpfs -o size={size} tmpfs {where} || exit 99; {run}"
+    if grow_to:
+        script += f"; mount -o remount,size={grow_to} {where} && {run}"
+    proc = subprocess.run(["unshare", *root, "--mount", "sh", "-c", script], capture_output=True, timeout=timeout,
+                          env=process_env())
+    if proc.returncode == 99 or b"rc=" not in proc.stderr:
+        return None
+    runs = []
+    for err, out in zip(proc.stderr.split(b"==run==\n")[:-1], proc.stdout.split(b"==run==\n")[:-1]):
+        before, after = err.decode(errors="replace").rsplit("rc=", 1)
+        code, *listing = after.split("\n")
+        done = subprocess.CompletedProcess(proc.args, int(code), out, before.encode())
+        runs.append((done, sorted(line[2:] for line in listing if line.startswith("./"))))
+    return runs
 
 
 # --- kill -9 ------------------------------------------------------------------------------------
@@ -225,6 +272,22 @@ def make_video(path: Path, frames: int = 30, size: tuple[int, int] = (64, 48), f
                 out.mux(a.encode(frame))
                 t += samples
             out.mux(a.encode(None))
+    return path
+
+
+def noisy_video(path: Path, frames: int = 150, size: tuple[int, int] = (160, 120), gop: int = 30) -> Path:
+    """Random pixels (big outputs, for a disk to fill), H.264 with a keyframe every ``gop`` frames."""
+    import av
+
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as out:
+        v = out.add_stream("libx264", rate=30)
+        v.width, v.height, v.pix_fmt = size[0], size[1], "yuv420p"
+        v.options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"}
+        for _ in range(frames):
+            pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+            out.mux(v.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+        out.mux(v.encode(None))
     return path
 
 

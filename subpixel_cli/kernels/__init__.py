@@ -133,6 +133,12 @@ class Kernels:
         threaded = lib.features() & (_INT8_OPENMP if name == "int8" else _HEAD_OPENMP)
         return None if threaded else f"{name}.c was built without OpenMP: its kernels run on one thread"
 
+    def missing(self) -> str | None:
+        """Why a library that was tried (a kernel was asked for) is missing, where a C compiler
+        would bring it: not where it was turned off or is not for this CPU. Builds nothing."""
+        tried = (self._why[n] for n, lib in self._loaded.items() if lib is None and n in self._why)
+        return next((why for why in tried if not why.startswith(("turned off", "not asked for", "head.c's"))), None)
+
     def status(self) -> dict[str, str]:
         """Each library: ``"built"``, or why it is not in use (see :meth:`why_not`)."""
         return {name: self.why_not(name) or "built" for name in LIBRARIES}
