@@ -174,9 +174,9 @@ def _upscale_video(job: _Job, frames_dir: bool, resume: bool) -> VideoResult | N
         writer: Writer
         if segmented:
             return _upscale_segmented(job, reader, size, resume)
-        if group is not None:
+        if job.group is not None:
             notes.append(f"made in one pass, not in segments, so process 0 did it alone and the other "
-                         f"{group.world - 1} had nothing to do (segments need a whole video file into a video "
+                         f"{job.group.world - 1} had nothing to do (segments need a whole video file into a video "
                          f"file, without --start/--end, with {', '.join(sorted(JOINABLE))})")
         if frames_dir:
             writer = stack.enter_context(FolderWriter(job.target))
