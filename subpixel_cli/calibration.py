@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from subpixel_cli.model import ESPCN, weights_sha256
-from subpixel_cli.tensorfile import UnreadableTensors, read_tensors, write_tensors
+from subpixel_cli.tensorfile import UnreadableTensors, not_finite, read_tensors, write_tensors
 
 CALIBRATION_NAME = "quantization.safetensors"
 MAX_LOSS_DB = 0.05  # what --precision auto allows the int8 path to lose on Set5 and Set14 (Y-PSNR)
@@ -36,7 +36,7 @@ def level_steps(act_min: torch.Tensor, act_max: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Check:
-    """One dataset's Y-PSNR through ``subpixel upscale`` (RGB in, RGB out) in fp32 and in int8."""
+    """One dataset's Y-PSNR through the Upscaler in fp32 and in int8, by ``subpixel eval``'s protocol."""
 
     dataset: str
     fp32: float
@@ -90,11 +90,17 @@ def save_calibration(folder: Path, calibration: Calibration) -> Path:
 
 def load_calibration(folder: Path, model: ESPCN) -> Calibration | None:
     """The calibration in a model folder for ``model``, or ``None`` where there is none or it does
-    not fit: another format, other layer sizes, or other weights (a retrained model keeps no
-    stale calibration)."""
+    not fit (:func:`read_calibration` says why)."""
+    return read_calibration(folder, model)[0]
+
+
+def read_calibration(folder: Path, model: ESPCN) -> tuple[Calibration | None, str | None]:
+    """The calibration in a model folder for ``model``, and why one that is there is not used:
+    another format, other layer sizes, values that are not finite, or other weights (a retrained
+    model keeps no stale calibration). ``(None, None)`` where there is none."""
     path = folder / CALIBRATION_NAME
     if not path.is_file():
-        return None
+        return None, None
     try:
         found, meta = read_tensors(path)
         lo, hi = found["act1.min"].float(), found["act1.max"].float()
@@ -105,10 +111,17 @@ def load_calibration(folder: Path, model: ESPCN) -> Calibration | None:
                                   tuple(Check(k, float(v["fp32"]), float(v["int8"])) for k, v in checks.items()),
                                   json.loads(meta.get("weights_sha256", '""')))
     except (UnreadableTensors, KeyError, ValueError, TypeError, AttributeError):  # or readable, but not one
-        return None
+        return None, _dropped(path, "cannot be read")
     conv2 = tuple(model.conv2.weight.shape)
-    fits = (meta.get("format") == _FORMAT and lo.shape == (conv2[1],) and hi.shape == (conv2[1],)
-            and bool((hi >= lo).all()) and tuple(weight.shape) == conv2
-            and weight.dtype == torch.int8 and scale.shape == (conv2[0],)
-            and calibration.weights == weights_sha256(model))
-    return calibration if fits else None
+    if not (meta.get("format") == _FORMAT and lo.shape == (conv2[1],) and hi.shape == (conv2[1],)
+            and tuple(weight.shape) == conv2 and weight.dtype == torch.int8 and scale.shape == (conv2[0],)):
+        return None, _dropped(path, "does not fit this model's layers")
+    if not_finite(found) or not bool((hi >= lo).all()):
+        return None, _dropped(path, "holds ranges that are not finite")
+    if calibration.weights != weights_sha256(model):
+        return None, _dropped(path, "was made for other weights")
+    return calibration, None
+
+
+def _dropped(path: Path, why: str) -> str:
+    return f"{path} {why}: not used, so int8 is off for this model (run `subpixel quantize` again)"

@@ -112,10 +112,12 @@ def upscale(inputs: tuple[str, ...], output: Path | None, scale: int | None, mod
         live = group is None  # under torchrun rank 0 shows every process's results after the gather
         # Without --model or --denoise each input gets the packaged model that fits it (choice.py).
         runs = _runs_by_input(upscaler, mine, load) if model is None and denoise is None else [(upscaler, mine, {})]
-        report = Report()
+        report, said, finished = Report(), set(), []
         for upscaler, part_jobs, picks in runs:
-            if show and upscaler.notice:
-                print_note(upscaler.notice)
+            fresh = [note for note in upscaler.notes if note not in said]  # each note once, whichever model
+            said.update(fresh)
+            if show and fresh:
+                print_note("; ".join(fresh))
             if show:
                 why = f" ({_reasons(picks)})" if picks else ""
                 err_console.print(f"{upscaler.info.name}: ×{upscaler.scale} {upscaler.info.color_space.upper()} model "
@@ -129,6 +131,7 @@ def upscale(inputs: tuple[str, ...], output: Path | None, scale: int | None, mod
                 def on_result(result: "Result", name: str = upscaler.info.name, picks: dict = picks) -> None:
                     result.model = name
                     result.model_reason = picks[result.source].reason if result.source in picks else None
+                    finished.append(result)
                     progress.advance(files)
                     progress.update(tiles, visible=False)
                     if live:
@@ -139,7 +142,10 @@ def upscale(inputs: tuple[str, ...], output: Path | None, scale: int | None, mod
                         progress.update(tiles, completed=done, total=total, visible=True)
 
                 runner = Runner(upscaler, force=force, fmt=fmt, quality=quality, on_result=on_result, on_tiles=on_tiles)
-                report.results += sharding.run_part(runner, part_jobs, group).results
+                try:
+                    report.results += sharding.run_part(runner, part_jobs, group).results
+                except KeyboardInterrupt:
+                    raise KeyboardInterrupt(_stopped(finished, len(mine))) from None
         if group is not None:
             gathered = sharding.gather(group, jobs, report)
             if gathered is None:
@@ -150,6 +156,14 @@ def upscale(inputs: tuple[str, ...], output: Path | None, scale: int | None, mod
     if show:
         print_summary(report)
     sys.exit(report.return_code)
+
+
+def _stopped(results: list, total: int) -> str:
+    """What Ctrl-C left done, and that a re-run continues."""
+    done = sum(r.status in ("ok", "skipped") for r in results)
+    failed = sum(r.status == "failed" for r in results)
+    return (f"{done} of {total} file(s) done" + (f", {failed} failed" if failed else "")
+            + "; run the same command again to continue (done ones are skipped)")
 
 
 def _runs_by_input(clean: "Upscaler", jobs: list, load: Callable[..., "Upscaler"]) -> list[tuple["Upscaler", list, dict]]:
@@ -362,8 +376,8 @@ def eval_command(datasets: tuple[str, ...], model_spec: str | None, bicubic: boo
               help="auto (H.264 yuv420p, or the container's own codec), h264, hevc, vp9, av1, mpeg4, ffv1, or an FFmpeg encoder.")
 @click.option("--crf", type=click.IntRange(0, 63), help="Constant quality, lower is better (default 18 for H.264).")
 @click.option("--preset", metavar="NAME",
-              help="x264/x265 speed preset, ultrafast…veryslow (default: veryfast up to 960×540, superfast up to 720p, "
-                   "ultrafast above: the encoder shares the CPU with the model; larger files than superfast).")
+              help="x264/x265 speed preset, ultrafast…veryslow (default by output size: veryfast up to 960×540, superfast "
+                   "up to 1280×720, ultrafast above: the encoder shares the CPU with the model; larger files than superfast).")
 @click.option("--pix-fmt", metavar="FMT", help="Output pixel format (default: 4:2:0 at the source's bit depth, e.g. yuv420p10le).")
 @click.option("--lossless", is_flag=True,
               help="No loss after the model: FFV1 RGB (exact; .mkv, large files), or x264/x265 lossless with --codec.")
@@ -400,7 +414,7 @@ def video(source: Path, output: Path | None, scale: int | None, model: str | Non
 
     from subpixel_cli import shard as sharding
     from subpixel_cli.errors import InputError, UsageError
-    from subpixel_cli.video import VideoOptions, default_output, parse_rate, parse_time, upscale_video
+    from subpixel_cli.video import VideoOptions, default_output, parse_rate, parse_time, stopped_note, upscale_video
 
     if output is not None and frames_dir is not None:
         raise UsageError("give either -o (a video) or --frames-dir (PNG frames), not both")
@@ -423,16 +437,25 @@ def video(source: Path, output: Path | None, scale: int | None, model: str | Non
             print_note(upscaler.notice)
         if show and pick is not None:
             err_console.print(f"{upscaler.info.name}: chosen for this input ({pick.reason}); --model overrides")
+        header = (f"{upscaler.info.name}: ×{upscaler.scale} {upscaler.info.color_space.upper()} model on "
+                  f"{upscaler.device.type} ({upscaler.precision.name}), {escape(str(source))} -> {escape(str(target))}")
         with progress_bar(show, "{task.fields[rate]}") as progress:
             task = progress.add_task("frames", total=None, rate="")
             started = time.perf_counter()
 
             def on_progress(done: int, total: int | None) -> None:
+                nonlocal header
+                if show and header:  # once the work starts: an input that cannot be read is its one line
+                    progress.console.print(header, soft_wrap=True)
+                    header = ""
                 fps = done / max(time.perf_counter() - started, 1e-9)
                 progress.update(task, completed=done, total=total, rate=f"{fps:.1f} fps" if done else "")
 
-            result = upscale_video(upscaler, source, target, options, frames_dir=frames_dir is not None, force=force,
-                                   progress=on_progress, resume=resume, group=group)
+            try:
+                result = upscale_video(upscaler, source, target, options, frames_dir=frames_dir is not None,
+                                       force=force, progress=on_progress, resume=resume, group=group)
+            except KeyboardInterrupt:
+                raise KeyboardInterrupt(stopped_note(target)) from None
         if result is None:
             sys.exit(0)  # not rank 0: rank 0 reports the run and carries its exit code
     if as_json:
@@ -443,6 +466,8 @@ def video(source: Path, output: Path | None, scale: int | None, model: str | Non
         extra = f", {result.audio_streams_copied} audio stream(s) copied" if result.audio_streams_copied else ""
         if result.segments_per_process is not None:
             extra += f", segments in {len(result.segments_per_process)} processes"
+        if result.segments_resumed:
+            extra += f", {result.frames_upscaled} upscaled by this run"
         err_console.print(f"[green]wrote[/] {escape(result.output)}: {result.frames} frames, {result.size[0]}×{result.size[1]}, "
                           f"{result.frame_rate:.3g} fps, {result.codec} {result.pix_fmt}{extra} in {result.seconds:.1f} s "
                           f"({result.speed:.1f} frames/s)", soft_wrap=True)
@@ -480,13 +505,10 @@ def bench(scale: int | None, model: str | None, device: str, precision: str, bat
     frame = parse_size(size)
     upscaler = _load_upscaler(model, scale, device, precision, None, batch_size, None)
     width, height = frame or (1920 // upscaler.scale, 1080 // upscaler.scale)
-    if upscaler.notice and not as_json:
-        print_note(upscaler.notice)
     paths = cpu_paths(upscaler.calibration, upscaler.kernels) if upscaler.device.type == "cpu" else None
     missing = "; ".join(dict.fromkeys(why for why in paths["kernels"].values() if why != "built")) if paths else None
-    if missing and not as_json:
-        print_note(f"subpixel's C kernels are not all in use here ({missing}): the CPU paths run slower without "
-                   "them, and --precision auto does not take int8")
+    if upscaler.notice and not as_json:  # after cpu_paths: every C library tried, so the notice names all
+        print_note(upscaler.notice)
     if not as_json:
         err_console.print(f"{upscaler.info.name}: ×{upscaler.scale} on {upscaler.device.type} "
                           f"({upscaler.precision.name}), {width}×{height} {layout.upper()} frames, batches of {batch_size}…")
@@ -505,10 +527,10 @@ def bench(scale: int | None, model: str | None, device: str, precision: str, bat
 @main.command(epilog=EXIT_CODES_HELP)
 @click.argument("model_spec", metavar="MODEL")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, metavar="FILE.onnx",
-              help="The ONNX file to write; its card goes to README.md beside it.")
+              help="The ONNX file to write; its card goes to FILE.md beside it.")
 @click.option("--rgb", is_flag=True, help="A picture model: RGB in, RGB out, padding and (for Y models) colour conversion and chroma inside the graph.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True)
-@click.option("--force", is_flag=True, help="Overwrite an existing FILE.onnx and README.md.")
+@click.option("--force", is_flag=True, help="Overwrite an existing FILE.onnx and FILE.md.")
 @click.option("--json", "as_json", is_flag=True, help="The result as one JSON object on stdout.")
 @handle_errors
 def export(model_spec: str, output: Path, rgb: bool, precision: str, force: bool, as_json: bool) -> None:
@@ -551,8 +573,8 @@ def quantize(model_spec: str, data: Path | None, images: int, output: Path | Non
     """Calibrate MODEL for the int8 path (`--precision int8`) and check its accuracy.
 
     Runs the model on training images to find the range of each of conv1's activation channels,
-    then scores fp32 and int8 on Set5 and Set14 (where they can be found) as `subpixel upscale`
-    makes them. The calibration goes into the model folder as quantization.safetensors;
+    then scores fp32 and int8 on Set5 and Set14 (where they can be found) by the protocol of
+    `subpixel eval` and the model cards. The calibration goes into the model folder as quantization.safetensors;
     `--precision auto` uses int8 only where that check is within 0.05 dB of fp32 and the CPU has
     fast int8 (AVX-512 VNNI or AMX, with the first layer's C kernel built by the machine's C
     compiler; without that kernel int8 measured no faster than bf16).

@@ -34,10 +34,10 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             raise  # click's own usage errors, already one line with exit code 2
         except SubpixelError as exc:
             _exit_with(str(exc), exc.exit_code, debug)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:  # a command may say what was done and what a re-run does
             if debug:
                 traceback.print_exc()
-            err_console.print("[yellow]interrupted[/]")
+            err_console.print("[yellow]interrupted[/]" + (f": {escape(str(exc))}" if str(exc) else ""), soft_wrap=True)
             sys.exit(EXIT_INTERRUPTED)
         except BrokenPipeError:
             _stdout_closed()

@@ -37,7 +37,9 @@ def emit_json(record: dict[str, Any]) -> None:
 
 
 def progress_bar(enabled: bool, fields: str = "", timing: bool = True, transient: bool = True) -> "Progress":
-    """The one progress display of every command: rich, on stderr, gone when done (``transient``).
+    """The one progress display of every command: rich, on stderr, gone when done (``transient``);
+    none where stderr is not a terminal (a pipe, a log file), which would keep only a blank line
+    or a bar's last state.
 
     ``fields``: a text column after the count, e.g. ``"{task.fields[rate]}"``; ``timing``: elapsed
     and remaining time columns.
@@ -49,7 +51,7 @@ def progress_bar(enabled: bool, fields: str = "", timing: bool = True, transient
         columns.append(TextColumn(fields))
     if timing:
         columns += [TimeElapsedColumn(), TimeRemainingColumn()]
-    return Progress(*columns, console=err_console, disable=not enabled, transient=transient)
+    return Progress(*columns, console=err_console, disable=not (enabled and err_console.is_terminal), transient=transient)
 
 
 def print_summary(report: "Report") -> None:
@@ -72,7 +74,7 @@ def short_licence(text: str) -> str:
 def train_progress(total_hint: int) -> tuple["Progress", Callable[[Any], None]]:
     """A rich progress bar on stderr, and the callback that feeds it training events."""
     progress = progress_bar(True, "{task.fields[info]}", transient=False)
-    task = progress.add_task("train", total=total_hint, info="")
+    task = progress.add_task("train", total=total_hint, info="", visible=False)  # shown once training starts
     seen: dict[str, Any] = {"val": None, "t": None, "step": 0, "rate": 0.0}
 
     def on_event(event: Any) -> None:
@@ -84,13 +86,15 @@ def train_progress(total_hint: int) -> tuple["Progress", Callable[[Any], None]]:
         seen["t"], seen["step"] = now, event.step
         if event.val_psnr is not None:
             seen["val"] = event.val_psnr
-        if event.kind in ("start", "checkpoint") and event.message:
+        if event.kind in ("load", "start", "checkpoint") and event.message:
             progress.log(f"{event.kind}: {event.message}")
+        if event.kind == "load":
+            return
         if event.kind == "validate" and event.val_psnr is not None:
             progress.log(f"step {event.step} epoch {event.epoch}: loss {event.loss or float('nan'):.4f}, val PSNR {event.val_psnr:.2f} dB")
         loss = f"loss {event.loss:.4f} " if event.loss is not None else ""
         val = f"val {seen['val']:.2f} dB " if seen["val"] is not None else ""
-        progress.update(task, total=event.total_steps, completed=event.step,
+        progress.update(task, total=event.total_steps, completed=event.step, visible=True,
                         info=f"{loss}{val}{seen['rate']:.1f} it/s")
 
     return progress, on_event

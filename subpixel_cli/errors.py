@@ -36,6 +36,11 @@ class OutputError(SubpixelError):
     """An output that cannot be written (exists, disk full, permissions)."""
 
 
+class OutputExists(OutputError):
+    """An output that exists, or appeared while it was being made (another run wrote it), and is
+    not to be replaced: in a batch, that file counts as skipped."""
+
+
 class DataError(SubpixelError):
     """Training or evaluation data that cannot be found or read."""
 

@@ -286,18 +286,24 @@ def validate(net: ESPCN, images: Sequence[ProtocolImage]) -> tuple[float, float]
 
 
 def upscaler_psnr(upscalers: Sequence[Upscaler], folder: Path) -> list[float]:
-    """Mean Y-PSNR of what each :class:`~subpixel_cli.upscale.Upscaler` (all of one scale) writes,
-    RGB in and RGB out in its own precision, on a folder of HR images: steps 1, 2 and 4 of the
-    protocol, each image prepared once for all. How ``subpixel quantize`` and the benchmarks
-    compare precisions."""
+    """Mean Y-PSNR of each :class:`~subpixel_cli.upscale.Upscaler` (all of one scale and model)
+    in its own precision on a folder of HR images, by this module's protocol, as ``subpixel eval``
+    scores the model: a Y model's Y output (from the LR's unrounded Y, rounded to 8 bits), an RGB
+    model's RGB, grey images' grey. Each image is prepared once for all. How ``subpixel quantize``
+    and the benchmarks compare precisions."""
     scale = upscalers[0].scale
     scores: list[list[float]] = [[] for _ in upscalers]
     for path in dataset_files(folder):
         image = prepare_image(path.stem, read_hr(path), scale, ssim=False)
-        lr = image.lr if image.lr.ndim == 3 else np.repeat(image.lr[..., None], 3, axis=2)
         y_hr = shave(y_channel(image.hr), scale)
         for upscaler, mine in zip(upscalers, scores):
-            mine.append(psnr(shave(y_channel(upscaler.upscale(lr)[0]), scale), y_hr, peak=255.0))
+            if image.lr.ndim == 2:  # grey in, grey out: scored on its grey value
+                out = upscaler.upscale(image.lr[..., None])[0]
+            elif upscaler.info.config.channels == 1:
+                out = upscaler.upscale_y(rgb_to_y(image.lr.astype(np.float64) / 255.0)[..., 0] * 255.0)
+            else:
+                out = upscaler.upscale(image.lr)[0]
+            mine.append(psnr(shave(y_channel(out), scale), y_hr, peak=255.0))
     return [float(np.mean(mine)) for mine in scores]
 
 

@@ -14,7 +14,7 @@ Two forms, both with dynamic batch, height and width, fp32 (or fp16) throughout:
 Both are the modules themselves, traced by ``torch.onnx.export``: no forward pass is written a
 second time here. What is ours is the file around the graph: checked with ``onnx.checker``, and
 written atomically with the model's name, scale, channels, colour space, licence and card PSNR
-in its metadata, and a ``README.md`` beside it. ``onnx`` is an optional dependency: the
+in its metadata, and its card as ``NAME.md`` beside ``NAME.onnx``. ``onnx`` is an optional dependency: the
 ``export`` extra.
 """
 
@@ -44,7 +44,7 @@ OPSET = 17
 IR_VERSION = 8  # what opset 17 came with; onnxruntime ≥ 1.13 and OpenCV ≥ 4.7 read it
 FORMS = ("network", "rgb")
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16}
-CARD_NAME = "README.md"
+CARD_SUFFIX = ".md"  # NAME.onnx's card is NAME.md: models share a folder, and a README there is the user's
 EXTRA_HINT = "pip install 'subpixel[export]'"
 
 
@@ -130,7 +130,7 @@ def _trace(module: torch.nn.Module, channels: int, scale: int, dtype: torch.dtyp
 
 def export_model(loaded: LoadedModel, path: str | Path, rgb: bool = False, precision: str = "fp32",
                  force: bool = False) -> ExportResult:
-    """Export ``loaded`` to ``path`` (an ``.onnx`` file) and its card to ``README.md`` beside it.
+    """Export ``loaded`` to ``path`` (``NAME.onnx``) and its card to ``NAME.md`` beside it.
 
     Both files are written atomically (temporary name, fsync, rename); an existing one is
     replaced only with ``force``, and is checked before anything is written.
@@ -138,7 +138,7 @@ def export_model(loaded: LoadedModel, path: str | Path, rgb: bool = False, preci
     path = Path(path)
     if path.suffix.lower() != ".onnx":
         raise UsageError(f"{path}: the output must be an .onnx file (-o NAME.onnx)")
-    card_path = path.with_name(CARD_NAME)
+    card_path = path.with_suffix(CARD_SUFFIX)
     for target in (path, card_path):
         if target.exists() and not force:
             raise OutputError(f"{target}: exists (use --force to overwrite)")
@@ -182,6 +182,8 @@ def metadata(info: ModelInfo, form: str, precision: str) -> dict[str, str]:
         "precision": precision,
         "io": io,
         "receptive_radius": str(info.config.receptive_radius),
+        "description": info.description,
+        "training_data": str(info.training.get("dataset") or ""),
         "subpixel_version": __version__,
     }
 
@@ -203,7 +205,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 
 
 def onnx_card(info: ModelInfo, filename: str, form: str, precision: str) -> str:
-    """The ``README.md`` written beside an export: what goes in and out, and the card's PSNR."""
+    """The card written beside an export (``NAME.md``): what goes in and out, and the card's PSNR."""
     r, radius = info.scale, info.config.receptive_radius
     rows = [f"| {name} | ×{e.get('scale', r)} | {e['psnr']:.2f} |" for name, e in info.metrics.items()
             if isinstance(e, dict) and e.get("psnr") is not None]
@@ -231,7 +233,7 @@ Scores from the model card (the literature's protocol, see `subpixel eval`):
 {scores}
 
 The same facts are in the file's ONNX metadata (`name`, `scale`, `channels`, `color_space`,
-`license`, `psnr`, `form`, `precision`, `io`, `receptive_radius`).
+`license`, `psnr`, `form`, `precision`, `io`, `receptive_radius`, `description`, `training_data`).
 """
 
 

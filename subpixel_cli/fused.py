@@ -249,8 +249,13 @@ class FusedPath:
         run, w, b, gain, shift, y_row = self.conv1_u8
         if y_row is None:
             planes = x[:, 0]
-        else:
-            planes = torch.matmul(x.permute(0, 2, 3, 1), y_row[0]).add_(y_row[1])
+        else:  # one rounded multiply or add at a time: a matrix product's rounding depends on the
+            # picture's size, and tiles must give the pixels the whole picture gives
+            (r, g, bl), offset = y_row[0].tolist(), y_row[1]
+            planes = x[:, 0] * r
+            planes += x[:, 1] * g
+            planes += x[:, 2] * bl
+            planes += offset
         return run(planes, w, b, gain, shift).permute(0, 3, 1, 2)
 
     def _weights(self, w: torch.Tensor, b: torch.Tensor | None, dtype: torch.dtype,

@@ -19,11 +19,11 @@ from typing import Any
 
 import torch
 
-from subpixel_cli.calibration import CALIBRATION_NAME, Calibration, load_calibration
+from subpixel_cli.calibration import CALIBRATION_NAME, Calibration, read_calibration
 from subpixel_cli.errors import ModelError, one_line
 from subpixel_cli.files import make_folder, write_text
 from subpixel_cli.model import ESPCN, ESPCNConfig
-from subpixel_cli.tensorfile import UnreadableTensors, read_tensors, write_tensors
+from subpixel_cli.tensorfile import UnreadableTensors, not_finite, read_tensors, write_tensors
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -106,6 +106,7 @@ class LoadedModel:
     model: ESPCN
     info: ModelInfo
     calibration: Calibration | None = None  # the int8 path's, from the model folder
+    notes: list[str] = field(default_factory=list)  # what loading left out, for the user (a calibration not used)
 
 
 def save_model(folder: str | Path, model: ESPCN, info: ModelInfo, card: str | None = None) -> Path:
@@ -120,8 +121,9 @@ def save_model(folder: str | Path, model: ESPCN, info: ModelInfo, card: str | No
     return folder
 
 
-def model_card(info: ModelInfo, notes: str = "") -> str:
-    """A Hugging Face model card (YAML front matter + markdown) from a model's metadata."""
+def model_card(info: ModelInfo, notes: str = "", spec: str | None = None) -> str:
+    """A Hugging Face model card (YAML front matter + markdown) from a model's metadata; ``spec``:
+    what ``--model`` loads it by (a run folder), if not its name (a packaged model)."""
     c = info.config
     lines = ["---", "library_name: subpixel", "tags:", "- super-resolution", "- espcn",
              f"license: {'other' if 'CelebA' in info.license else 'mit'}", "---", "",
@@ -144,7 +146,9 @@ def model_card(info: ModelInfo, notes: str = "") -> str:
         lines += [f"- **{k}**: `{v}`" if k == "command" else f"- **{k}**: {v}" for k, v in info.training.items()
                   if v not in (None, "")]
         lines.append("")
-    lines += ["## Use", "", "```", f"subpixel upscale photo.png --model {info.name}", "```", ""]
+    lines += ["## Use", "", "```", f"subpixel upscale photo.png --model {spec or info.name}", "```", ""]
+    if spec:
+        lines += ["(this folder; `--model hf://OWNER/NAME` once it is uploaded to the hub as it is)", ""]
     return "\n".join(lines)
 
 
@@ -207,6 +211,10 @@ def load_from_files(weights: Path, config_path: Path | None, source: str) -> Loa
     wrong = [f"{k} {got[k]} != {expected[k]}" for k in expected if got[k] != expected[k]]
     if wrong:
         raise ModelError(f"{source}: tensor shapes do not match the config ({'; '.join(wrong)})")
+    broken = not_finite(tensors)
+    if broken:
+        raise ModelError(f"{source}: weights are not finite (NaN or infinity in {', '.join(broken)}): "
+                         "the file is damaged, or the training that made it diverged")
     model = ESPCN(info.config)  # only now: a config is not trusted to say how much memory to take
     model.load_state_dict({k: v.float() for k, v in tensors.items()})
     return LoadedModel(model.eval(), info)
@@ -232,7 +240,8 @@ def load_folder(folder: Path, source: str | None = None) -> LoadedModel:
         hint = f" (found {', '.join(pickles)}: pickled checkpoints are not loaded)" if pickles else ""
         raise ModelError(f"{source}: no {WEIGHTS_NAME} in this folder{hint}")
     loaded = load_from_files(weights, folder / CONFIG_NAME, source)
-    loaded.calibration = load_calibration(folder, loaded.model)
+    loaded.calibration, dropped = read_calibration(folder, loaded.model)
+    loaded.notes += [dropped] if dropped else []
     return loaded
 
 

@@ -27,7 +27,8 @@ try:  # Intel's ISA-L deflate: a standard zlib stream, ~4× faster than zlib at 
 except ImportError:  # not installed (platforms without its wheels): plain zlib
     fast_zlib = None
 
-FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "tiff": "TIFF", "tif": "TIFF"}
+FORMATS = {"png": "PNG", "jpg": "JPEG", "jpeg": "JPEG", "webp": "WEBP", "tiff": "TIFF", "tif": "TIFF", "bmp": "BMP"}
+NO_ALPHA_FORMATS = {"JPEG", "BMP"}  # BMP: Pillow writes a 32-bit one but reads its alpha back as nothing
 SIXTEEN_BIT_FORMATS = {"PNG", "TIFF"}
 # The one list of picture suffixes: inputs of upscale, evaluation datasets, training folders and
 # folders of video frames.
@@ -107,6 +108,8 @@ def read_image(path: str | Path) -> Picture:
             warnings.simplefilter("ignore", UserWarning)  # Pillow's notes on damaged metadata: not for users' stderr
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
+                if img.format == "PNG":
+                    _check_png_data(path)
                 frames = getattr(img, "n_frames", 1)
                 img.seek(0)
                 img.load()
@@ -131,6 +134,49 @@ def read_image(path: str | Path) -> Picture:
         # without its dimensions), and Pillow's own open() treats them as "not this format"
         raise InputError(f"{path}: corrupt or truncated image ({one_line(exc)})") from None
     return picture
+
+
+# PNG: channels of each colour type, and Adam7's passes (first row, first column, row step, column step).
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+_ADAM7 = ((0, 0, 8, 8), (0, 4, 8, 8), (4, 0, 8, 4), (0, 2, 4, 4), (2, 0, 4, 2), (0, 1, 2, 2), (1, 0, 2, 1))
+
+
+def _check_png_data(path: Path) -> None:
+    """Raise ``ValueError`` when a PNG's image data holds fewer bytes than its header needs.
+    Pillow decodes such a file without a word (the rows that are missing come out black), where
+    libpng says "Not enough image data"; the data is inflated here, in pieces, before Pillow
+    allocates the picture."""
+    with open(path, "rb") as f:
+        head = f.read(33)
+        if len(head) < 33 or head[12:16] != b"IHDR":
+            return  # Pillow's own checks speak for such a file
+        width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", head[16:29])
+        bits = depth * _PNG_CHANNELS.get(colour, 1)
+        passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
+        needed = 0
+        for row, column, row_step, column_step in passes:
+            rows, columns = -(-max(height - row, 0) // row_step), -(-max(width - column, 0) // column_step)
+            needed += rows * (1 + (columns * bits + 7) // 8) if rows and columns else 0
+        inflate, got = zlib.decompressobj(), 0
+        while got < needed and not inflate.eof:
+            size_and_kind = f.read(8)
+            if len(size_and_kind) < 8:
+                break
+            size, kind = struct.unpack(">I4s", size_and_kind)
+            if kind == b"IEND":
+                break
+            if kind != b"IDAT":
+                f.seek(size + 4, 1)
+                continue
+            data = f.read(size)
+            f.seek(4, 1)
+            while got < needed:  # output in pieces: a little data may inflate to a lot
+                piece = inflate.decompress(data, 1 << 20)
+                got, data = got + len(piece), inflate.unconsumed_tail
+                if not piece and not data:
+                    break
+    if got < needed:
+        raise ValueError(f"not enough image data: {got:,} of the {needed:,} bytes its {width}×{height} header needs")
 
 
 def _from_pil(img: Image.Image) -> Picture:
@@ -233,13 +279,13 @@ def output_format(path: Path, requested: str | None) -> str:
     """The Pillow format name for ``path`` (from ``--format`` or the suffix)."""
     key = (requested or path.suffix.lstrip(".") or "png").lower()
     if key not in FORMATS:
-        raise OutputError(f"{path}: cannot write {key!r} images (use one of png, jpg, webp, tiff)")
+        raise OutputError(f"{path}: cannot write {key!r} images (use one of png, jpg, webp, tiff, bmp)")
     return FORMATS[key]
 
 
 # The largest side each format's encoder takes (PNG's is 2³¹ − 1), and classic TIFF's 4 GiB.
-_MAX_SIDE = {"JPEG": 65_500, "WEBP": 16_383, "PNG": 2**31 - 1, "TIFF": 2**32 - 1}
-_MAX_TIFF_BYTES = 2**32 - 2**20  # headroom for tags and strip offsets
+_MAX_SIDE = {"JPEG": 65_500, "WEBP": 16_383, "PNG": 2**31 - 1, "TIFF": 2**32 - 1, "BMP": 2**31 - 1}
+_MAX_TIFF_BYTES = 2**32 - 2**20  # headroom for tags and strip offsets (and BMP's 32-bit file size)
 
 
 def check_output_size(path: Path, fmt: str, width: int, height: int, channels: int, bytes_per_sample: int) -> None:
@@ -251,6 +297,8 @@ def check_output_size(path: Path, fmt: str, width: int, height: int, channels: i
                           f"(at most {side:,} pixels a side); write png or tiff instead")
     if fmt == "TIFF" and width * height * channels * bytes_per_sample > _MAX_TIFF_BYTES:
         raise OutputError(f"{path}: a {width}×{height} output is over TIFF's 4 GiB limit; write png instead")
+    if fmt == "BMP" and width * height * channels > _MAX_TIFF_BYTES:
+        raise OutputError(f"{path}: a {width}×{height} output is over BMP's 4 GiB limit; write png instead")
 
 
 def write_image(path: str | Path, picture: Picture, fmt: str | None = None, quality: int = 95, force: bool = False) -> None:
@@ -262,8 +310,8 @@ def write_image(path: str | Path, picture: Picture, fmt: str | None = None, qual
 
 
 def _encode(f: BinaryIO, picture: Picture, fmt: str, quality: int) -> None:
-    if fmt == "JPEG" and picture.alpha is not None:
-        raise OutputError("JPEG has no alpha channel; write png, webp or tiff to keep transparency")
+    if fmt in NO_ALPHA_FORMATS and picture.alpha is not None:
+        raise OutputError(f"{fmt} keeps no alpha channel; write png, webp or tiff to keep transparency")
     if fmt == "PNG":
         writer = PngWriter(f, picture.width, picture.height, picture, compress_level=png_level(picture))
         writer.write_rows(picture.pixels, picture.alpha)

@@ -19,7 +19,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from subpixel_cli.errors import EXIT_FAILED, EXIT_OK, SubpixelError, UsageError, named
+from subpixel_cli.errors import EXIT_FAILED, EXIT_OK, OutputExists, SubpixelError, UsageError, named
 from subpixel_cli.images import (
     FORMATS,
     is_image_name,
@@ -30,7 +30,7 @@ from subpixel_cli.images import (
     read_image,
     write_image,
 )
-from subpixel_cli.files import atomic_write, make_folder, remove_stale_temporaries
+from subpixel_cli.files import atomic_write, check_folder_writable, make_folder, remove_stale_temporaries
 from subpixel_cli.runtime import is_out_of_memory, out_of_memory_message
 from subpixel_cli.upscale import Progress, TilePlan, Upscaler
 
@@ -122,13 +122,14 @@ def expand_inputs(inputs: Iterable[str], recursive: bool, suffix: str) -> Iterat
 def plan_jobs(inputs: list[str], plan: OutputPlan, recursive: bool = False) -> list[Job]:
     """Pair every input file with its output path and create the output folders (``-o DIR`` and
     the sub-folders it mirrors). Raises :class:`UsageError` when nothing matches or ``-o FILE`` is
-    given for several inputs, :class:`OutputError` when a folder cannot be created."""
+    given for several inputs, :class:`OutputError` when a folder cannot be created or written in."""
     jobs = _pair(inputs, plan, recursive)
     folders = {job.target.parent for job in jobs}
     if plan.output is not None and not (len(jobs) == 1 and jobs[0].target == plan.output):
         folders.add(plan.output)
     for folder in sorted(folders):
         make_folder(folder)
+        check_folder_writable(folder)
     return jobs
 
 
@@ -137,10 +138,11 @@ def _pair(inputs: list[str], plan: OutputPlan, recursive: bool) -> list[Job]:
     if not found:
         raise UsageError(f"no images found in {', '.join(inputs)}")
     out = plan.output
-    to_file = out is not None and not out.is_dir() and out.suffix.lower().lstrip(".") in FORMATS
+    to_file = out is not None and not out.is_dir() and is_image_name(out)
     if to_file and (len(found) > 1 or found[0][1] is not None):
         raise UsageError(f"-o {out}: one output file for several inputs; give a folder instead")
     if to_file:
+        _check_file_format(out, plan.fmt)
         return [Job(found[0][0], out)]
     ext = "jpg" if plan.fmt == "jpeg" else (plan.fmt or "png")
     jobs = []
@@ -154,6 +156,16 @@ def _pair(inputs: list[str], plan: OutputPlan, recursive: bool) -> list[Job]:
             target = out / name
         jobs.append(Job(source, target))
     return jobs
+
+
+def _check_file_format(out: Path, fmt: str | None) -> None:
+    """``-o FILE``: its suffix names a format this writes, and ``--format``, if given, agrees."""
+    suffix = out.suffix.lower().lstrip(".")
+    if suffix not in FORMATS:
+        raise UsageError(f"-o {out}: cannot write .{suffix} pictures; name the file .png, .jpg, .webp, .tiff or .bmp")
+    if fmt is not None and FORMATS[fmt] != FORMATS[suffix]:
+        raise UsageError(f"-o {out} names a {FORMATS[suffix]} file but --format {fmt} asks for {FORMATS[fmt]}; "
+                         "drop --format, or give a matching name")
 
 
 @dataclass
@@ -344,7 +356,12 @@ class Runner:
                             time.perf_counter() - item.started, frames=p.frames))
 
     def _fail(self, job: Job, started: float, exc: BaseException) -> None:
-        """Record ``exc`` as this file's failure; the batch goes on."""
+        """Record ``exc`` as this file's failure (an output that appeared meanwhile: skipped); the
+        batch goes on."""
+        if isinstance(exc, OutputExists):  # another run wrote it meanwhile: as good as done
+            self._record(Result(job.source, job.target, "skipped", "output appeared while this run made it "
+                                "(another run wrote it?); left as it is", seconds=time.perf_counter() - started))
+            return
         tile = self.upscaler.plan.tile
         if isinstance(exc, _OutOfMemory):
             exc, tile = exc.error, exc.tile

@@ -145,8 +145,8 @@ class QuantizeResult:
 def check_accuracy(loaded: LoadedModel, calibration: Calibration, data_dir: str | None,
                    datasets: Sequence[str] = CHECK_DATASETS) -> list[Check]:
     """Y-PSNR of ``loaded`` on ``datasets`` through the Upscaler in fp32 and in int8 (with
-    ``calibration``): :func:`~subpixel_cli.evaluate.upscaler_psnr`, the RGB that ``subpixel
-    upscale`` writes. Datasets that cannot be found are left out."""
+    ``calibration``), by the protocol of ``subpixel eval`` and the model cards
+    (:func:`~subpixel_cli.evaluate.upscaler_psnr`). Datasets that cannot be found are left out."""
     upscalers = [Upscaler(loaded, device="cpu", precision=name, calibration=calibration) for name in ("fp32", "int8")]
     checks = []
     for name in datasets:

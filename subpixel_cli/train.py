@@ -160,7 +160,7 @@ class TrainConfig:
 class TrainEvent:
     """What :func:`train` reports to its ``on_event`` callback (rank 0 only)."""
 
-    kind: str  # "start", "step", "validate", "checkpoint", "done"
+    kind: str  # "load" (data being read), "start", "step", "validate", "checkpoint", "done"
     step: int
     total_steps: int
     epoch: int
@@ -234,12 +234,13 @@ class RunData:
     description: dict[str, Any]
 
 
-def build_data(config: TrainConfig) -> RunData:
-    """The training and validation data a config asks for."""
+def build_data(config: TrainConfig, say: Callable[[str], None] = lambda text: None) -> RunData:
+    """The training and validation data a config asks for; ``say`` hears what is being read."""
     if config.is_celeba:
-        return _celeba_data(config)
+        return _celeba_data(config, say)
     folder = Path(config.dataset).expanduser()
     files, held_out = datasets.split_by_name(datasets.find_images(folder), config.val_holdout)
+    say(f"reading {len(files) + len(held_out):,} images from {folder}…")
     versions = config.scale_versions if config.scale_aug < 1 else 1
     train = datasets.PatchDataset.from_files(
         files, config.scale, config.channels, config.patch_size, config.degradation, versions=versions,
@@ -250,14 +251,14 @@ def build_data(config: TrainConfig) -> RunData:
         val_name = config.val
     elif held_out:
         val = load_val_images(held_out, config.scale, datasets.read_rgb, config.damage)
-        val_name = f"{len(held_out)} held-back training images"
+        val_name = f"{len(val)} held-back training images"
     else:
         val, val_name = [], None
     description = {"dataset": str(folder), "train_images": len(train.images), "degradation": config.degradation,
                    "damage": config.degrade,
                    "scale_augmentation": (f"{versions} copies shrunk by {config.scale_aug}–1 (JPEG ≤ 0.9)"
                                           if versions > 1 else None),
-                   "patch_size_lr": config.patch_size, "val": val_name,
+                   "patch_size_lr": config.patch_size, "val": val_name, "val_images": len(val),
                    "held_out": [f.name for f in held_out] or None}
     return RunData(train, val, description)
 
@@ -272,11 +273,12 @@ def _folder_val(config: TrainConfig) -> list[ProtocolImage]:
     return load_val_images(files[: config.val_max_images], config.scale, datasets.read_rgb, config.damage)
 
 
-def _celeba_data(config: TrainConfig) -> RunData:
+def _celeba_data(config: TrainConfig, say: Callable[[str], None]) -> RunData:
     spec = config.data_dir
     root = datasets.fetch_hf_dataset(spec) if spec and spec.startswith("hf://") else (Path(spec).expanduser() if spec else None)
     folder = datasets.find_celeba(root)
     files = [p for p in folder.iterdir() if p.suffix.lower() == ".jpg"]
+    say(f"reading {len(files):,} faces from {folder}…")
     train_files, held_out = datasets.split_holdout(files, config.holdout)
     preload = len(train_files) <= 20_000  # ~60 KB a face: keep small sets in memory
     train = datasets.FaceDataset(train_files, config.scale, config.channels, seed=config.seed, preload=preload,
@@ -285,10 +287,11 @@ def _celeba_data(config: TrainConfig) -> RunData:
         val = _folder_val(config)
     else:
         val = load_val_images(held_out[: config.val_max_images], config.scale, datasets.celeba_hr)
+    faces = f"{len(val)} held-out faces" if len(val) == len(held_out) else f"{len(val)} of the {len(held_out)} held-out faces"
     description = {"dataset": "CelebA img_align_celeba", "data_dir": str(folder), "train_images": len(train_files),
                    "held_out_images": len(held_out), "held_out_first": held_out[0].name if held_out else None,
                    "recipe": "centre crop 108, resize to 128 (HR), ×4 MATLAB bicubic to 32 (LR), RGB",
-                   "val": config.val or f"{min(len(held_out), config.val_max_images)} held-out faces"}
+                   "val": config.val or faces, "val_images": len(val)}
     return RunData(train, val, description)
 
 
@@ -419,9 +422,22 @@ def train(config: TrainConfig, on_event: EventCallback | None = None,
     out = Path(config.out).expanduser()
     if not config.resume and (out / CHECKPOINT_NAME).exists():
         raise UsageError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    made = [p for p in (out, *out.parents) if not p.exists()] if ddp.main else []  # deepest first
     if ddp.main:
-        make_folder(out)
-    run_data = build_data(config)
+        make_folder(out)  # now: a folder that cannot be made fails before the data is read
+    try:
+        return _train(config, device, ddp, out, on_event, stop, deadline)
+    except BaseException:
+        with contextlib.suppress(OSError):  # failed before its first checkpoint: no empty run folder left
+            for folder in made:
+                folder.rmdir()  # only while empty
+        raise
+
+
+def _train(config: TrainConfig, device: torch.device, ddp: _Dist, out: Path, on_event: EventCallback | None,
+           stop: Callable[[int], bool] | None, deadline: float | None) -> TrainResult:
+    tell = on_event if on_event is not None and ddp.main else (lambda event: None)
+    run_data = build_data(config, lambda text: tell(TrainEvent("load", 0, 0, 0, message=text)))
     model = build_model(config).to(device)
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)  # ~25 % faster convolutions on CPU
@@ -633,7 +649,8 @@ class _Loop:
             trainer = {"config": self.config.to_json(), "state": asdict(self.state)}
             save_checkpoint(self.out, self.model, self.optimizer, trainer, self.ema)
             self.info = self._model_info()
-            save_model(self.out, self.shipped, self.info, model_card(self.info, CELEBA_RUN_NOTE if self.config.is_celeba else ""))
+            card = model_card(self.info, CELEBA_RUN_NOTE if self.config.is_celeba else "", spec=self.config.out)
+            save_model(self.out, self.shipped, self.info, card)
             self._event("checkpoint", message=str(self.out / CHECKPOINT_NAME))
         if self.ddp.world > 1:
             dist.barrier()
@@ -646,7 +663,8 @@ class _Loop:
         c = self.config
         last = next((h for h in reversed(self.state.history) if "val_psnr" in h), None)
         metrics = {"val": {"dataset": self.data.description.get("val"), "scale": c.scale, "psnr": last["val_psnr"],
-                           "bicubic_psnr": last["bicubic_psnr"], "step": last["step"]}} if last else {}
+                           "bicubic_psnr": last["bicubic_psnr"], "step": last["step"],
+                           "images": len(self.data.val)}} if last else {}
         commands = self.state.commands or [c.command]
         training = {"command": commands[0] if len(commands) == 1 else " && ".join(commands), **self.data.description, "steps": self.state.step,
                     "total_steps": self.total, "batch_size": c.batch_size, "processes": self.ddp.world,

@@ -125,6 +125,30 @@ def without_dac_override() -> None:
             raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
 
 
+def on_small_disk(disk: Path, size: str, *args: object, timeout: float = 300) -> tuple[subprocess.CompletedProcess, list[str]] | None:
+    """``subpixel ARGS`` with a ``size`` tmpfs (``64k``, ``1m``) mounted at ``disk`` in a private
+    mount namespace, so that writes there fail with ENOSPC; the process and what the disk held
+    when it ended (``ls -A``, recursively). ``None`` where a tmpfs cannot be mounted here."""
+    import shlex
+    import shutil
+
+    if not shutil.which("unshare"):
+        return None
+    disk.mkdir(parents=True, exist_ok=True)
+    root = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
+    script = (f"mount -t tmpfs -o size={size} tmpfs {shlex.quote(str(disk))} || exit 99; "
+              f"{shlex.join(command(*args))}; echo \"rc=$?\" >&2; cd {shlex.quote(str(disk))} && find . -mindepth 1 >&2")
+    proc = subprocess.run(["unshare", *root, "--mount", "sh", "-c", script], capture_output=True, timeout=timeout,
+                          env=process_env())
+    err = proc.stderr.decode(errors="replace")
+    if proc.returncode == 99 or "rc=" not in err:
+        return None
+    before, after = err.rsplit("rc=", 1)
+    code, *listing = after.split("\n")
+    done = subprocess.CompletedProcess(proc.args, int(code), proc.stdout, before.encode())
+    return done, sorted(line[2:] for line in listing if line.startswith("./"))
+
+
 # --- kill -9 ------------------------------------------------------------------------------------
 
 
@@ -225,6 +249,22 @@ def make_video(path: Path, frames: int = 30, size: tuple[int, int] = (64, 48), f
                 out.mux(a.encode(frame))
                 t += samples
             out.mux(a.encode(None))
+    return path
+
+
+def noisy_video(path: Path, frames: int = 150, size: tuple[int, int] = (160, 120), gop: int = 30) -> Path:
+    """Random pixels (big outputs, for a disk to fill), H.264 with a keyframe every ``gop`` frames."""
+    import av
+
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as out:
+        v = out.add_stream("libx264", rate=30)
+        v.width, v.height, v.pix_fmt = size[0], size[1], "yuv420p"
+        v.options = {"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"}
+        for _ in range(frames):
+            pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+            out.mux(v.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")))
+        out.mux(v.encode(None))
     return path
 
 

@@ -42,6 +42,13 @@ def test_upscale_one_file_beside_the_input(tmp_path, model_folder):
     assert "1 upscaled" in result.stderr
 
 
+def test_piped_output_has_no_blank_lines(tmp_path, model_folder):
+    save(tmp_path / "a.png")
+    result = run("upscale", tmp_path / "a.png", "--model", model_folder(2, 1))
+    lines = result.stderr.splitlines()
+    assert result.exit_code == 0 and len(lines) == 2 and all(line.strip() for line in lines), result.stderr
+
+
 def test_existing_outputs_are_skipped_not_overwritten(tmp_path, model_folder):
     source = save(tmp_path / "pic.png")
     (tmp_path / "pic_x2.png").write_bytes(b"keep me")
@@ -99,6 +106,62 @@ def test_one_file_to_a_named_output_and_globs(tmp_path, model_folder):
     assert sorted(r["output"].rsplit("/", 1)[-1] for r in records(result)) == ["a_x2.png", "b_x2.png"]
     result = run("upscale", tmp_path / "a.png", tmp_path / "b.png", "-o", tmp_path / "x.png", "--model", model_folder(2, 1))
     assert result.exit_code == 2 and "one output file for several inputs" in result.stderr
+
+
+def test_one_output_file_takes_its_format_from_its_suffix(tmp_path, model_folder):
+    """-o x.bmp made a folder x.bmp/; -o y.jpg --format png wrote PNG bytes into y.jpg (issue 22.7)."""
+    save(tmp_path / "a.png")
+    save(tmp_path / "grey.png", mode="L")
+    model = model_folder(2, 1)
+    for source, name in (("a.png", "x.bmp"), ("grey.png", "g.BMP")):
+        result = run("upscale", tmp_path / source, "-o", tmp_path / name, "--model", model)
+        assert result.exit_code == 0, result.output
+        with Image.open(tmp_path / name) as out:
+            assert out.format == "BMP" and out.size == (40, 32) and out.mode == ("L" if source == "grey.png" else "RGB")
+    result = run("upscale", tmp_path / "a.png", "-o", tmp_path / "y.jpg", "--format", "png", "--model", model)
+    assert result.exit_code == 2 and "--format png" in result.stderr and "y.jpg" in result.stderr
+    assert not (tmp_path / "y.jpg").exists()
+    result = run("upscale", tmp_path / "a.png", "-o", tmp_path / "y.jpg", "--format", "jpg", "--model", model)
+    assert result.exit_code == 0 and Image.open(tmp_path / "y.jpg").format == "JPEG"
+    result = run("upscale", tmp_path / "a.png", "-o", tmp_path / "z.gif", "--model", model)
+    assert result.exit_code == 2 and "z.gif" in result.stderr and not (tmp_path / "z.gif").exists()
+    result = run("upscale", tmp_path / "a.png", "-o", tmp_path / "out", "--format", "bmp", "--model", model)
+    assert result.exit_code == 0 and Image.open(tmp_path / "out" / "a_x2.bmp").format == "BMP"
+
+
+def test_a_bmp_output_of_a_picture_with_alpha_fails_that_file(tmp_path, model_folder):
+    save(tmp_path / "alpha.png", mode="RGBA")
+    result = run("upscale", tmp_path / "alpha.png", "-o", tmp_path / "x.bmp", "--model", model_folder(2, 1), "--json")
+    assert result.exit_code == 1 and "alpha" in records(result)[0]["message"] and not (tmp_path / "x.bmp").exists()
+
+
+@pytest.mark.parametrize("tile", [None, 16])
+def test_an_output_that_appears_meanwhile_is_skipped_not_replaced(tmp_path, model_folder, monkeypatch, tile):
+    """Two runs on one output folder replaced each other's files and the second failed 29 of 40
+    (issue 22.4). Here another run's file appears at each target while this run reads the
+    input: kept as it is, counted as skipped, exit 0 (batched, whole and tiled-streamed writes)."""
+    import subpixel_cli.jobs as jobs
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for k in range(3):
+        save(folder / f"{k}.png", 24, 32, seed=k)
+    out = tmp_path / "out"
+    read = jobs.read_image
+
+    def read_while_another_run_writes(path):
+        picture = read(path)
+        (out / f"{path.stem}_x2.png").write_bytes(b"the other run's")
+        return picture
+
+    monkeypatch.setattr(jobs, "read_image", read_while_another_run_writes)
+    result = run("upscale", folder, "-o", out, "--model", model_folder(2, 1), "--json",
+                 *(["--tile", tile] if tile else []))
+    assert result.exit_code == 0, result.output
+    assert [r["status"] for r in records(result)] == ["skipped"] * 3
+    assert all("appeared" in r["message"] for r in records(result))
+    assert sorted(p.name for p in out.iterdir()) == ["0_x2.png", "1_x2.png", "2_x2.png"]
+    assert all(p.read_bytes() == b"the other run's" for p in out.iterdir())
 
 
 @pytest.mark.parametrize("mode,expected", [("L", "L"), ("RGBA", "RGBA"), ("LA", "LA"), ("P", "RGB"), ("RGB", "RGB")])

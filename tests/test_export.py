@@ -131,8 +131,23 @@ def test_metadata_and_card_round_trip(ort, tmp_path):
     assert meta["license"] == info.license and (meta["form"], meta["precision"]) == ("rgb", "fp32")
     assert meta["psnr"] == {name: info.psnr(name) for name in info.metrics}
     assert meta["psnr"]["Set5"] == info.psnr("Set5")
-    card = (path.parent / "README.md").read_text()
+    assert meta["description"] == info.description and meta["training_data"] == str(info.training["dataset"])
+    card = (path.parent / "x3.md").read_text()
     assert "espcn-x3" in card and f"{info.psnr('Set5'):.2f}" in card and "reflect" in card
+    assert sorted(p.name for p in path.parent.iterdir()) == ["x3.md", "x3.onnx"]
+
+
+def test_each_export_has_its_own_card_and_a_readme_is_never_touched(ort, tmp_path):
+    """The card went to README.md beside the .onnx: the --help example failed in any project
+    folder, --force replaced the user's README, two models shared one card (issue 22.6)."""
+    (tmp_path / "README.md").write_text("the user's own")
+    for name in ("espcn-x2", "espcn-x3"):
+        result = run(name, "-o", tmp_path / f"{name}.onnx")
+        assert result.exit_code == 0, result.output
+        assert name in (tmp_path / f"{name}.md").read_text()
+    assert run("espcn-x4", "-o", tmp_path / "espcn-x2.onnx", "--force").exit_code == 0
+    assert "espcn-x4" in (tmp_path / "espcn-x2.md").read_text() and "espcn-x3" in (tmp_path / "espcn-x3.md").read_text()
+    assert (tmp_path / "README.md").read_text() == "the user's own"
 
 
 def test_any_model_spec_exports(ort, tmp_path, model_folder):
@@ -164,18 +179,18 @@ def test_existing_output_is_kept_without_force(ort, tmp_path):
     path.write_bytes(b"keep me")
     result = run("espcn-x2", "-o", path)
     assert result.exit_code == 1 and "--force" in result.stderr and len(result.stderr.strip().splitlines()) == 1
-    assert path.read_bytes() == b"keep me" and not (tmp_path / "README.md").exists()
-    (tmp_path / "README.md").write_text("mine")
+    assert path.read_bytes() == b"keep me" and not (tmp_path / "m.md").exists()
+    (tmp_path / "m.md").write_text("mine")
     path.unlink()
     assert run("espcn-x2", "-o", path).exit_code == 1 and not path.exists()  # the card would be overwritten
     assert run("espcn-x2", "-o", path, "--force").exit_code == 0 and path.stat().st_size > 1000
 
 
 def test_a_failed_write_leaves_nothing_behind(ort, tmp_path):
-    (tmp_path / "README.md").mkdir()  # the card cannot be renamed over a folder
+    (tmp_path / "m.md").mkdir()  # the card cannot be renamed over a folder
     result = run("espcn-x2", "-o", tmp_path / "m.onnx", "--force")
     assert result.exit_code == 1 and "cannot move the finished output into place" in result.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["README.md"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.md"]
 
 
 def test_output_must_be_an_onnx_file(ort, tmp_path):

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from subpixel_cli import files
-from subpixel_cli.errors import OutputError
+from subpixel_cli.errors import OutputError, OutputExists
 
 
 def test_a_write_that_fails_leaves_the_old_target_and_no_temporary(tmp_path):
@@ -74,3 +74,39 @@ def test_an_unwritable_folder_is_an_output_error(tmp_path):
     (tmp_path / "ro").mkdir(mode=0o500)
     with pytest.raises(OutputError, match="cannot write"):
         files.write_bytes(tmp_path / "ro" / "x", b"1")
+
+
+@pytest.mark.parametrize("how", ["renameat2", "link", "check"])
+def test_publishing_never_replaces_a_file_that_appeared_meanwhile(tmp_path, monkeypatch, how):
+    """Another run's output that appears while this one writes stays as it is (issue 22.4), on
+    every way of renaming without replacing: renameat2, a hard link, or a check on file systems
+    that have neither."""
+    if how != "renameat2":
+        monkeypatch.setattr(files, "rename_noreplace", lambda tmp, target: False)
+    if how == "check":
+        monkeypatch.setattr(os, "link", lambda *a, **k: (_ for _ in ()).throw(PermissionError(1, "Operation not permitted")))
+    target = tmp_path / "out.png"
+    with pytest.raises(OutputExists, match="appeared"):
+        with files.atomic_write(target, force=False) as f:
+            f.write(b"this run's")
+            target.write_bytes(b"the other run's")
+    assert target.read_bytes() == b"the other run's" and [p.name for p in tmp_path.iterdir()] == ["out.png"]
+    files.write_bytes(tmp_path / "new.png", b"new", force=False)  # nothing there: published
+    assert (tmp_path / "new.png").read_bytes() == b"new" and len(list(tmp_path.iterdir())) == 2
+
+
+def test_a_temporary_that_a_live_run_is_writing_is_not_stale(tmp_path):
+    """Two runs on one folder: the later one removed the earlier one's temporaries as stale, and
+    that run's outputs then failed (issue 22.4). A temporary being written is locked."""
+    target = tmp_path / "a.png"
+    with files.atomic_write(target, force=False) as f:
+        f.write(b"being written")
+        live = [p for p in tmp_path.iterdir()]
+        os.utime(live[0], (time.time() - 60, time.time() - 60))
+        assert files.remove_stale_temporaries(target, time.time()) == 0 and live[0].exists()
+    assert target.read_bytes() == b"being written"
+    with files.atomic_path(tmp_path / "model.bin", file=True) as tmp:
+        tmp.write_bytes(b"weights")  # a writer that opens the name itself
+        os.utime(tmp, (time.time() - 60, time.time() - 60))
+        assert files.remove_stale_temporaries(tmp_path / "model.bin", time.time()) == 0 and tmp.exists()
+    assert (tmp_path / "model.bin").read_bytes() == b"weights"

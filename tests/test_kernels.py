@@ -173,6 +173,24 @@ def test_int8_without_the_kernel_is_the_torch_path_and_not_fast() -> None:
     assert np.abs(a - b).max() <= 4 and np.abs(a - b).mean() < 0.5
 
 
+def test_upscale_says_once_when_the_kernels_are_missing(model_folder, monkeypatch, tmp_path) -> None:
+    """Without a C compiler `upscale` ran ~1.8× slower without a word (issue 22, rough edges)."""
+    from robustness_util import cli, save
+
+    monkeypatch.setenv("SUBPIXEL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))  # no compiler: default_kernels() has none
+    save(tmp_path / "a.png")
+    save(tmp_path / "b.png", seed=1)
+    result = cli("upscale", tmp_path / "a.png", tmp_path / "b.png", "--model", model_folder(2, 1))
+    notes = [line for line in result.stderr.splitlines() if "C kernels" in line]
+    assert result.exit_code == 0 and len(notes) == 1 and notes[0].startswith("note:"), result.stderr
+    assert "no C compiler" in notes[0] and "install" in notes[0]
+    monkeypatch.setenv("SUBPIXEL_KERNELS", "0")  # the user's choice: no note
+    result = cli("upscale", tmp_path / "a.png", "--model", model_folder(2, 1), "--force")
+    assert result.exit_code == 0 and "C kernels" not in result.stderr
+
+
 def test_bench_and_models_say_when_the_kernels_are_missing(model_folder, tmp_path, monkeypatch) -> None:
     from robustness_util import cli
 

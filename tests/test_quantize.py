@@ -187,6 +187,44 @@ def test_a_calibration_for_other_weights_or_sizes_is_not_used(tmp_path):
     assert load_calibration(tmp_path, net) is None
 
 
+def test_a_calibration_that_is_not_used_is_said_once(tmp_path, model_folder):
+    """A stale calibration (made for other weights) was dropped silently (issue 22.2)."""
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(model_folder(2, 1), folder)
+    source = tmp_path / "in.png"
+    Image.fromarray(random_image(40, 40, 3)).save(source)
+    save_calibration(folder, calibrate(make_model(2, 1, seed=1), [source]))
+    assert any("other weights" in note for note in load_model(str(folder)).notes)
+    result = cli("upscale", source, "-o", tmp_path / "out.png", "--model", folder)
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.stderr.splitlines() if CALIBRATION_NAME in line]
+    assert len(notes) == 1 and notes[0].startswith("note:") and "other weights" in notes[0]
+    assert (tmp_path / "out.png").is_file()
+
+
+@needs_int8
+@pytest.mark.parametrize("name", ["espcn-x2", "espcn-celeba-x4"])
+def test_the_accuracy_check_scores_as_eval_does(tmp_path, name):
+    """quantize's check printed Set14 32.11 dB for espcn-x2 where `subpixel eval` and the card say
+    32.22: it scored the Y of the RGB pictures `upscale` writes. Its fp32 figure is eval's now."""
+    from subpixel_cli.evaluate import evaluate_model
+    from subpixel_cli.quantize import check_accuracy
+
+    folder = tmp_path / "Set5"
+    folder.mkdir()
+    sample = np.asarray(Image.open(SAMPLE).convert("RGB"))
+    for k, (y, x) in enumerate([(0, 0), (60, 100), (120, 30)]):
+        Image.fromarray(sample[y : y + 96, x : x + 120]).save(folder / f"{k}.png")
+    Image.fromarray(sample[40:136, 40:140].mean(axis=2).astype(np.uint8)).save(folder / "grey.png")
+    loaded = load_model(name)
+    check = check_accuracy(loaded, loaded.calibration, str(tmp_path), datasets=("Set5",))[0]
+    scored = evaluate_model(loaded, loaded.info.scale, ["Set5"], data_dir=tmp_path).datasets[0]
+    assert abs(check.fp32 - scored.psnr) < 0.005, (check.fp32, scored.psnr)
+    assert abs(check.int8 - check.fp32) < 0.1
+
+
 @needs_int8
 def test_bench_reports_the_precision_steps_and_peak_share(model_folder, tmp_path):
     result = cli("bench", "--model", model_folder(2, 1), "--size", "40x30", "--seconds", "0.2", "--profile", "--json")

@@ -65,6 +65,19 @@ def bomb_png(path: Path, side: int = 100_000) -> Path:
     return path
 
 
+def short_png(path: Path, side: int = 300, rows: int = 10) -> Path:
+    """A PNG whose header claims side×side pixels, with ``rows`` rows of data and a valid IEND:
+    libpng says "Not enough image data"; Pillow decoded it without a word (issue 22.3)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    data = zlib.compress(b"".join(b"\0" + bytes([k % 256]) * (3 * side) for k in range(rows)))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+    return path
+
+
 def _truncated(path: Path, fmt: str) -> Path:
     data = encoded(fmt, 40, 48, "RGB")
     path.write_bytes(data[: len(data) // 2])
@@ -87,6 +100,7 @@ BAD_FILES = {
     "text.jpg": lambda p: p.write_text("Lorem ipsum " * 100),
     "junk.tiff": lambda p: p.write_bytes(os.urandom(3000)),
     "bomb.png": bomb_png,
+    "short.png": short_png,
 }
 
 
@@ -116,8 +130,39 @@ def test_messages_say_what_is_wrong(tmp_path, model_folder):
     assert "truncated" in messages["truncated.png"] and "truncated" in messages["truncated.jpg"]
     assert "decompression bomb" in messages["bomb.png"] and "--max-pixels" in messages["bomb.png"]
     assert "corrupt or truncated" in messages["nodims.tiff"]
+    assert "corrupt or truncated" in messages["short.png"] and "image data" in messages["short.png"]
     assert not any("internal error" in m for m in messages.values())
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_a_huge_png_with_little_data_fails_before_it_is_decoded(tmp_path):
+    """9000×9000 in the header, 10 rows of data: refused from its data's size, not decoded."""
+    with pytest.raises(InputError, match="corrupt or truncated"):
+        read_image(short_png(tmp_path / "short.png", side=9000))
+
+
+def _interlaced_png(path: Path, pixels: np.ndarray) -> Path:
+    """An Adam7-interlaced 8-bit RGB PNG (Pillow writes none)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    raw = b""
+    for row, column, row_step, column_step in ((0, 0, 8, 8), (0, 4, 8, 8), (4, 0, 8, 4), (0, 2, 4, 4), (2, 0, 4, 2),
+                                               (0, 1, 2, 2), (1, 0, 2, 1)):
+        part = pixels[row::row_step, column::column_step]
+        if part.size:
+            raw += b"".join(b"\0" + line.tobytes() for line in part)
+    header = struct.pack(">IIBBBBB", pixels.shape[1], pixels.shape[0], 8, 2, 0, 0, 1)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("height,width", [(23, 37), (3, 5), (1, 1), (9, 2)])
+def test_an_interlaced_png_is_read_whole(tmp_path, height, width):
+    """Adam7 PNGs hold their rows in seven passes: the check of the data's size counts them all."""
+    pixels = random_image(height, width)
+    assert (read_image(_interlaced_png(tmp_path / "i.png", pixels)).pixels == pixels).all()
 
 
 def test_wrong_extension_is_read_by_content(tmp_path, model_folder):
@@ -316,6 +361,26 @@ def test_ctrl_c_exits_130(tmp_path, model_folder, monkeypatch):
     assert result.exit_code == 130 and "interrupted" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_ctrl_c_says_how_many_were_done_and_that_a_rerun_continues(tmp_path, model_folder, monkeypatch):
+    for k in range(4):
+        save(tmp_path / f"{k}.png", seed=k)
+    real = jobs_module.read_image
+
+    def stop_at_the_third(path):
+        if Path(path).name == "2.png":
+            raise KeyboardInterrupt
+        return real(path)
+
+    monkeypatch.setattr(jobs_module, "read_image", stop_at_the_third)
+    result = cli("upscale", tmp_path, "-o", tmp_path / "out", "--model", model_folder(2, 1), "--batch-size", 1)
+    assert result.exit_code == 130 and "Traceback" not in result.stderr
+    line = [ln for ln in result.stderr.splitlines() if ln.startswith("interrupted")]
+    assert line == ["interrupted: 2 of 4 file(s) done; run the same command again to continue (done ones are skipped)"]
+    monkeypatch.setattr(jobs_module, "read_image", real)
+    again = cli("upscale", tmp_path, "-o", tmp_path / "out", "--model", model_folder(2, 1), "--json")
+    assert again.exit_code == 0 and [r["status"] for r in records(again.stdout)] == ["skipped"] * 2 + ["ok"] * 2
+
+
 def test_a_closed_stdout_ends_quietly(tmp_path, model_folder):
     for i in range(3):
         save(tmp_path / f"{i}.png", seed=i)
@@ -330,6 +395,33 @@ def test_a_closed_stdout_ends_quietly(tmp_path, model_folder):
     assert proc.returncode == 1
     assert b"Traceback" not in proc.stderr and b"Exception ignored" not in proc.stderr, proc.stderr.decode()
     assert not partials(tmp_path)
+
+
+def test_a_read_only_output_folder_fails_before_the_work(tmp_path, model_folder):
+    """It failed each file after upscaling it (issue 22, rough edges). Root writes anywhere, so as
+    root the command runs without CAP_DAC_OVERRIDE."""
+    for k in range(3):
+        save(tmp_path / f"{k}.png", seed=k)
+    out = tmp_path / "out"
+    out.mkdir(mode=0o555)
+    try:
+        if os.geteuid() != 0:
+            result = cli("upscale", tmp_path, "-o", out, "--model", model_folder(2, 1), "--json")
+            code, stdout, err = result.exit_code, result.stdout, result.stderr
+        else:
+            try:
+                proc = cli_process("upscale", tmp_path, "-o", out, "--model", model_folder(2, 1), "--json",
+                                   preexec_fn=without_dac_override)
+            except subprocess.SubprocessError as exc:
+                pytest.skip(f"running as root and cannot drop CAP_DAC_OVERRIDE: {exc}")
+            code, stdout, err = proc.returncode, proc.stdout.decode(), proc.stderr.decode()
+    finally:
+        out.chmod(0o755)
+    assert code == 1 and records(stdout) == [], err  # no file was tried
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"{out}: cannot write there (Permission denied)" in errors[0], err
+    assert_clean_failure(err)
+    assert list(out.iterdir()) == []
 
 
 def test_an_output_folder_that_cannot_be_made(tmp_path, model_folder):

@@ -19,6 +19,8 @@ from robustness_util import (
     cli_process,
     count_frames,
     make_video,
+    noisy_video,
+    on_small_disk,
     records,
     run_and_kill,
 )
@@ -167,3 +169,39 @@ def test_kill_9_many_times(tmp_path, model):
     tally = kill_video_runs(tmp_path, model, list(range(10, 25)))
     print(f"\nvideo kills: {tally['kills']}")
     assert tally["kills"] >= 10
+
+
+def check_full_disk_video(proc, listing: list[str], target_name: str) -> str:
+    """A video run that filled its disk: exit 1, one plain line, no target and no temporary; the
+    work folder kept only with finished segments in it, and the line says which. Returns the line."""
+    err = proc.stderr.decode(errors="replace")
+    assert_clean_failure(err)
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 1 and len(lines) == 1, err
+    assert "No space left on device" in lines[0] and "internal error" not in lines[0], lines
+    assert target_name not in listing and not [n for n in listing if n.endswith(".partial")], listing
+    segments = [n for n in listing if "/segment_" in n]
+    assert ("resumes from" in lines[0]) == bool(segments) and ("nothing was kept" in lines[0]) == (not listing), lines
+    return lines[0]
+
+
+@pytest.mark.slow  # a tmpfs in a private mount namespace (skipped where that is not allowed)
+@pytest.mark.parametrize("size", ["200k", "2m"])
+def test_a_full_disk_for_real(tmp_path, model, size):
+    clip = noisy_video(tmp_path / "noise.mp4")
+    done = on_small_disk(tmp_path / "disk", size, "video", clip, "-x", "2", "--model", model, "-o",
+                         tmp_path / "disk" / "out.mp4")
+    if done is None:
+        pytest.skip("cannot mount a tmpfs here")
+    check_full_disk_video(*done, "out.mp4")
+
+
+def test_a_folder_as_the_video_output_is_a_clear_usage_error(tmp_path, model):
+    """`video -o existing_dir --force` upscaled the whole video, then failed to rename it."""
+    clip = make_video(tmp_path / "a.mp4", frames=10)
+    (tmp_path / "out").mkdir()
+    for force in ([], ["--force"]):
+        result = cli("video", clip, "-o", tmp_path / "out", "--model", model, *force)
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert result.exit_code == 2 and len(errors) == 1 and "is a folder" in errors[0] and "--frames-dir" in errors[0]
+        assert list((tmp_path / "out").iterdir()) == [] and not list(tmp_path.glob(".*"))

@@ -166,6 +166,21 @@ def test_damaged_safetensors(tmp_path, model_folder, damage):
     assert result.exit_code == 2 and str(folder) in error_line(result)
 
 
+@pytest.mark.parametrize("fill", [b"\xff", b"\x00\x00\x80\x7f"], ids=["nan", "inf"])
+def test_weights_that_are_not_finite_are_refused(tmp_path, model_folder, fill):
+    """A valid header over NaN or infinite data upscaled to a black picture, exit 0 (issue 22.2)."""
+    folder = copy_model(model_folder(2, 1), tmp_path / "model")
+    weights = folder / "model.safetensors"
+    data = weights.read_bytes()
+    body = 8 + int.from_bytes(data[:8], "little")
+    weights.write_bytes(data[:body] + (fill * len(data))[: len(data) - body])
+    result = upscale_with(tmp_path, folder)
+    assert result.exit_code == 2 and "not finite" in error_line(result) and str(folder) in error_line(result)
+    assert not (tmp_path / "pic_x2.png").exists()
+    with pytest.raises(ModelError, match="conv1.weight"):
+        load_from_files(weights, None, "bare")
+
+
 def test_bare_safetensors_with_odd_tensors(tmp_path):
     for name, tensors in {
         "one_d.safetensors": {"conv1.weight": torch.zeros(5), "conv2.weight": torch.zeros(5), "conv3.weight": torch.zeros(5)},

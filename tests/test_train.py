@@ -169,6 +169,43 @@ def test_missing_celeba_is_a_usage_error_that_says_where_it_looked(tmp_path, mon
                                        "--steps", "1", "--out", str(tmp_path / "r")])
     assert result.exit_code == 2
     assert "img_align_celeba" in result.output and str(tmp_path / "none") in result.output
+    assert not (tmp_path / "r").exists()  # a run that failed before its first step leaves no folder
+
+
+def test_a_run_that_fails_before_its_first_step_removes_only_the_folder_it_made(tmp_path):
+    """An empty run folder was left behind (issue 22.9); a folder that was there stays."""
+    args = ["train", "--dataset", str(tmp_path / "missing"), "-x", "2", "--steps", "1"]
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "new" / "run")])
+    assert result.exit_code == 2 and not (tmp_path / "new").exists()
+    (tmp_path / "mine").mkdir()
+    result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "mine")])
+    assert result.exit_code == 2 and (tmp_path / "mine").is_dir()
+
+
+def test_piped_output_says_what_loads_and_shows_no_bar_before_an_error(faces, tmp_path):
+    failed = CliRunner().invoke(main, ["train", "--dataset", str(tmp_path / "missing"), "-x", "2", "--steps", "1",
+                                       "--out", str(tmp_path / "r")])
+    assert failed.exit_code == 2 and failed.stderr.splitlines()[0].startswith("error:"), failed.stderr
+    result = CliRunner().invoke(main, ["train", "--dataset", "celebA", "--data-dir", str(faces), "--steps", "1",
+                                       "--batch-size", "4", "--out", str(tmp_path / "faces"), "--device", "cpu"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "reading 12 faces" in result.stderr and "0/1" not in result.stderr, result.stderr
+
+
+def test_a_runs_card_names_what_loads_and_what_validation_used(faces, tmp_path):
+    """The card suggested --model celeba-x4, which does not load, and said 480 held-out faces
+    where validation used 200 (issue 22.9)."""
+    out = tmp_path / "faces-x4"
+    train(TrainConfig(dataset="celebA", data_dir=str(faces), scale=4, steps=2, batch_size=4, out=str(out),
+                      device="cpu", holdout=0.5, val_max_images=2))
+    info = load_model(str(out)).info
+    assert (info.training["held_out_images"], info.training["val_images"], info.metrics["val"]["images"]) == (6, 2, 2)
+    assert info.metrics["val"]["dataset"] == info.training["val"] == "2 of the 6 held-out faces"
+    card = (out / "README.md").read_text()
+    use = next(line for line in card.splitlines() if line.startswith("subpixel upscale"))
+    spec = use.split("--model ", 1)[1].split()[0]
+    assert spec == str(out) and load_model(spec).info.name == "faces-x4"
 
 
 def _cli(*args: str) -> list[str]:

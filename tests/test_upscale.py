@@ -35,6 +35,35 @@ def test_tiled_output_equals_untiled(scale, channels):
     assert np.abs(whole.astype(int) - tiled).max() <= 1
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
+@pytest.mark.parametrize("name", ["espcn-x2", "espcn-x4"])
+def test_tiles_change_no_pixel_of_the_packaged_models(name, precision):
+    """With int8 (the default on VNNI CPUs) ~2,000 pixels of a 1500×1000 ×4 picture differed by a
+    level between --tile 64 and one piece (issue 22.8): the RGB → Y before the first layer's C
+    kernel was a matrix product, whose rounding depends on the picture's size."""
+    from subpixel_cli.kernels import default_kernels
+    from subpixel_cli.registry import load_model
+    from subpixel_cli.runtime import int8_kernels, native_bf16
+
+    if precision == "int8" and not int8_kernels():
+        pytest.skip("this torch build has no oneDNN quantized convolution")
+    if precision == "bf16" and not native_bf16():
+        pytest.skip("bf16 without oneDNN's AVX-512 kernels is emulated, and its sums depend on the size (README)")
+    if precision == "int8" and getattr(default_kernels().conv1_u8, "bf16", False):
+        pytest.skip("the first layer's bf16 dot products leave the last pixels of a row to fp32 (README)")
+    image = random_image(90, 130, 3, seed=3)
+    whole_up = Upscaler(load_model(name), device="cpu", precision=precision)
+    assert whole_up.precision.name == precision
+    whole, _ = whole_up.upscale(image)
+    for tile in (32, 47):
+        tiled_up = Upscaler(load_model(name), device="cpu", precision=precision, tile=tile)
+        assert tiled_up.tiles_for(90, 130) > 1
+        tiled, _ = tiled_up.upscale(image)
+        assert (tiled == whole).all(), (tile, int((tiled != whole).sum()))
+        grey, _ = tiled_up.upscale(image[..., :1])
+        assert (grey == whole_up.upscale(image[..., :1])[0]).all(), tile
+
+
 def test_memory_budget_tiles_automatically_with_the_same_result():
     image = random_image(70, 64, 3)
     small = upscaler(2, 1, memory_budget=2_000_000)

@@ -560,3 +560,21 @@ def test_default_x264_preset_by_output_size() -> None:
     sizes = [(960, 540), (1280, 720), (1920, 1080), (2560, 1440)]
     assert [preset(w, h) for w, h in sizes] == ["veryfast", "superfast", "ultrafast", "ultrafast"]
     assert preset(2560, 1440, "slow") == "slow"
+
+
+def test_the_docs_the_help_and_the_code_agree_on_the_default_presets() -> None:
+    """docs/video.md said veryfast up to 1280×720, superfast up to 1080p; the code, README and
+    --help said 960×540 and 720p (issue 22, rough edges)."""
+    from subpixel_cli.video import encoders
+
+    root = Path(__file__).resolve().parents[1]
+    sizes = {pixels: next(f"{w}×{h}" for w, h in ((960, 540), (1280, 720), (1920, 1080)) if w * h == pixels)
+             for pixels in (encoders.LARGE_PIXELS, encoders.HUGE_PIXELS)}
+    rule = (f"`{encoders.PRESETS['libx264']}` up to {sizes[encoders.LARGE_PIXELS]}, "
+            f"`{encoders.LARGE_PRESETS['libx264']}` up to {sizes[encoders.HUGE_PIXELS]}, "
+            f"`{encoders.HUGE_PRESETS['libx264']}` above")
+    help_text = " ".join(CliRunner().invoke(main, ["video", "--help"], terminal_width=400).output.split())
+    for name, text in (("README.md", (root / "README.md").read_text()), ("docs/video.md", (root / "docs/video.md").read_text()),
+                       ("--help", help_text)):
+        text = " ".join(text.split())
+        assert (rule if name != "--help" else rule.replace("`", "")) in text, name

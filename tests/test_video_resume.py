@@ -169,3 +169,107 @@ def test_killed_run_resumes(tmp_path: Path, video_model_dir: str) -> None:
     pts, duration, audio = timing(target)
     assert pts == sorted(pts) and len(pts) == 240 and abs(duration - 24) < 0.2 and audio > 0
     assert not work.exists() and not list(tmp_path.glob(".*.partial"))
+
+
+def _error_lines(result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+def test_a_full_disk_is_one_plain_line_and_a_rerun_resumes(tmp_path: Path, video_model_dir: str,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """ENOSPC while the second segment is written said "internal error: OSError: [Errno 28]…"
+    (issue 22.5): now the plain line of `subpixel upscale`, exit 1, and the finished segment is
+    kept for the re-run, which resumes from it."""
+    import errno
+
+    clip = make_clip(tmp_path / "a.mp4", 60)
+    target = tmp_path / "out.mp4"
+    args = [str(clip), "--model", video_model_dir, "-o", str(target)]
+    write = segments.SegmentWriter.write
+
+    def fill_up(self, frames, pts, packets):  # the disk fills once the second segment has begun
+        write(self, frames, pts, packets)
+        if self.current is not None and self.current[0] >= 1:
+            raise OSError(errno.ENOSPC, "No space left on device", str(self.work.path / ".segment.partial"))
+
+    monkeypatch.setattr(segments.SegmentWriter, "write", fill_up)
+    result = CliRunner().invoke(main, ["video", *args, "-q"], catch_exceptions=False)
+    assert result.exit_code == 1
+    lines = _error_lines(result)
+    assert len(lines) == 1 and "No space left on device" in lines[0] and "internal error" not in lines[0]
+    assert "run the same command again" in lines[0] and "1 finished segment" in lines[0], lines
+    assert not target.exists() and len(list(segments.work_folder(target).glob("segment_*"))) == 1
+    monkeypatch.setattr(segments.SegmentWriter, "write", write)
+    done = run_json(*args)
+    assert "resuming: 1 of 3 segments done" in done["notes"] and done["frames"] == 60
+
+
+def test_a_full_disk_in_one_pass_leaves_nothing(tmp_path: Path, video_model_dir: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """With --start/--end there are no segments to keep: the line says so, nothing is left."""
+    import errno
+
+    from subpixel_cli.video import writing
+
+    clip = make_clip(tmp_path / "a.mp4", 60)
+
+    def full(self, frames, pts, packets):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self.tmp))
+
+    monkeypatch.setattr(writing.VideoWriter, "write", full)
+    result = CliRunner().invoke(main, ["video", str(clip), "--model", video_model_dir, "-o", str(tmp_path / "o.mp4"),
+                                       "--start", "1", "--end", "4", "-q"], catch_exceptions=False)
+    lines = _error_lines(result)
+    assert result.exit_code == 1 and len(lines) == 1 and "No space left on device" in lines[0]
+    assert "nothing was kept" in lines[0] and "internal error" not in lines[0], lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mp4"]
+
+
+def test_ctrl_c_says_what_is_kept_and_a_resumed_summary_counts_its_own_frames(
+        tmp_path: Path, video_model_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import subpixel_cli.video as video
+
+    clip = make_clip(tmp_path / "a.mp4", 60)
+    args = [str(clip), "--model", video_model_dir, "-o", str(tmp_path / "out.mp4")]
+
+    def stop(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(video, "join_segments", stop)
+        result = CliRunner().invoke(main, ["video", *args], catch_exceptions=False)
+    lines = [line for line in result.stderr.splitlines() if line.startswith("interrupted")]
+    assert result.exit_code == 130 and len(lines) == 1, result.stderr
+    assert "3 finished segments kept" in lines[0] and "run the same command again" in lines[0]
+    again = CliRunner().invoke(main, ["video", *args], catch_exceptions=False)
+    wrote = [line for line in again.stderr.splitlines() if line.startswith("wrote")]
+    assert again.exit_code == 0 and len(wrote) == 1 and "60 frames" in wrote[0], again.stderr
+    assert "0 upscaled by this run" in wrote[0] and "(0.0 frames/s)" in wrote[0], wrote
+
+
+def test_piped_output_is_a_header_and_a_final_line(tmp_path: Path, video_model_dir: str) -> None:
+    """stderr not a terminal (a pipe, a log file): no blank line where the bar was, and a header
+    that says what runs, as `subpixel upscale` gives."""
+    clip = make_clip(tmp_path / "a.mp4", 30)
+    result = CliRunner().invoke(main, ["video", str(clip), "--model", video_model_dir, "-o", str(tmp_path / "o.mp4")],
+                                catch_exceptions=False)
+    lines = result.stderr.splitlines()
+    assert result.exit_code == 0 and len(lines) == 2 and all(line.strip() for line in lines), result.stderr
+    assert lines[0].startswith("espcn-test-x2: ×2") and "a.mp4" in lines[0] and lines[1].startswith("wrote ")
+
+
+@pytest.mark.parametrize("extra", [[], ["--start", "0.5"]])
+def test_progress_ends_at_the_real_frame_count(tmp_path: Path, video_model_dir: str, monkeypatch: pytest.MonkeyPatch,
+                                              extra: list[str]) -> None:
+    """The total is estimated from the duration before decoding: it showed 922 for 917 frames."""
+    from subpixel_cli.registry import load_model
+    from subpixel_cli.upscale import Upscaler
+    from subpixel_cli.video import VideoOptions, reading, upscale_video
+
+    clip = make_clip(tmp_path / "a.mp4", 40)
+    monkeypatch.setattr(reading.FileReader, "expected_frames", lambda self: 45)  # an estimate 5 too high
+    calls: list[tuple[int, int | None]] = []
+    options = VideoOptions(start=0.5 if extra else None)
+    result = upscale_video(Upscaler(load_model(video_model_dir), device="cpu"), clip, tmp_path / "o.mp4", options,
+                           progress=lambda done, total: calls.append((done, total)))
+    assert calls[-1] == (result.frames, result.frames) and result.frames == (35 if extra else 40)

@@ -35,23 +35,23 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from subpixel_cli.errors import InputError, SubpixelError
-from subpixel_cli.files import make_folder, remove_stale_temporaries
+from subpixel_cli.errors import InputError, OutputError, SubpixelError
+from subpixel_cli.files import disk_full, make_folder, remove, remove_stale_temporaries
 from subpixel_cli.runtime import is_out_of_memory, out_of_memory_message
 from subpixel_cli.shard import Group, rank_0_decides
 from subpixel_cli.video.encoders import CODECS, CRF_DEFAULTS, PRESETS
 from subpixel_cli.video.options import VideoOptions, check_output, default_output, parse_rate, parse_time
 from subpixel_cli.video.pipeline import FrameUpscaler, Pipeline, Progress
 from subpixel_cli.video.reading import FileReader, Frame, Reader, open_reader
-from subpixel_cli.video.segments import (JOINABLE, SegmentWriter, SkipFinished, WorkFolder, join_segments,
-                                         segment_lengths, segment_starts)
+from subpixel_cli.video.segments import (JOINABLE, SegmentWriter, SkipFinished, WorkFolder, finished_segments,
+                                         join_segments, segment_lengths, segment_starts, work_folder)
 from subpixel_cli.video.sharded import Part, Plan, check_parts, failed_part, gather_parts, split_segments
 from subpixel_cli.video.writing import FolderWriter, VideoWriter, Writer, WriterStats
 
 __all__ = [
     "CODECS", "CRF_DEFAULTS", "PRESETS", "FileReader", "Frame", "FrameUpscaler", "Progress", "VideoOptions",
-    "VideoResult", "WriterStats", "check_output", "default_output", "parse_rate", "parse_time", "upscale_video",
-    "wants_planar",
+    "VideoResult", "WriterStats", "check_output", "default_output", "parse_rate", "parse_time", "stopped_note",
+    "upscale_video", "wants_planar",
 ]
 
 
@@ -75,8 +75,9 @@ class VideoResult(WriterStats):
 
     @property
     def speed(self) -> float:
-        """Frames per second of wall-clock time, end to end."""
-        return self.frames / self.seconds if self.seconds > 0 else 0.0
+        """Frames this run upscaled per second of wall-clock time, end to end."""
+        frames = self.frames if self.frames_upscaled is None else self.frames_upscaled
+        return frames / self.seconds if self.seconds > 0 else 0.0
 
     def as_dict(self) -> dict[str, Any]:
         record = asdict(self)
@@ -96,6 +97,7 @@ class _Job:
     progress: Progress | None
     group: Group | None
     started: float
+    force: bool = False  # replace an existing output (--force); without it one that appears meanwhile is kept
 
     @property
     def rank(self) -> int:
@@ -130,10 +132,41 @@ def upscale_video(
     its processes (:mod:`~subpixel_cli.video.sharded`): rank 0 returns the result, the others
     ``None``. An output that is not made in segments is made by rank 0 alone, with a note.
     """
-    job = _Job(upscaler, Path(source), Path(target), options or VideoOptions(), progress, group, time.perf_counter())
+    job = _Job(upscaler, Path(source), Path(target), options or VideoOptions(), progress, group, time.perf_counter(),
+               force)
+    try:
+        return _upscale_video(job, frames_dir, resume)
+    except Exception as exc:
+        if not disk_full(exc):
+            raise
+        if not finished_segments(job.target):
+            remove(work_folder(job.target))  # nothing in it worth keeping
+        raise OutputError(_disk_full_message(job.target)) from None
+
+
+def stopped_note(target: Path) -> str:
+    """What a stopped run (Ctrl-C) leaves for the next one: finished segments, or nothing."""
+    kept = finished_segments(target)
+    if kept:
+        return (f"{kept} finished segment{'s' if kept > 1 else ''} kept in {work_folder(target)}/; "
+                "run the same command again to continue from them")
+    return "nothing finished was kept; run the same command again to start over"
+
+
+def _disk_full_message(target: Path) -> str:
+    """The line for a full disk: what is kept for a re-run (finished segments), or that nothing is."""
+    kept = finished_segments(target)
+    if kept:
+        return (f"{target}: cannot write (No space left on device); free some space and run the same command "
+                f"again: it resumes from the {kept} finished segment{'s' if kept > 1 else ''} kept in "
+                f"{work_folder(target)}/")
+    return f"{target}: cannot write (No space left on device); nothing was kept: free some space and run again"
+
+
+def _upscale_video(job: _Job, frames_dir: bool, resume: bool) -> VideoResult | None:
     notes: list[str] = []
     with contextlib.ExitStack() as stack:
-        opened = _open(job, frames_dir, force)
+        opened = _open(job, frames_dir)
         if opened is None:
             return None  # not rank 0, and rank 0 does the whole job or failed (and says why)
         reader, size, segmented = opened
@@ -141,14 +174,14 @@ def upscale_video(
         writer: Writer
         if segmented:
             return _upscale_segmented(job, reader, size, resume)
-        if group is not None:
+        if job.group is not None:
             notes.append(f"made in one pass, not in segments, so process 0 did it alone and the other "
-                         f"{group.world - 1} had nothing to do (segments need a whole video file into a video "
+                         f"{job.group.world - 1} had nothing to do (segments need a whole video file into a video "
                          f"file, without --start/--end, with {', '.join(sorted(JOINABLE))})")
         if frames_dir:
             writer = stack.enter_context(FolderWriter(job.target))
         else:
-            writer = stack.enter_context(VideoWriter(job.target, job.options, reader, size))
+            writer = stack.enter_context(VideoWriter(job.target, job.options, reader, size, replace=job.force))
         _run(job, reader, writer)
         if writer.frames == 0:
             span = " between --start and --end" if job.options.start is not None or job.options.end is not None else ""
@@ -157,7 +190,7 @@ def upscale_video(
     return _result(job, reader, size, stats, notes + reader.notes + stats.notes)
 
 
-def _open(job: _Job, frames_dir: bool, force: bool) -> tuple[Reader, tuple[int, int], bool] | None:
+def _open(job: _Job, frames_dir: bool) -> tuple[Reader, tuple[int, int], bool] | None:
     """The checked output, the opened source, the output size and whether to work in segments.
     In a group rank 0 checks, cleans up and decides, then tells the others: they open the
     source only to share its segments, and get ``None`` when rank 0 works alone or failed."""
@@ -165,7 +198,7 @@ def _open(job: _Job, frames_dir: bool, force: bool) -> tuple[Reader, tuple[int, 
     opened: list[Reader] = []
 
     def decide() -> bool:
-        check_output(job.source, job.target, frames_dir, force)
+        check_output(job.source, job.target, frames_dir, job.force)
         make_folder(job.target.parent)
         remove_stale_temporaries(job.target, time.time())
         opened.append(open_reader(job.source, job.options, planar))
@@ -246,7 +279,7 @@ def _upscale_segmented(job: _Job, reader: FileReader, size: tuple[int, int], res
         raise InputError(f"{job.source}: no video frames decoded")
     if any(plan.done):
         notes.append(f"resuming: {sum(plan.done)} of {len(plan.done)} segments done")
-    stats = join_segments(work, reader, job.options, job.target, size)
+    stats = join_segments(work, reader, job.options, job.target, size, replace=job.force)
     return _result(job, reader, size, stats, notes + reader.notes + [n for p in parts for n in p.notes] + stats.notes,
                    complete=not any(p.truncated for p in parts), segments=len(plan.done),
                    segments_resumed=sum(plan.done), frames_upscaled=frames,

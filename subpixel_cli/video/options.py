@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 from subpixel_cli.errors import OutputError, UsageError
+from subpixel_cli.files import check_folder_writable
 
 # x264's and x265's speed presets, fastest first.
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo")
@@ -98,9 +98,12 @@ def check_output(source: Path, target: Path, frames_dir: bool, force: bool) -> N
             raise OutputError(f"{target}: exists and is not a folder")
         if target.is_dir() and any(target.iterdir()) and not force:
             raise OutputError(f"{target}: folder is not empty; use --force to write frames into it")
+    elif target.is_dir():
+        raise UsageError(f"-o {target}: is a folder; give the video a file name (-o {target / 'NAME.mp4'}), "
+                         f"or write PNG frames into it with --frames-dir {target}")
     elif target.exists() and not force:
         raise OutputError(f"{target}: already exists; use --force to overwrite it")
     if target.parent.exists() and not target.parent.is_dir():
         raise OutputError(f"{target.parent}: is not a folder")
-    if target.parent.is_dir() and not os.access(target.parent, os.W_OK | os.X_OK):
-        raise OutputError(f"{target.parent}: no permission to write there; choose the output with -o")
+    if target.parent.is_dir():
+        check_folder_writable(target.parent)

@@ -85,6 +85,8 @@ class Pipeline:
             raise
         self._shutdown()
         self._raise_worker_error()
+        if self.progress is not None:  # the total was an estimate (from the duration): now it is known
+            self.progress(self.writer.frames, self.writer.frames)
 
     def _read(self) -> None:
         for item in self.reader.items(self.stop):

@@ -46,6 +46,14 @@ def work_folder(target: Path) -> Path:
     return target.with_name(f".{target.name}.work")
 
 
+def finished_segments(target: Path) -> int:
+    """How many finished segments the work folder of ``target`` holds (0 when there is none)."""
+    try:
+        return sum(1 for p in work_folder(target).glob("segment_*") if p.is_file())
+    except OSError:
+        return 0
+
+
 def segment_starts(reader: FileReader, min_seconds: float = MIN_SEGMENT_SECONDS) -> list[int]:
     """Frame indices (in presentation order) at which segments start: keyframes found from the
     source's packets (no decoding), at least ``min_seconds`` apart. ``[0]``: one segment."""
@@ -222,12 +230,12 @@ class SegmentWriter(Writer):
 
 
 def join_segments(work: WorkFolder, reader: FileReader, options: VideoOptions, target: Path,
-                  size: tuple[int, int]) -> WriterStats:
+                  size: tuple[int, int], replace: bool = True) -> WriterStats:
     """Stream-copy the segments, in order, with the source's audio and subtitles into ``target``
     (a temporary name renamed into place); then remove the work folder."""
     with av.open(str(work.finished(0)[0])) as first:
         template = first.streams.video[0]
-        with VideoWriter(target, options, reader, size, template=template) as writer:
+        with VideoWriter(target, options, reader, size, template=template, replace=replace) as writer:
             merged = heapq.merge(_segment_packets(work, reader.time_base), _source_packets(reader), key=lambda p: p[0])
             for _, is_video, packet in merged:
                 if is_video:

@@ -68,10 +68,11 @@ class VideoWriter(Writer):
     """Encodes frames and muxes them with the copied streams into a temporary file."""
 
     def __init__(self, target: Path, options: VideoOptions, reader: Reader, size: tuple[int, int],
-                 template: Any = None) -> None:
+                 template: Any = None, replace: bool = True) -> None:
         """``template``: a video stream whose packets are copied (:meth:`mux_copied_video`) instead
-        of frames encoded, for joining segments."""
-        self.target, self.notes, self.frames = target, [], 0
+        of frames encoded, for joining segments. ``replace``: whether the finished file may replace
+        one at ``target`` (``--force``); without it one that appeared meanwhile is kept."""
+        self.target, self.notes, self.frames, self.replace = target, [], 0, replace
         self.copying = template is not None
         self.audio_copied = self.audio_reencoded = self.subs_copied = self.data_copied = self.dropped = 0
         self.tmp = temporary_path(target)
@@ -227,7 +228,7 @@ class VideoWriter(Writer):
             self.container.close()
         except av.error.FFmpegError as exc:
             raise OutputError(f"{self.target}: cannot finish writing ({ffmpeg_reason(exc)})") from None
-        move_into_place(self.tmp, self.target)
+        move_into_place(self.tmp, self.target, replace=self.replace)
         return WriterStats(self.stream.codec_context.name, self.stream.pix_fmt, self.frames,
                            audio_streams_copied=self.audio_copied, audio_streams_reencoded=self.audio_reencoded,
                            subtitle_streams_copied=self.subs_copied, data_streams_copied=self.data_copied,
