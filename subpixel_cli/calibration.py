@@ -36,7 +36,7 @@ def level_steps(act_min: torch.Tensor, act_max: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Check:
-    """One dataset's Y-PSNR through the Upscaler in fp32 and in int8, by ``subpixel eval``'s protocol."""
+    """One dataset's Y-PSNR through ``subpixel upscale`` (RGB in, RGB out) in fp32 and in int8."""
 
     dataset: str
     fp32: float

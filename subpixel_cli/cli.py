@@ -20,11 +20,11 @@ from rich.markup import escape
 
 from subpixel_cli import __version__
 from subpixel_cli import choices
-from subpixel_cli.command import (EXIT_CODES_HELP, command_line, denoise_option, handle_errors, memory_options,
-                                  model_options, parse_size)
+from subpixel_cli.command import (EXIT_CODES_HELP, command_line, denoise_option, handle_errors, print_kernels_note,
+                                  memory_options, model_options, parse_size)
 from subpixel_cli.console import (emit_json, err_console, eval_progress, print_eval_tables, print_models, print_note,
                                   print_quantized, print_summary, progress_bar, show_result, show_steps,
-                                  show_throughput, train_progress)
+                                  show_throughput, train_progress, video_header)
 from subpixel_cli.errors import EXIT_FAILED
 
 if TYPE_CHECKING:
@@ -112,12 +112,11 @@ def upscale(inputs: tuple[str, ...], output: Path | None, scale: int | None, mod
         live = group is None  # under torchrun rank 0 shows every process's results after the gather
         # Without --model or --denoise each input gets the packaged model that fits it (choice.py).
         runs = _runs_by_input(upscaler, mine, load) if model is None and denoise is None else [(upscaler, mine, {})]
-        report, said, finished = Report(), set(), []
+        report, seen = Report(), Report()  # seen: every result so far, for what Ctrl-C says
+        print_kernels_note(upscaler, show)
         for upscaler, part_jobs, picks in runs:
-            fresh = [note for note in upscaler.notes if note not in said]  # each note once, whichever model
-            said.update(fresh)
-            if show and fresh:
-                print_note("; ".join(fresh))
+            if show and upscaler.notice:
+                print_note(upscaler.notice)
             if show:
                 why = f" ({_reasons(picks)})" if picks else ""
                 err_console.print(f"{upscaler.info.name}: ×{upscaler.scale} {upscaler.info.color_space.upper()} model "
@@ -129,9 +128,9 @@ def upscale(inputs: tuple[str, ...], output: Path | None, scale: int | None, mod
                 tiles = progress.add_task("tiles", total=None, visible=False)
 
                 def on_result(result: "Result", name: str = upscaler.info.name, picks: dict = picks) -> None:
+                    seen.results.append(result)
                     result.model = name
                     result.model_reason = picks[result.source].reason if result.source in picks else None
-                    finished.append(result)
                     progress.advance(files)
                     progress.update(tiles, visible=False)
                     if live:
@@ -145,7 +144,7 @@ def upscale(inputs: tuple[str, ...], output: Path | None, scale: int | None, mod
                 try:
                     report.results += sharding.run_part(runner, part_jobs, group).results
                 except KeyboardInterrupt:
-                    raise KeyboardInterrupt(_stopped(finished, len(mine))) from None
+                    raise KeyboardInterrupt(seen.stopped(len(mine))) from None
         if group is not None:
             gathered = sharding.gather(group, jobs, report)
             if gathered is None:
@@ -156,14 +155,6 @@ def upscale(inputs: tuple[str, ...], output: Path | None, scale: int | None, mod
     if show:
         print_summary(report)
     sys.exit(report.return_code)
-
-
-def _stopped(results: list, total: int) -> str:
-    """What Ctrl-C left done, and that a re-run continues."""
-    done = sum(r.status in ("ok", "skipped") for r in results)
-    failed = sum(r.status == "failed" for r in results)
-    return (f"{done} of {total} file(s) done" + (f", {failed} failed" if failed else "")
-            + "; run the same command again to continue (done ones are skipped)")
 
 
 def _runs_by_input(clean: "Upscaler", jobs: list, load: Callable[..., "Upscaler"]) -> list[tuple["Upscaler", list, dict]]:
@@ -376,8 +367,9 @@ def eval_command(datasets: tuple[str, ...], model_spec: str | None, bicubic: boo
               help="auto (H.264 yuv420p, or the container's own codec), h264, hevc, vp9, av1, mpeg4, ffv1, or an FFmpeg encoder.")
 @click.option("--crf", type=click.IntRange(0, 63), help="Constant quality, lower is better (default 18 for H.264).")
 @click.option("--preset", metavar="NAME",
-              help="x264/x265 speed preset, ultrafast…veryslow (default by output size: veryfast up to 960×540, superfast "
-                   "up to 1280×720, ultrafast above: the encoder shares the CPU with the model; larger files than superfast).")
+              help="x264/x265 speed preset, ultrafast…veryslow (default by output size: veryfast up to 960×540, "
+                   "superfast up to 1280×720, ultrafast above: the encoder shares the CPU with the model; larger files "
+                   "than superfast).")
 @click.option("--pix-fmt", metavar="FMT", help="Output pixel format (default: 4:2:0 at the source's bit depth, e.g. yuv420p10le).")
 @click.option("--lossless", is_flag=True,
               help="No loss after the model: FFV1 RGB (exact; .mkv, large files), or x264/x265 lossless with --codec.")
@@ -435,10 +427,8 @@ def video(source: Path, output: Path | None, scale: int | None, model: str | Non
         show = not quiet and (group is None or group.main)  # under torchrun: rank 0's progress, for its own part
         if show and upscaler.notice:
             print_note(upscaler.notice)
-        if show and pick is not None:
-            err_console.print(f"{upscaler.info.name}: chosen for this input ({pick.reason}); --model overrides")
-        header = (f"{upscaler.info.name}: ×{upscaler.scale} {upscaler.info.color_space.upper()} model on "
-                  f"{upscaler.device.type} ({upscaler.precision.name}), {escape(str(source))} -> {escape(str(target))}")
+        print_kernels_note(upscaler, show)
+        header = video_header(upscaler, source, target, pick.reason if pick is not None else None)
         with progress_bar(show, "{task.fields[rate]}") as progress:
             task = progress.add_task("frames", total=None, rate="")
             started = time.perf_counter()
@@ -505,10 +495,13 @@ def bench(scale: int | None, model: str | None, device: str, precision: str, bat
     frame = parse_size(size)
     upscaler = _load_upscaler(model, scale, device, precision, None, batch_size, None)
     width, height = frame or (1920 // upscaler.scale, 1080 // upscaler.scale)
+    if upscaler.notice and not as_json:
+        print_note(upscaler.notice)
     paths = cpu_paths(upscaler.calibration, upscaler.kernels) if upscaler.device.type == "cpu" else None
     missing = "; ".join(dict.fromkeys(why for why in paths["kernels"].values() if why != "built")) if paths else None
-    if upscaler.notice and not as_json:  # after cpu_paths: every C library tried, so the notice names all
-        print_note(upscaler.notice)
+    if missing and not as_json:
+        print_note(f"subpixel's C kernels are not all in use here ({missing}): the CPU paths run slower without "
+                   "them, and --precision auto does not take int8")
     if not as_json:
         err_console.print(f"{upscaler.info.name}: ×{upscaler.scale} on {upscaler.device.type} "
                           f"({upscaler.precision.name}), {width}×{height} {layout.upper()} frames, batches of {batch_size}…")

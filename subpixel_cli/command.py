@@ -8,14 +8,17 @@ import functools
 import os
 import sys
 import traceback
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 from rich.markup import escape
 
 from subpixel_cli import choices
-from subpixel_cli.console import err_console
+from subpixel_cli.console import err_console, print_note
 from subpixel_cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, SubpixelError, named
+
+if TYPE_CHECKING:
+    from subpixel_cli.upscale import Upscaler
 
 EXIT_CODES_HELP = "Exit codes: 0 all done, 1 some inputs failed, 2 usage error, 130 interrupted."
 
@@ -69,6 +72,17 @@ def _stdout_closed() -> None:
     except (OSError, ValueError):
         pass
     sys.exit(EXIT_FAILED)
+
+
+def print_kernels_note(upscaler: "Upscaler", show: bool = True) -> None:
+    """A note where the C kernels an :class:`~subpixel_cli.upscale.Upscaler` on the CPU tried
+    could not be built (no compiler, a failed build): it runs slower, which should not go
+    unsaid, and the note says how to get them."""
+    why = upscaler.kernels.missing() if upscaler.device.type == "cpu" and show else None
+    if why is not None:
+        print_note(f"subpixel's C kernels are not built here ({why}): the CPU paths run without them, slower, "
+                   "and --precision auto does not take int8; install a working C compiler (e.g. `apt install "
+                   "gcc`) and run again (SUBPIXEL_KERNELS=0 turns them off, and this note)")
 
 
 def model_options(func: Callable[..., Any]) -> Callable[..., Any]:

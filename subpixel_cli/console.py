@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from subpixel_cli.bench import Throughput
     from subpixel_cli.hub import ModelInfo
     from subpixel_cli.jobs import Report, Result
+    from subpixel_cli.upscale import Upscaler
     from subpixel_cli.quantize import QuantizeResult
 
 # Messages and progress go to stderr; stdout carries results (--json).
@@ -52,6 +53,14 @@ def progress_bar(enabled: bool, fields: str = "", timing: bool = True, transient
     if timing:
         columns += [TimeElapsedColumn(), TimeRemainingColumn()]
     return Progress(*columns, console=err_console, disable=not (enabled and err_console.is_terminal), transient=transient)
+
+
+def video_header(upscaler: "Upscaler", source: Any, target: Any, chosen: str | None = None) -> str:
+    """``subpixel video``'s first line: the model, where and how it runs, what goes where, and why
+    this model where it was chosen for the input (``chosen``)."""
+    why = f"; chosen for this input ({chosen}), --model overrides" if chosen else ""
+    return (f"{upscaler.info.name}: ×{upscaler.scale} {upscaler.info.color_space.upper()} model on {upscaler.device.type} "
+            f"({upscaler.precision.name}), {escape(str(source))} -> {escape(str(target))}{why}")
 
 
 def print_summary(report: "Report") -> None:

@@ -22,6 +22,7 @@ import concurrent.futures
 import functools
 import hashlib
 import os
+import shlex
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -446,6 +447,34 @@ def find_images(folder: Path) -> list[Path]:
     if not files:
         raise DataError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in it or its sub-folders")
     return files
+
+
+def portable_path(path: str | Path, in_command: bool = False) -> str:
+    """``path`` as a run's record keeps it, without the training machine's own folders: relative
+    to the data root (``$SUBPIXEL_DATA``) where it lies under it (``in_command``: as
+    ``"$SUBPIXEL_DATA"/…``), under the home folder as ``~/…``, else as given."""
+    text, given = str(path), Path(str(path)).expanduser()
+    full, root = Path(os.path.abspath(given)), os.environ.get(DATA_ENV)
+    if "://" in text:
+        return text
+    if root and full.is_relative_to(os.path.abspath(root)):
+        rel = full.relative_to(os.path.abspath(root)).as_posix()
+        return f'"${DATA_ENV}"/{shlex.quote(rel)}' if in_command else rel
+    if given.is_absolute() and full.is_relative_to(Path.home()):
+        rel = full.relative_to(Path.home()).as_posix()
+        return f"~/{shlex.quote(rel)}" if in_command else f"~/{rel}"
+    return shlex.quote(text) if in_command else text
+
+
+_PATH_OPTIONS = {"--dataset", "--data-dir", "--val", "--out", "--init-from"}
+
+
+def portable_command(command: str) -> str:
+    """A ``subpixel train`` command line with :func:`portable_path` for its paths."""
+    words = shlex.split(command)
+    out = [shlex.quote(w) if k == 0 or words[k - 1] not in _PATH_OPTIONS else portable_path(w, in_command=True)
+           for k, w in enumerate(words)]
+    return " ".join(out)
 
 
 def celeba_search_paths(data_dir: Path | None) -> list[Path]:

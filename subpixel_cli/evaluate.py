@@ -287,28 +287,23 @@ def validate(net: ESPCN, images: Sequence[ProtocolImage]) -> tuple[float, float]
 
 def upscaler_psnr(upscalers: Sequence[Upscaler], folder: Path) -> list[float]:
     """Mean Y-PSNR of each :class:`~subpixel_cli.upscale.Upscaler` (all of one scale and model)
-    in its own precision on a folder of HR images, by this module's protocol, as ``subpixel eval``
-    scores the model: a Y model's Y output (from the LR's unrounded Y, rounded to 8 bits), an RGB
-    model's RGB, grey images' grey. Each image is prepared once for all. How ``subpixel quantize``
-    and the benchmarks compare precisions."""
+    in its own precision on a folder of HR images, by this module's protocol (:func:`super_resolve`,
+    as ``subpixel eval`` scores :func:`protocol_upscaler`), each image prepared once for all. How
+    ``subpixel quantize`` and the benchmarks compare precisions."""
     scale = upscalers[0].scale
     scores: list[list[float]] = [[] for _ in upscalers]
     for path in dataset_files(folder):
         image = prepare_image(path.stem, read_hr(path), scale, ssim=False)
         y_hr = shave(y_channel(image.hr), scale)
         for upscaler, mine in zip(upscalers, scores):
-            if image.lr.ndim == 2:  # grey in, grey out: scored on its grey value
-                out = upscaler.upscale(image.lr[..., None])[0]
-            elif upscaler.info.config.channels == 1:
-                out = upscaler.upscale_y(rgb_to_y(image.lr.astype(np.float64) / 255.0)[..., 0] * 255.0)
-            else:
-                out = upscaler.upscale(image.lr)[0]
-            mine.append(psnr(shave(y_channel(out), scale), y_hr, peak=255.0))
+            _, y_sr = super_resolve(upscaler, image.lr, image.bicubic)
+            mine.append(psnr(shave(y_sr, scale), y_hr, peak=255.0))
     return [float(np.mean(mine)) for mine in scores]
 
 
 def super_resolve(upscaler: Upscaler, lr: np.ndarray, bicubic: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Run ``upscaler`` (:func:`protocol_upscaler`) on an 8-bit LR image; returns ``(sr, y)``:
+    """Run ``upscaler`` (:func:`protocol_upscaler`, or one with the fused 8-bit path, to score its
+    precision) on an 8-bit LR image; returns ``(sr, y)``:
     the 8-bit SR image (grey for grey input) and the Y that is scored (0–255 scale, already
     rounded to 8 bits as the protocol asks).
 
@@ -322,7 +317,10 @@ def super_resolve(upscaler: Upscaler, lr: np.ndarray, bicubic: np.ndarray) -> tu
     if upscaler.info.config.channels == 1:
         y255 = upscaler.upscale_plane(rgb_to_y(x)[..., 0].astype(np.float32)).astype(np.float64) * 255.0
     else:
-        out = upscaler.upscale(x.astype(np.float32))[0].astype(np.float64)
+        if upscaler.fused_paths:  # an 8-bit path (int8, bf16… as `upscale` runs them): 8-bit pictures in
+            out = upscaler.upscale(rgb)[0].astype(np.float64) / 255.0
+        else:
+            out = upscaler.upscale(x.astype(np.float32))[0].astype(np.float64)
         if not grey:
             sr = _to_uint8(out * 255.0)
             return sr, y_channel(sr)

@@ -88,6 +88,13 @@ class Report:
     def return_code(self) -> int:
         return EXIT_FAILED if self.count("failed") else EXIT_OK
 
+    def stopped(self, total: int) -> str:
+        """What a run stopped by Ctrl-C after these results says: how far it got, and that the
+        same command continues (what is done is skipped)."""
+        failed = f", {self.count('failed')} failed" if self.count("failed") else ""
+        return (f"{self.count('ok') + self.count('skipped')} of {total} file(s) done{failed}; "
+                "run the same command again to continue (done ones are skipped)")
+
 
 @dataclass
 class OutputPlan:

@@ -31,10 +31,10 @@ import torch.nn.functional as F
 
 from subpixel_cli.calibration import CALIBRATION_NAME, CHECK_DATASETS, Calibration, Check, level_steps, save_calibration
 from subpixel_cli.color import rgb_to_y
-from subpixel_cli.data import mod_crop
+from subpixel_cli.data import mod_crop, portable_path
 from subpixel_cli.degradations import downscale
 from subpixel_cli.errors import DataError, SubpixelError, UsageError
-from subpixel_cli.evaluate import resolve_dataset, upscaler_psnr
+from subpixel_cli.evaluate import protocol_upscaler, resolve_dataset, upscaler_psnr
 from subpixel_cli.hub import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, LoadedModel, model_card, save_model
 from subpixel_cli.images import list_images, read_rgb8
 from subpixel_cli.model import ESPCN, weights_sha256
@@ -147,7 +147,7 @@ def check_accuracy(loaded: LoadedModel, calibration: Calibration, data_dir: str 
     """Y-PSNR of ``loaded`` on ``datasets`` through the Upscaler in fp32 and in int8 (with
     ``calibration``), by the protocol of ``subpixel eval`` and the model cards
     (:func:`~subpixel_cli.evaluate.upscaler_psnr`). Datasets that cannot be found are left out."""
-    upscalers = [Upscaler(loaded, device="cpu", precision=name, calibration=calibration) for name in ("fp32", "int8")]
+    upscalers = [protocol_upscaler(loaded), Upscaler(loaded, device="cpu", precision="int8", calibration=calibration)]
     checks = []
     for name in datasets:
         try:
@@ -168,7 +168,7 @@ def quantize_model(spec: str, data: Path, output: Path | None = None, images: in
     started = time.perf_counter()
     loaded = load_model(spec)
     folder = _target_folder(spec, output, force)
-    calibration = replace(calibrate(loaded.model, calibration_images(data, images), progress), source=str(data))
+    calibration = replace(calibrate(loaded.model, calibration_images(data, images), progress), source=portable_path(data))
     calibration = calibration.with_checks(check_accuracy(loaded, calibration, data_dir))
     if output is not None:  # a copy of the model, with its card, and the calibration beside it
         cards = [base / CARD_NAME for base in (Path(loaded.info.source), weights_root() / loaded.info.source)]

@@ -248,13 +248,13 @@ def build_data(config: TrainConfig, say: Callable[[str], None] = lambda text: No
         damage=config.damage)
     if config.val:
         val = _folder_val(config)
-        val_name = config.val
+        val_name = datasets.portable_path(config.val)
     elif held_out:
         val = load_val_images(held_out, config.scale, datasets.read_rgb, config.damage)
         val_name = f"{len(val)} held-back training images"
     else:
         val, val_name = [], None
-    description = {"dataset": str(folder), "train_images": len(train.images), "degradation": config.degradation,
+    description = {"dataset": datasets.portable_path(folder), "train_images": len(train.images), "degradation": config.degradation,
                    "damage": config.degrade,
                    "scale_augmentation": (f"{versions} copies shrunk by {config.scale_aug}–1 (JPEG ≤ 0.9)"
                                           if versions > 1 else None),
@@ -288,10 +288,10 @@ def _celeba_data(config: TrainConfig, say: Callable[[str], None]) -> RunData:
     else:
         val = load_val_images(held_out[: config.val_max_images], config.scale, datasets.celeba_hr)
     faces = f"{len(val)} held-out faces" if len(val) == len(held_out) else f"{len(val)} of the {len(held_out)} held-out faces"
-    description = {"dataset": "CelebA img_align_celeba", "data_dir": str(folder), "train_images": len(train_files),
+    description = {"dataset": "CelebA img_align_celeba", "data_dir": datasets.portable_path(folder), "train_images": len(train_files),
                    "held_out_images": len(held_out), "held_out_first": held_out[0].name if held_out else None,
                    "recipe": "centre crop 108, resize to 128 (HR), ×4 MATLAB bicubic to 32 (LR), RGB",
-                   "val": config.val or faces, "val_images": len(val)}
+                   "val": datasets.portable_path(config.val) if config.val else faces, "val_images": len(val)}
     return RunData(train, val, description)
 
 
@@ -649,7 +649,8 @@ class _Loop:
             trainer = {"config": self.config.to_json(), "state": asdict(self.state)}
             save_checkpoint(self.out, self.model, self.optimizer, trainer, self.ema)
             self.info = self._model_info()
-            card = model_card(self.info, CELEBA_RUN_NOTE if self.config.is_celeba else "", spec=self.config.out)
+            card = model_card(self.info, CELEBA_RUN_NOTE if self.config.is_celeba else "",
+                              spec=datasets.portable_path(self.config.out, in_command=True))
             save_model(self.out, self.shipped, self.info, card)
             self._event("checkpoint", message=str(self.out / CHECKPOINT_NAME))
         if self.ddp.world > 1:
@@ -666,10 +667,11 @@ class _Loop:
                            "bicubic_psnr": last["bicubic_psnr"], "step": last["step"],
                            "images": len(self.data.val)}} if last else {}
         commands = self.state.commands or [c.command]
-        training = {"command": commands[0] if len(commands) == 1 else " && ".join(commands), **self.data.description, "steps": self.state.step,
+        training = {"command": " && ".join(datasets.portable_command(command) for command in commands),
+                    **self.data.description, "steps": self.state.step,
                     "total_steps": self.total, "batch_size": c.batch_size, "processes": self.ddp.world,
                     "loss": c.loss, "optimizer": "Adam", "lr": c.lr, "schedule": c.schedule, "seed": c.seed,
-                    "init_from": c.init_from, "device": self.device.type,
+                    "init_from": c.init_from and datasets.portable_path(c.init_from), "device": self.device.type,
                     "precision": str(self.autocast).removeprefix("torch.") if self.autocast else "fp32",
                     "ema": c.ema,
                     "wall_time_s": round(self.state.elapsed, 1)}

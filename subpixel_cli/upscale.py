@@ -67,8 +67,7 @@ class Upscaler:
     the fused 8-bit path (:mod:`subpixel_cli.fused`); ``False`` sends them through the float
     path that 16-bit pictures take (same pixels within one level, slower; for comparisons).
     ``calibration``: the int8 path's (:mod:`subpixel_cli.calibration`), by default the model
-    folder's; :attr:`notice` says why a precision asked for was not used, if it was not (and what
-    else the user should know).
+    folder's; :attr:`notice` says why a precision asked for was not used, if it was not.
     ``device``: a name for :func:`~subpixel_cli.runtime.resolve_device`, or a ``torch.device``
     (training's validation runs where the model trains). ``kernels``: the C kernels of the fused
     path (:func:`~subpixel_cli.kernels.default_kernels` unless given).
@@ -96,7 +95,7 @@ class Upscaler:
         self.calibration = calibration if calibration is not None else loaded.calibration
         self.kernels = kernels if kernels is not None else default_kernels()
         self.precision = inference_precision(precision, self.device, self.calibration, self.kernels)
-        self._notes = [*loaded.notes, *filter(None, [self.precision.notice])]
+        self.notice = "; ".join([*loaded.notes, *filter(None, [self.precision.notice])]) or None
         self.batch_size = batch_size
         self.pad = border(loaded.info.config)
         # A snapshot, so that the fp32 redo built on first need is of the weights given here.
@@ -108,19 +107,6 @@ class Upscaler:
         budget = memory_budget or default_memory_budget(self.device)
         max_pixels = max(64 * 64, budget // self._bytes_per_pixel())
         self.plan = TilePlan(tile or max(64, math.isqrt(max_pixels) - 2 * self.pad), max_pixels, tile is not None)
-
-    @property
-    def notes(self) -> list[str]:
-        """What the user should know, one line each: what loading left out, why a precision
-        asked for was not used, and on the CPU which C kernels tried so far are missing
-        (:meth:`~subpixel_cli.kernels.Kernels.missing_note`)."""
-        missing = self.kernels.missing_note() if self.device.type == "cpu" else None
-        return [*self._notes, *filter(None, [missing])]
-
-    @property
-    def notice(self) -> str | None:
-        """:attr:`notes` in one line, or ``None``."""
-        return "; ".join(self.notes) or None
 
     @property
     def dtype(self) -> torch.dtype:
@@ -247,7 +233,9 @@ class Upscaler:
         peak = _peak(colour.dtype)
         crop = self.pad * self.scale
         with torch.inference_mode(), exact_fp32(self.device):
-            if colour.dtype == np.uint8 and (key or colour.shape[-1]) in self._fused:
+            # 8-bit pictures, and a float Y plane in levels (upscale_plane), through the fused path
+            eight_bit = colour.dtype == np.uint8 or (key == "y" and colour.dtype == np.float32)
+            if eight_bit and (key or colour.shape[-1]) in self._fused:
                 n, h, w, c = colour.shape
                 shape = (n, (h - 2 * self.pad) * self.scale, (w - 2 * self.pad) * self.scale, c)
                 colour_out = np.empty(shape, np.uint8)
@@ -353,27 +341,16 @@ class Upscaler:
         """A Y model on the Y plane of YCbCr, ``H×W`` (uint8, uint16, or float32 in [0, 1]), in
         its own levels (any range and matrix): the plane ``r×`` larger, of the same dtype, clipped
         but otherwise as the network gives it. Evaluation scores this Y; I420 video is upscaled
-        through it."""
+        through it. Where this upscaler has the fused 8-bit path (its int8, bf16… as `upscale`
+        runs them), a float32 plane goes through it too, unrounded, and comes back rounded to
+        8-bit levels: how a precision is scored by the protocol."""
         if self.info.config.channels != 1:
             raise UsageError(f"{self.info.name} is an RGB model: a Y plane needs a Y model")
+        if plane.dtype == np.float32 and "y" in self._fused:
+            levels = self._iter_rows((plane * 255.0)[..., None], plan=plan, key="y")
+            return np.concatenate([r for r, _ in levels])[..., 0].astype(np.float32) / 255.0
         rows = self._iter_rows(plane[..., None], plan=plan, key="y")
         return np.concatenate([r for r, _ in rows])[..., 0]
-
-    def upscale_y(self, plane: np.ndarray) -> np.ndarray:
-        """A Y model on one ``H×W`` Y plane in 8-bit levels (float, so that a Y computed from RGB
-        need not be rounded first, or uint8), ``r×`` larger and rounded to 8-bit levels by the
-        fused path, in this upscaler's precision (int8 too, where :meth:`upscale_plane`'s float
-        planes take the module): the network's Y alone, as the evaluation protocol scores it.
-        In one piece (for benchmark pictures, not big ones)."""
-        if "y" not in self._fused:
-            raise UsageError(f"{self.info.name} is an RGB model: a Y plane needs a Y model")
-        h, w = plane.shape
-        padded = mirror(plane.astype(np.float32)[None, ..., None], self.pad, batch=True)
-        out = np.empty((1, h * self.scale, w * self.scale, 1), np.uint8)
-        with torch.inference_mode(), exact_fp32(self.device):
-            self._finish(self.fused_pass(padded, out, key="y"))
-        return out[0, ..., 0]
-
     @property
     def takes_i420(self) -> bool:
         """Whether :meth:`upscale_i420` can run: a Y model on the fused path."""

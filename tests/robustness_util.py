@@ -10,9 +10,11 @@ import os
 import random
 import re
 import signal
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,6 +112,19 @@ def mutate(data: bytes, rng: random.Random) -> bytes:
     return bytes(buf)
 
 
+def short_png(path: Path, side: int = 300, rows: int = 10) -> Path:
+    """A PNG whose header claims side×side pixels, with ``rows`` rows of data and a valid IEND:
+    libpng says "Not enough image data"; Pillow decoded it without a word (issue 22.3)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    data = zlib.compress(b"".join(b"\0" + bytes([k % 256]) * (3 * side) for k in range(rows)))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+    return path
+
+
 def check_picture_file(path: Path, size: tuple[int, int]) -> None:
     """``path`` decodes completely, at ``size`` (width, height)."""
     with Image.open(path) as img:
@@ -125,10 +140,12 @@ def without_dac_override() -> None:
             raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
 
 
-def on_small_disk(disk: Path, size: str, *args: object, timeout: float = 300) -> tuple[subprocess.CompletedProcess, list[str]] | None:
+def on_small_disk(disk: Path, size: str, *args: object, grow_to: str | None = None,
+                  timeout: float = 300) -> list[tuple[subprocess.CompletedProcess, list[str]]] | None:
     """``subpixel ARGS`` with a ``size`` tmpfs (``64k``, ``1m``) mounted at ``disk`` in a private
-    mount namespace, so that writes there fail with ENOSPC; the process and what the disk held
-    when it ended (``ls -A``, recursively). ``None`` where a tmpfs cannot be mounted here."""
+    mount namespace, so that writes there fail with ENOSPC; with ``grow_to`` the disk is then
+    grown (space freed) and the same command run again. Each run's process and what the disk held
+    when it ended (``find``, relative names). ``None`` where a tmpfs cannot be mounted here."""
     import shlex
     import shutil
 
@@ -136,17 +153,23 @@ def on_small_disk(disk: Path, size: str, *args: object, timeout: float = 300) ->
         return None
     disk.mkdir(parents=True, exist_ok=True)
     root = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
-    script = (f"mount -t tmpfs -o size={size} tmpfs {shlex.quote(str(disk))} || exit 99; "
-              f"{shlex.join(command(*args))}; echo \"rc=$?\" >&2; cd {shlex.quote(str(disk))} && find . -mindepth 1 >&2")
+    where = shlex.quote(str(disk))
+    run = (f"{shlex.join(command(*args))}; echo \"rc=$?\" >&2; (cd {where} && find . -mindepth 1 >&2); "
+           "echo ==run== >&2; echo ==run==")
+    script = f"mount -t tmpfs -o size={size} tmpfs {where} || exit 99; {run}"
+    if grow_to:
+        script += f"; mount -o remount,size={grow_to} {where} && {run}"
     proc = subprocess.run(["unshare", *root, "--mount", "sh", "-c", script], capture_output=True, timeout=timeout,
                           env=process_env())
-    err = proc.stderr.decode(errors="replace")
-    if proc.returncode == 99 or "rc=" not in err:
+    if proc.returncode == 99 or b"rc=" not in proc.stderr:
         return None
-    before, after = err.rsplit("rc=", 1)
-    code, *listing = after.split("\n")
-    done = subprocess.CompletedProcess(proc.args, int(code), proc.stdout, before.encode())
-    return done, sorted(line[2:] for line in listing if line.startswith("./"))
+    runs = []
+    for err, out in zip(proc.stderr.split(b"==run==\n")[:-1], proc.stdout.split(b"==run==\n")[:-1]):
+        before, after = err.decode(errors="replace").rsplit("rc=", 1)
+        code, *listing = after.split("\n")
+        done = subprocess.CompletedProcess(proc.args, int(code), out, before.encode())
+        runs.append((done, sorted(line[2:] for line in listing if line.startswith("./"))))
+    return runs
 
 
 # --- kill -9 ------------------------------------------------------------------------------------

@@ -173,7 +173,7 @@ def test_int8_without_the_kernel_is_the_torch_path_and_not_fast() -> None:
     assert np.abs(a - b).max() <= 4 and np.abs(a - b).mean() < 0.5
 
 
-def test_upscale_says_once_when_the_kernels_are_missing(model_folder, monkeypatch, tmp_path) -> None:
+def test_upscale_and_video_say_once_when_the_kernels_are_missing(model_folder, tmp_path, monkeypatch) -> None:
     """Without a C compiler `upscale` ran ~1.8× slower without a word (issue 22, rough edges)."""
     from robustness_util import cli, save
 

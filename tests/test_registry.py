@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from subpixel_cli.errors import ModelError
@@ -37,3 +39,22 @@ def test_folders_and_files_are_models_too(tmp_path):
     folder = save_model(tmp_path / "mine", packaged.model, packaged.info)
     assert load_model(str(folder)).info.scale == 2
     assert load_model(str(folder / "model.safetensors")).info.scale == 2
+
+
+def test_the_packaged_cards_hold_no_paths_of_the_machine_that_trained_them():
+    """Their training records held /root/.cache/... and /work/shared/data/... (issue 22)."""
+    import re
+
+    from safetensors import safe_open
+
+    from subpixel_cli.registry import weights_root
+
+    absolute = re.compile(r"(?<![\w.~$])/(root|home|work|tmp|Users|mnt|data|scratch)/|\.\./shared/")
+    for folder in sorted(p for p in weights_root().iterdir() if p.is_dir()):
+        texts = {}
+        for name in ("model.safetensors", "quantization.safetensors"):
+            with safe_open(str(folder / name), framework="pt") as f:
+                texts[name] = json.dumps(f.metadata())
+        texts |= {name: (folder / name).read_text() for name in ("config.json", "README.md")}
+        for name, text in texts.items():
+            assert not absolute.search(text), (folder.name, name, absolute.search(text).group(0))

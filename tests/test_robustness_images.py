@@ -43,6 +43,7 @@ from robustness_util import (
     partials,
     records,
     save,
+    short_png,
     without_dac_override,
 )
 
@@ -62,19 +63,6 @@ def bomb_png(path: Path, side: int = 100_000) -> Path:
     header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
     body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * (side + 1) * 4)) + chunk(b"IEND", b"")
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
-    return path
-
-
-def short_png(path: Path, side: int = 300, rows: int = 10) -> Path:
-    """A PNG whose header claims side×side pixels, with ``rows`` rows of data and a valid IEND:
-    libpng says "Not enough image data"; Pillow decoded it without a word (issue 22.3)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    header = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
-    data = zlib.compress(b"".join(b"\0" + bytes([k % 256]) * (3 * side) for k in range(rows)))
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b""))
     return path
 
 

@@ -4,6 +4,7 @@ at the target path."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -189,11 +190,15 @@ def check_full_disk_video(proc, listing: list[str], target_name: str) -> str:
 @pytest.mark.parametrize("size", ["200k", "2m"])
 def test_a_full_disk_for_real(tmp_path, model, size):
     clip = noisy_video(tmp_path / "noise.mp4")
-    done = on_small_disk(tmp_path / "disk", size, "video", clip, "-x", "2", "--model", model, "-o",
-                         tmp_path / "disk" / "out.mp4")
-    if done is None:
+    runs = on_small_disk(tmp_path / "disk", size, "video", clip, "-x", "2", "--model", model, "-o",
+                         tmp_path / "disk" / "out.mp4", "--json", grow_to="64m")
+    if runs is None:
         pytest.skip("cannot mount a tmpfs here")
-    check_full_disk_video(*done, "out.mp4")
+    line = check_full_disk_video(*runs[0], "out.mp4")
+    again, listing = runs[1]
+    assert again.returncode == 0 and listing == ["out.mp4"], again.stderr
+    record = json.loads(again.stdout)
+    assert record["frames"] == 150 and (record["segments_resumed"] > 0) == ("resumes from" in line)
 
 
 def test_a_folder_as_the_video_output_is_a_clear_usage_error(tmp_path, model):

@@ -193,6 +193,24 @@ def test_piped_output_says_what_loads_and_shows_no_bar_before_an_error(faces, tm
     assert "reading 12 faces" in result.stderr and "0/1" not in result.stderr, result.stderr
 
 
+def test_a_runs_record_names_its_data_relative_to_the_data_root(image_folder, tmp_path, monkeypatch):
+    """Cards held the absolute paths of the machine that trained them (issue 22, rough edges)."""
+    monkeypatch.setenv("SUBPIXEL_DATA", str(image_folder))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    out = tmp_path / "home" / "runs" / "x2"
+    result = CliRunner().invoke(main, ["train", "--dataset", str(image_folder / "train"), "-x", "2", "--steps", "2",
+                                       "--batch-size", "4", "--patch-size", "12", "--patches-per-image", "2",
+                                       "--val", str(image_folder / "val"), "--out", str(out), "--device", "cpu", "-q"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    training = load_model(str(out)).info.training
+    assert training["dataset"] == "train" and training["val"] == "val"
+    assert '--dataset "$SUBPIXEL_DATA"/train' in training["command"] and "--out ~/runs/x2" in training["command"]
+    for name in ("config.json", "README.md"):
+        text = (out / name).read_text()
+        assert str(image_folder) not in text and str(tmp_path) not in text, name
+
+
 def test_a_runs_card_names_what_loads_and_what_validation_used(faces, tmp_path):
     """The card suggested --model celeba-x4, which does not load, and said 480 held-out faces
     where validation used 200 (issue 22.9)."""

@@ -133,33 +133,21 @@ class Kernels:
         threaded = lib.features() & (_INT8_OPENMP if name == "int8" else _HEAD_OPENMP)
         return None if threaded else f"{name}.c was built without OpenMP: its kernels run on one thread"
 
+    def missing(self) -> str | None:
+        """Why a library that was tried (a kernel was asked for) is missing, where a C compiler
+        would bring it: not where it was turned off or is not for this CPU. Builds nothing."""
+        tried = (self._why[n] for n, lib in self._loaded.items() if lib is None and n in self._why)
+        return next((why for why in tried if not why.startswith(("turned off", "not asked for", "head.c's"))), None)
+
     def status(self) -> dict[str, str]:
         """Each library: ``"built"``, or why it is not in use (see :meth:`why_not`)."""
         return {name: self.why_not(name) or "built" for name in LIBRARIES}
-
-    def missing_note(self) -> str | None:
-        """One line for the user where libraries asked for and tried so far (nothing is built for
-        it) are not all in use (not built, or built without OpenMP), with how to get them;
-        ``None`` where they are, where ``SUBPIXEL_KERNELS=0`` turned them off, or where only what
-        this CPU has no use for is missing."""
-        tried = [name for name in self.libraries if name in self._loaded and not self._not_for_this_cpu(name)]
-        found = list(dict.fromkeys(why for why in map(self.why_not, tried) if why))
-        if not found:
-            return None
-        no_int8 = ", and --precision auto does not take int8" if "int8" in tried and self._loaded["int8"] is None else ""
-        return (f"subpixel's C kernels are not all in use here ({'; '.join(found)}): the CPU paths run slower "
-                f"without them{no_int8}; install a working C compiler with OpenMP (e.g. `apt install gcc`) and "
-                "run again (SUBPIXEL_KERNELS=0 turns them off, and this note)")
-
-    @staticmethod
-    def _not_for_this_cpu(name: str) -> bool:
-        return name == "head" and platform.machine().lower() not in _X86
 
     def _load(self, name: str) -> ctypes.CDLL | None:
         if name not in self.libraries:
             self._why[name] = "turned off (SUBPIXEL_KERNELS=0)" if not self.libraries else "not asked for"
             return None
-        if self._not_for_this_cpu(name):
+        if name == "head" and platform.machine().lower() not in _X86:
             self._why[name] = f"head.c's vector paths are for x86 CPUs (AVX-512, AVX2), not {platform.machine()}"
             return None
         lib = self._build(name)

@@ -97,7 +97,7 @@ class _Job:
     progress: Progress | None
     group: Group | None
     started: float
-    force: bool = False  # replace an existing output (--force); without it one that appears meanwhile is kept
+    force: bool = False  # the finished output may replace one at the target
 
     @property
     def rank(self) -> int:

@@ -108,15 +108,13 @@ class FileReader(Reader):
         self.chroma = next((sub for sub in ("444", "422") if sub in (ctx.pix_fmt or "")), "420")
         self.offset = (c.start_time or 0) / av.time_base + (self.options.start or 0.0)
         self.end = None if self.options.end is None else (c.start_time or 0) / av.time_base + self.options.end
-        self.total = self.expected_frames()
+        self.total = self._expected_frames()
         self.passthrough = [s for s in c.streams if s.index != self.stream.index and s.type in ("audio", "subtitle", "data")]
         for s in c.streams:
             if s.index != self.stream.index and s not in self.passthrough and s.type != "attachment":
                 self.notes.append(f"stream {s.index} ({s.type}) not copied")
 
-    def expected_frames(self) -> int | None:
-        """How many frames the selection holds, as the stream's header or its duration tells
-        before decoding (``None``: unknown); an estimate, which progress shows as the total."""
+    def _expected_frames(self) -> int | None:
         s, duration = self.stream, None
         if s.duration:
             duration = float(s.duration * s.time_base)
