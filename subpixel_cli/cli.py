@@ -268,7 +268,7 @@ def train(quiet: bool, **options: Any) -> None:
     """
     import os
 
-    from subpixel_cli.train import TrainConfig
+    from subpixel_cli.trainset import TrainConfig
     from subpixel_cli.train import train as run_training
 
     dataset, steps = options["dataset"], options["steps"]

@@ -102,7 +102,8 @@ def test_the_gpu_of_each_local_rank(monkeypatch):
 def test_a_few_training_steps_on_the_gpu(tmp_path):
     from PIL import Image
 
-    from subpixel_cli.train import TrainConfig, train
+    from subpixel_cli.train import train
+    from subpixel_cli.trainset import TrainConfig
 
     folder = tmp_path / "train"
     folder.mkdir()

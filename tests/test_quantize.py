@@ -4,6 +4,7 @@ fallback for models without a calibration, and ``subpixel quantize``."""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -61,10 +62,20 @@ def test_int8_stays_within_its_bound_on_real_images(scale):
     assert not np.array_equal(fp32.upscale(lr)[0], int8.upscale(lr)[0])
 
 
+def _onednn_int8_is_exact() -> bool:
+    """Whether oneDNN's u8×s8 convolution sums in 32 bits here: with VNNI or AMX. Without them
+    (AVX2, or oneDNN held below AVX512_CORE_VNNI) it adds products in pairs into 16 bits with
+    saturation (vpmaddubsw), which is not the integer math the test states."""
+    held = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in {"SSE41", "AVX", "AVX2", "AVX512_CORE"}
+    return runtime.cpu_has("_is_vnni_supported", "_is_amx_tile_supported") and not held
+
+
 @needs_int8
 def test_int8_layer_is_the_integer_math_it_stands_for():
     """conv2 on oneDNN's kernels equals, to float rounding, the convolution of the quantized levels
     with the calibration's int8 weights and the folded bias."""
+    if not _onednn_int8_is_exact():
+        pytest.skip("oneDNN's int8 convolution saturates pairwise 16-bit sums without VNNI/AMX")
     torch.manual_seed(0)
     w, b = torch.randn(8, 6, 3, 3, dtype=torch.float64) * 0.2, torch.randn(8, dtype=torch.float64)
     lo, hi = -torch.rand(6) * 0.9, torch.rand(6) * 0.9

@@ -22,7 +22,8 @@ from subpixel_cli.cli import main
 from subpixel_cli.errors import UsageError
 from subpixel_cli.registry import load_model
 from subpixel_cli.checkpoints import CHECKPOINT_NAME, STATE_NAME
-from subpixel_cli.train import TrainConfig, learning_rate, train
+from subpixel_cli.train import learning_rate, train
+from subpixel_cli.trainset import TrainConfig
 
 
 @pytest.fixture(scope="module")

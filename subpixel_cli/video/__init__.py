@@ -144,23 +144,26 @@ def upscale_video(
         raise OutputError(_disk_full_message(job.target)) from None
 
 
+def _kept(target: Path) -> str | None:
+    """'3 finished segments kept in .NAME.work/', or ``None`` when nothing finished is kept."""
+    kept = finished_segments(target)
+    return f"{kept} finished segment{'s' if kept > 1 else ''} kept in {work_folder(target)}/" if kept else None
+
+
 def stopped_note(target: Path) -> str:
     """What a stopped run (Ctrl-C) leaves for the next one: finished segments, or nothing."""
-    kept = finished_segments(target)
+    kept = _kept(target)
     if kept:
-        return (f"{kept} finished segment{'s' if kept > 1 else ''} kept in {work_folder(target)}/; "
-                "run the same command again to continue from them")
+        return f"{kept}; run the same command again to continue from them"
     return "nothing finished was kept; run the same command again to start over"
 
 
 def _disk_full_message(target: Path) -> str:
     """The line for a full disk: what is kept for a re-run (finished segments), or that nothing is."""
-    kept = finished_segments(target)
+    kept, full = _kept(target), f"{target}: cannot write (No space left on device)"
     if kept:
-        return (f"{target}: cannot write (No space left on device); free some space and run the same command "
-                f"again: it resumes from the {kept} finished segment{'s' if kept > 1 else ''} kept in "
-                f"{work_folder(target)}/")
-    return f"{target}: cannot write (No space left on device); nothing was kept: free some space and run again"
+        return f"{full}; free some space and run the same command again: it resumes from the {kept}"
+    return f"{full}; nothing was kept: free some space and run again"
 
 
 def _upscale_video(job: _Job, frames_dir: bool, resume: bool) -> VideoResult | None:
