@@ -41,7 +41,7 @@ def test_tiles_change_no_pixel_of_the_packaged_models(name, precision):
     """With int8 (the default on VNNI CPUs) ~2,000 pixels of a 1500×1000 ×4 picture differed by a
     level between --tile 64 and one piece (issue 22.8): the RGB → Y before the first layer's C
     kernel was a matrix product, whose rounding depends on the picture's size."""
-    from subpixel_cli.kernels import default_kernels
+    from subpixel_cli import kernels
     from subpixel_cli.registry import load_model
     from subpixel_cli.runtime import int8_kernels, native_bf16
 
@@ -49,7 +49,7 @@ def test_tiles_change_no_pixel_of_the_packaged_models(name, precision):
         pytest.skip("this torch build has no oneDNN quantized convolution")
     if precision == "bf16" and not native_bf16():
         pytest.skip("bf16 without oneDNN's AVX-512 kernels is emulated, and its sums depend on the size (README)")
-    if precision == "int8" and getattr(default_kernels().conv1_u8, "bf16", False):
+    if precision == "int8" and getattr(kernels.default_kernels().conv1_u8, "bf16", False):
         pytest.skip("the first layer's bf16 dot products leave the last pixels of a row to fp32 (README)")
     image = random_image(90, 130, 3, seed=3)
     whole_up = Upscaler(load_model(name), device="cpu", precision=precision)
