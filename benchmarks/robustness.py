@@ -36,7 +36,6 @@ from robustness_util import (  # noqa: E402
     cli,
     cli_process,
     command,
-    count_frames,
     decoded,
     encoded,
     mutate,
