@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from subpixel_cli.model import ESPCN, weights_sha256
-from subpixel_cli.tensorfile import UnreadableTensors, read_tensors, write_tensors
+from subpixel_cli.tensorfile import UnreadableTensors, not_finite, read_tensors, write_tensors
 
 CALIBRATION_NAME = "quantization.safetensors"
 MAX_LOSS_DB = 0.05  # what --precision auto allows the int8 path to lose on Set5 and Set14 (Y-PSNR)
@@ -116,7 +116,7 @@ def read_calibration(folder: Path, model: ESPCN) -> tuple[Calibration | None, st
     if not (meta.get("format") == _FORMAT and lo.shape == (conv2[1],) and hi.shape == (conv2[1],)
             and tuple(weight.shape) == conv2 and weight.dtype == torch.int8 and scale.shape == (conv2[0],)):
         return None, _dropped(path, "does not fit this model's layers")
-    if not all(bool(torch.isfinite(t).all()) for t in (lo, hi, scale)) or not bool((hi >= lo).all()):
+    if not_finite(found) or not bool((hi >= lo).all()):
         return None, _dropped(path, "holds ranges that are not finite")
     if calibration.weights != weights_sha256(model):
         return None, _dropped(path, "was made for other weights")

@@ -53,9 +53,14 @@ def disk_full(exc: BaseException | None) -> bool:
     return False
 
 
+def hidden_sibling(target: Path, tail: str) -> Path:
+    """``.NAME.TAIL`` beside ``target``: the hidden names this tool keeps its work under."""
+    return target.with_name(f".{target.name}.{tail}")
+
+
 def temporary_path(target: Path) -> Path:
     """A fresh hidden name beside ``target`` (the same folder, so the final rename is atomic)."""
-    return target.with_name(f".{target.name}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}")
+    return hidden_sibling(target, f"{secrets.token_hex(4)}{PARTIAL_SUFFIX}")
 
 
 def make_folder(folder: Path) -> Path:

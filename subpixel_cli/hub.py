@@ -23,7 +23,7 @@ from subpixel_cli.calibration import CALIBRATION_NAME, Calibration, read_calibra
 from subpixel_cli.errors import ModelError, one_line
 from subpixel_cli.files import make_folder, write_text
 from subpixel_cli.model import ESPCN, ESPCNConfig
-from subpixel_cli.tensorfile import UnreadableTensors, read_tensors, write_tensors
+from subpixel_cli.tensorfile import UnreadableTensors, not_finite, read_tensors, write_tensors
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -211,9 +211,9 @@ def load_from_files(weights: Path, config_path: Path | None, source: str) -> Loa
     wrong = [f"{k} {got[k]} != {expected[k]}" for k in expected if got[k] != expected[k]]
     if wrong:
         raise ModelError(f"{source}: tensor shapes do not match the config ({'; '.join(wrong)})")
-    broken = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    broken = not_finite(tensors)
     if broken:
-        raise ModelError(f"{source}: weights are not finite (NaN or infinity in {', '.join(sorted(broken))}): "
+        raise ModelError(f"{source}: weights are not finite (NaN or infinity in {', '.join(broken)}): "
                          "the file is damaged, or the training that made it diverged")
     model = ESPCN(info.config)  # only now: a config is not trusted to say how much memory to take
     model.load_state_dict({k: v.float() for k, v in tensors.items()})

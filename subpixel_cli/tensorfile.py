@@ -38,6 +38,12 @@ def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     return tensors, metadata
 
 
+def not_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """The names of the floating-point tensors that hold a NaN or an infinity, sorted: a file
+    that reads but whose values are damaged (or came from a training that diverged)."""
+    return sorted(k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all()))
+
+
 def write_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
     """``tensors`` (made contiguous on the CPU) and ``metadata`` as ``path``, atomically (see
     :func:`~subpixel_cli.files.atomic_path`), with the permissions of any new file."""

@@ -202,8 +202,6 @@ def test_a_calibration_that_is_not_used_is_said_once(tmp_path, model_folder):
     """A stale calibration (made for other weights) was dropped silently (issue 22.2)."""
     import shutil
 
-    from subpixel_cli.quantize import save_calibration
-
     folder = tmp_path / "model"
     shutil.copytree(model_folder(2, 1), folder)
     source = tmp_path / "in.png"

@@ -144,29 +144,32 @@ def upscale_video(
         raise OutputError(_disk_full_message(job.target)) from None
 
 
+def _kept(target: Path) -> str | None:
+    """'3 finished segments kept in .NAME.work/', or ``None`` when nothing finished is kept."""
+    kept = finished_segments(target)
+    return f"{kept} finished segment{'s' if kept > 1 else ''} kept in {work_folder(target)}/" if kept else None
+
+
 def stopped_note(target: Path) -> str:
     """What a stopped run (Ctrl-C) leaves for the next one: finished segments, or nothing."""
-    kept = finished_segments(target)
+    kept = _kept(target)
     if kept:
-        return (f"{kept} finished segment{'s' if kept > 1 else ''} kept in {work_folder(target)}/; "
-                "run the same command again to continue from them")
+        return f"{kept}; run the same command again to continue from them"
     return "nothing finished was kept; run the same command again to start over"
 
 
 def _disk_full_message(target: Path) -> str:
     """The line for a full disk: what is kept for a re-run (finished segments), or that nothing is."""
-    kept = finished_segments(target)
+    kept, full = _kept(target), f"{target}: cannot write (No space left on device)"
     if kept:
-        return (f"{target}: cannot write (No space left on device); free some space and run the same command "
-                f"again: it resumes from the {kept} finished segment{'s' if kept > 1 else ''} kept in "
-                f"{work_folder(target)}/")
-    return f"{target}: cannot write (No space left on device); nothing was kept: free some space and run again"
+        return f"{full}; free some space and run the same command again: it resumes from the {kept}"
+    return f"{full}; nothing was kept: free some space and run again"
 
 
 def _upscale_video(job: _Job, frames_dir: bool, resume: bool) -> VideoResult | None:
     notes: list[str] = []
     with contextlib.ExitStack() as stack:
-        opened = _open(job, frames_dir, job.force)
+        opened = _open(job, frames_dir)
         if opened is None:
             return None  # not rank 0, and rank 0 does the whole job or failed (and says why)
         reader, size, segmented = opened
@@ -190,7 +193,7 @@ def _upscale_video(job: _Job, frames_dir: bool, resume: bool) -> VideoResult | N
     return _result(job, reader, size, stats, notes + reader.notes + stats.notes)
 
 
-def _open(job: _Job, frames_dir: bool, force: bool) -> tuple[Reader, tuple[int, int], bool] | None:
+def _open(job: _Job, frames_dir: bool) -> tuple[Reader, tuple[int, int], bool] | None:
     """The checked output, the opened source, the output size and whether to work in segments.
     In a group rank 0 checks, cleans up and decides, then tells the others: they open the
     source only to share its segments, and get ``None`` when rank 0 works alone or failed."""
@@ -198,7 +201,7 @@ def _open(job: _Job, frames_dir: bool, force: bool) -> tuple[Reader, tuple[int, 
     opened: list[Reader] = []
 
     def decide() -> bool:
-        check_output(job.source, job.target, frames_dir, force)
+        check_output(job.source, job.target, frames_dir, job.force)
         make_folder(job.target.parent)
         remove_stale_temporaries(job.target, time.time())
         opened.append(open_reader(job.source, job.options, planar))

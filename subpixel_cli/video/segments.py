@@ -24,7 +24,7 @@ from typing import Any
 import av
 import numpy as np
 
-from subpixel_cli.files import make_folder, remove, write_text
+from subpixel_cli.files import hidden_sibling, make_folder, remove, write_text
 from subpixel_cli.video.options import VideoOptions
 from subpixel_cli.video.reading import FileReader, Frame, Reader
 from subpixel_cli.video.writing import VideoWriter, Writer, WriterStats
@@ -43,7 +43,7 @@ _VERSION = 1
 
 def work_folder(target: Path) -> Path:
     """The hidden folder beside ``target`` that holds finished segments."""
-    return target.with_name(f".{target.name}.work")
+    return hidden_sibling(target, "work")
 
 
 def finished_segments(target: Path) -> int:
