@@ -254,22 +254,27 @@ def test_decompression_bomb_guard_and_the_option_to_raise_it(tmp_path, model_fol
     check_picture_file(tmp_path / "big_x2.png", (80, 60))
 
 
+def run_without_file_permission_override(*args: object) -> tuple[int, str, str]:
+    """``subpixel ARGS`` as a process that file permissions bind: in-process for other users,
+    and for root as a child without CAP_DAC_OVERRIDE (skipped where that cannot be dropped).
+    Returns the exit code, stdout and stderr."""
+    if os.geteuid() != 0:
+        result = cli(*args)
+        return result.exit_code, result.stdout, result.stderr
+    try:
+        proc = cli_process(*args, preexec_fn=without_dac_override)
+    except subprocess.SubprocessError as exc:
+        pytest.skip(f"running as root and cannot drop CAP_DAC_OVERRIDE: {exc}")
+    return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
+
+
 def test_unreadable_file(tmp_path, model_folder):
     """chmod 000. Root reads anything, so as root the command runs without CAP_DAC_OVERRIDE."""
     save(tmp_path / "ok.png")
     locked = save(tmp_path / "locked.png")
     locked.chmod(0)
     try:
-        if os.geteuid() != 0:
-            result = cli("upscale", tmp_path, "--model", model_folder(2, 1), "--json")
-            code, out, err = result.exit_code, result.stdout, result.stderr
-        else:
-            try:
-                proc = cli_process("upscale", tmp_path, "--model", model_folder(2, 1), "--json",
-                                   preexec_fn=without_dac_override)
-            except subprocess.SubprocessError as exc:
-                pytest.skip(f"running as root and cannot drop CAP_DAC_OVERRIDE: {exc}")
-            code, out, err = proc.returncode, proc.stdout.decode(), proc.stderr.decode()
+        code, out, err = run_without_file_permission_override("upscale", tmp_path, "--model", model_folder(2, 1), "--json")
     finally:
         locked.chmod(0o644)
     assert code == 1
@@ -393,16 +398,8 @@ def test_a_read_only_output_folder_fails_before_the_work(tmp_path, model_folder)
     out = tmp_path / "out"
     out.mkdir(mode=0o555)
     try:
-        if os.geteuid() != 0:
-            result = cli("upscale", tmp_path, "-o", out, "--model", model_folder(2, 1), "--json")
-            code, stdout, err = result.exit_code, result.stdout, result.stderr
-        else:
-            try:
-                proc = cli_process("upscale", tmp_path, "-o", out, "--model", model_folder(2, 1), "--json",
-                                   preexec_fn=without_dac_override)
-            except subprocess.SubprocessError as exc:
-                pytest.skip(f"running as root and cannot drop CAP_DAC_OVERRIDE: {exc}")
-            code, stdout, err = proc.returncode, proc.stdout.decode(), proc.stderr.decode()
+        code, stdout, err = run_without_file_permission_override("upscale", tmp_path, "-o", out, "--model",
+                                                                  model_folder(2, 1), "--json")
     finally:
         out.chmod(0o755)
     assert code == 1 and records(stdout) == [], err  # no file was tried
