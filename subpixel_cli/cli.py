@@ -21,7 +21,7 @@ from rich.markup import escape
 from subpixel_cli import __version__
 from subpixel_cli import choices
 from subpixel_cli.command import (EXIT_CODES_HELP, command_line, denoise_option, handle_errors, print_kernels_note,
-                                  memory_options, model_options, parse_size)
+                                  memory_options, model_options, parse_features, parse_size)
 from subpixel_cli.console import (emit_json, err_console, eval_progress, print_eval_tables, print_models, print_note,
                                   print_quantized, print_summary, progress_bar, show_result, show_steps,
                                   show_throughput, train_progress, video_header)
@@ -242,12 +242,12 @@ def models(as_json: bool) -> None:
 @click.option("--scale-aug", type=click.FloatRange(0.2, 1.0), default=1.0, show_default=True, metavar="MIN",
               help="Scale augmentation (folder datasets): keep copies of each image shrunk by random factors in [MIN, 1] (JPEGs ≤ 0.9).")
 @click.option("--scale-versions", type=click.IntRange(min=1), default=4, show_default=True, help="Shrunk copies per image with --scale-aug.")
-@click.option("--ema", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None, metavar="DECAY",
-              help="Validate and save an exponential moving average of the weights (e.g. 0.999).")
+@click.option("--ema", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=None, metavar="DECAY", help="Validate and save an exponential moving average of the weights (e.g. 0.999).")
 @click.option("--val-holdout", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
               help="Hold back N training images (spread evenly over the folders) for validation.")
 @click.option("--init-from", metavar="M", help="Start from this model: conv1/conv2 from another scale (e.g. a ×3 run for ×2/×4), all layers when scale and channels match (fine-tuning).")
 @click.option("--name", help="Model name in config.json (default: the run folder's name).")
+@click.option("--features", default="64,32", show_default=True, callback=parse_features, metavar="F1,F2[,…]", help="Hidden layers' widths: the paper's 64,32, or more 3×3 layers (64,32,32); new ones start as identities with --init-from.")
 @click.option("--degrade", metavar="SPEC", default=None,
               help="Damage each LR patch as real pictures are damaged, anew every epoch (e.g. "
                    "jpeg:30-95@0.8,noise:0-8@0.3,h264:20-36@0.2; see docs/degradations.md).")

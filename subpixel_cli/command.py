@@ -141,3 +141,11 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
     if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
         raise click.BadParameter(f"{text!r} is not WIDTHxHEIGHT (e.g. 640x360)", param_hint="--size")
     return int(parts[0]), int(parts[1])
+
+
+def parse_features(ctx: click.Context, param: click.Parameter, text: str) -> tuple[int, ...]:
+    """``--features 64,32,32`` (a click callback): the hidden layers' widths, two or more."""
+    parts = text.split(",")
+    if len(parts) < 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise click.BadParameter(f"{text!r} is not two or more widths (e.g. 64,32 or 64,32,32)")
+    return tuple(int(p) for p in parts)

@@ -147,8 +147,8 @@ class FusedPath:
         int8_in_c = (int8 and cfg.activation == "tanh" and cfg.features[0] == 64
                      and tuple(model.conv1.weight.shape[1:]) == (1, 5, 5) and kernels.conv1_u8 is not None)
         layers = [(c.weight.detach().to("cpu", torch.float64), c.bias.detach().to("cpu", torch.float64))
-                  for c in (model.conv1, model.conv2, model.conv3)]
-        (w1, b1), (w3, b3) = layers[0], layers[2]
+                  for c in model.convs]  # conv1, conv2, any further hidden layers, the last layer
+        (w1, b1), (w3, b3) = layers[0], layers[-1]
         colour = cfg.channels == 1 and in_channels == 3
         self.opencv = colour and (device.type == "cpu" if opencv is None else opencv)
         half = 0.0 if self.opencv else 0.5  # OpenCV's saturating casts round; torch's truncate
@@ -168,19 +168,19 @@ class FusedPath:
             else:  # grey g is Y = 16/255 + g·219/255
                 layers[0] = (w1 * Y_RANGE / 255, b1 + Y_OFFSET * w1.sum(dim=(1, 2, 3)))
             if luma:
-                layers[2] = (255 * w3, 255 * b3 + half - self.centre)
+                layers[-1] = (255 * w3, 255 * b3 + half - self.centre)
             else:  # Y' -> RGB: every colour gets (Y' − 16/255)/(219/255) plus the chroma term.
                 gain = 255 / Y_RANGE
-                layers[2] = (gain * w3, gain * (b3 - Y_OFFSET) + half - self.centre)
+                layers[-1] = (gain * w3, gain * (b3 - Y_OFFSET) + half - self.centre)
         else:  # an RGB model on RGB; its channels are already in (i, j, c) order
-            layers[0], layers[2] = (w1 / 255, b1), (255 * w3, 255 * b3 + half - self.centre)
+            layers[0], layers[-1] = (w1 / 255, b1), (255 * w3, 255 * b3 + half - self.centre)
         plain_tanh = float_dtype == torch.bfloat16 or int8_in_c or device.type != "cpu"
         post_ops = _TANH_POST_OPS if plain_tanh else _POST_OPS
         post_op, gamma, alpha, beta = post_ops[cfg.activation]
-        for k in (1, 2):  # the next layer reads α·s + β instead of the activation
+        for k in range(1, len(layers)):  # the next layer reads α·s + β instead of the activation
             w, b = layers[k]
             layers[k] = (alpha * w, b + beta * w.sum(dim=(1, 2, 3)))
-        for k in (0, 1):
+        for k in range(len(layers) - 1):
             layers[k] = (gamma * layers[k][0], gamma * layers[k][1])
 
         self.scale, self.radius, self.post_op, self.dtype = r, cfg.receptive_radius, post_op, float_dtype
@@ -203,10 +203,10 @@ class FusedPath:
         # A last layer with few outputs (×2 Y models) by its C kernel, where it is built: fp32 out.
         self.conv3 = None
         if self.mkldnn and centred:
-            self.conv3 = kernels.conv3_bf16(*layers[2])
+            self.conv3 = kernels.conv3_bf16(*layers[-1])
         elif self.mkldnn and self.head_dtype == torch.float32:
-            self.conv3 = kernels.conv3_f32(*layers[2])
-        dtypes = (float_dtype, float_dtype, self.head_dtype)
+            self.conv3 = kernels.conv3_f32(*layers[-1])
+        dtypes = [float_dtype] * (len(layers) - 1) + [self.head_dtype]
         self.layers = [self._weights(w, b, dt, device) for (w, b), dt in zip(layers, dtypes)]
         self.to_y = None if to_y is None else self._weights(*to_y, float_dtype, device)
         self.chroma = None
@@ -277,7 +277,7 @@ class FusedPath:
         OpenCV, phases (``H − 4`` rows) otherwise, or ``None``. Neither is clamped yet. ``lap``
         is told when each step ends."""
         lap = lap or _no_lap
-        (w2, b2), (w3, b3) = self.layers[1:]
+        (w2, b2), (w3, b3) = self.layers[1], self.layers[-1]
         xh = x.to(self.chroma_dtype)
         if self.conv1_u8 is not None:
             levels = self._levels(x)
@@ -289,6 +289,10 @@ class FusedPath:
                 f = self.int8(f, lap)
         f = self.act2(f) if self.act2 is not None else self._conv(f, w2, b2, self.post_op)
         lap("act2" if self.int8 is not None else "conv2 + act")
+        for w, b in self.layers[2:-1]:  # the hidden layers of models deeper than the paper's
+            f = self._conv(f, w, b, self.post_op)
+        if len(self.layers) > 3:
+            lap("hidden layers + act")
         if self.conv3 is not None and f.dtype == self.conv3.dtype:
             t = self.conv3(f)
         else:

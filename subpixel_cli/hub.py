@@ -157,25 +157,24 @@ def _fmt(value: Any, digits: int = 2) -> str:
 
 
 def _infer_config(tensors: dict[str, torch.Tensor], source: str) -> ESPCNConfig:
-    """Rebuild a config from tensor shapes when a bare ``.safetensors`` file has none."""
-    try:
-        w1, w2, w3 = tensors["conv1.weight"], tensors["conv2.weight"], tensors["conv3.weight"]
-    except KeyError as exc:
-        raise ModelError(f"{source}: not an ESPCN checkpoint (no tensor {exc.args[0]!r})") from None
-    if any(w.ndim != 4 for w in (w1, w2, w3)):
+    """Rebuild a config from tensor shapes when a bare ``.safetensors`` file has none: conv1 …
+    convN, the last one the phase-shifted layer."""
+    depth = 0
+    while f"conv{depth + 1}.weight" in tensors:
+        depth += 1
+    if depth < 3:
+        raise ModelError(f"{source}: not an ESPCN checkpoint (no tensor 'conv{depth + 1}.weight')")
+    weights = [tensors[f"conv{i}.weight"] for i in range(1, depth + 1)]
+    if any(w.ndim != 4 for w in weights):
         raise ModelError(f"{source}: not an ESPCN checkpoint (convolution weights must have 4 dimensions)")
-    channels = w1.shape[1]
-    r2, rem = divmod(w3.shape[0], max(channels, 1))
+    channels, last = weights[0].shape[1], weights[-1]
+    r2, rem = divmod(last.shape[0], max(channels, 1))
     scale = round(r2**0.5)
     if rem or scale * scale != r2:
-        raise ModelError(f"{source}: conv3 has {w3.shape[0]} outputs, not channels·r² for any integer r")
+        raise ModelError(f"{source}: conv{depth} has {last.shape[0]} outputs, not channels·r² for any integer r")
     try:
-        return ESPCNConfig(
-            scale=scale,
-            channels=channels,
-            features=(w1.shape[0], w2.shape[0]),
-            kernel_sizes=(w1.shape[-1], w2.shape[-1], w3.shape[-1]),
-        )
+        return ESPCNConfig(scale=scale, channels=channels, features=tuple(w.shape[0] for w in weights[:-1]),
+                           kernel_sizes=tuple(w.shape[-1] for w in weights))
     except ValueError as exc:
         raise ModelError(f"{source}: not an ESPCN checkpoint ({exc})") from None
 

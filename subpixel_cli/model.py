@@ -53,8 +53,8 @@ class ESPCNConfig:
 
     scale: int
     channels: int = 1
-    features: tuple[int, int] = (64, 32)
-    kernel_sizes: tuple[int, int, int] = (5, 3, 3)
+    features: tuple[int, ...] = (64, 32)  # the hidden layers' widths: the paper's two, or more
+    kernel_sizes: tuple[int, ...] = (5, 3, 3)  # one per layer, the last one's included
     activation: str = "tanh"
 
     def __post_init__(self) -> None:
@@ -68,6 +68,14 @@ class ESPCNConfig:
             raise ValueError(f"kernel sizes must be odd, got {self.kernel_sizes}")
         object.__setattr__(self, "features", tuple(int(f) for f in self.features))
         object.__setattr__(self, "kernel_sizes", tuple(int(k) for k in self.kernel_sizes))
+        if len(self.features) < 2 or len(self.kernel_sizes) != len(self.features) + 1:
+            raise ValueError(f"an ESPCN has two or more hidden layers and one kernel size per layer, got "
+                             f"features {self.features} and kernel sizes {self.kernel_sizes}")
+
+    @property
+    def depth(self) -> int:
+        """The number of convolutions (3 for the paper's ESPCN)."""
+        return len(self.kernel_sizes)
 
     @property
     def receptive_radius(self) -> int:
@@ -89,7 +97,9 @@ class ESPCNConfig:
 
 
 class ESPCN(nn.Module):
-    """conv k1×k1→f1, act, conv k2×k2→f2, act, conv k3×k3→C·r², phase shift.
+    """conv k1×k1→f1, act, conv k2×k2→f2, act, conv k3×k3→C·r², phase shift (the paper's), or with
+    more hidden layers of the same kind (``config.features``) before the last one: conv1 … convN,
+    with N = ``config.depth`` and convN the last layer (:attr:`head`).
 
     Works on images in [0, 1] (the Y channel or RGB); padding keeps the low-resolution size, so
     the output is exactly ``r×`` the input.
@@ -98,18 +108,32 @@ class ESPCN(nn.Module):
     def __init__(self, config: ESPCNConfig) -> None:
         super().__init__()
         self.config = config
-        c, (f1, f2), (k1, k2, k3) = config.channels, config.features, config.kernel_sizes
+        widths = (config.channels, *config.features, config.channels * config.scale**2)
         act = ACTIVATIONS[config.activation]
-        self.conv1 = nn.Conv2d(c, f1, k1, padding=k1 // 2)
-        self.act1 = act()
-        self.conv2 = nn.Conv2d(f1, f2, k2, padding=k2 // 2)
-        self.act2 = act()
-        self.conv3 = nn.Conv2d(f2, c * config.scale**2, k3, padding=k3 // 2)
+        for i, k in enumerate(config.kernel_sizes, start=1):
+            self.add_module(f"conv{i}", nn.Conv2d(widths[i - 1], widths[i], k, padding=k // 2))
+            if i < config.depth:
+                self.add_module(f"act{i}", act())
+
+    @property
+    def convs(self) -> list[nn.Conv2d]:
+        """conv1 … convN, in order."""
+        return [getattr(self, f"conv{i}") for i in range(1, self.config.depth + 1)]
+
+    @property
+    def middle(self) -> list[nn.Conv2d]:
+        """The hidden layers after conv2 (none in the paper's ESPCN), each followed by the activation."""
+        return self.convs[2:-1]
+
+    @property
+    def head(self) -> nn.Conv2d:
+        """The last layer: ``C·r²`` outputs, phase-shifted into the picture."""
+        return getattr(self, f"conv{self.config.depth}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.act1(self.conv1(x))
-        x = self.act2(self.conv2(x))
-        return phase_shift(self.conv3(x), self.config.scale)
+        for i, conv in enumerate(self.convs[:-1], start=1):
+            x = getattr(self, f"act{i}")(conv(x))
+        return phase_shift(self.head(x), self.config.scale)
 
 
 def weights_sha256(model: nn.Module) -> str:

@@ -152,26 +152,61 @@ def init_distributed(device: torch.device) -> _Dist:
 
 
 def build_model(config: TrainConfig) -> ESPCN:
-    """A seeded paper-architecture ESPCN, optionally starting from another model's layers."""
+    """A seeded ESPCN (the paper's, or deeper with ``config.features``), optionally starting from
+    another model's layers (:func:`transplant`)."""
     torch.manual_seed(config.seed)
-    model = ESPCN(ESPCNConfig(scale=config.scale, channels=config.channels))
+    kernel_sizes = (5, *[3] * len(config.features))
+    model = ESPCN(ESPCNConfig(config.scale, config.channels, config.features, kernel_sizes))
     if config.init_from:
         from subpixel_cli.registry import load_model
 
         donor = load_model(config.init_from).model
         if donor.config.channels == 1 and config.channels == 3:
             donor = y_model_as_rgb(donor)
-        own, weights = model.state_dict(), donor.state_dict()
-        keys = ["conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias"]
-        if weights["conv3.weight"].shape == own["conv3.weight"].shape:  # same scale and channels: fine-tune
-            keys += ["conv3.weight", "conv3.bias"]
-        for key in keys:
-            if weights[key].shape != own[key].shape:
-                raise UsageError(f"--init-from {config.init_from}: {key} has shape {tuple(weights[key].shape)}, "
-                                 f"this model needs {tuple(own[key].shape)}")
-            own[key] = weights[key]
-        model.load_state_dict(own)
+        transplant(donor, model, f"--init-from {config.init_from}")
     return model
+
+
+# A new hidden layer starts as tanh(g·x) of the one before, with the next layer's weights ÷ g: for
+# small g that is nearly x itself (g = ⅛: within 0.5 % over tanh's range), so a deeper model starts
+# where its donor is. relu(x) = x for the relu layer before it.
+_IDENTITY_GAIN = {"tanh": 0.125, "relu": 1.0}
+
+
+def transplant(donor: ESPCN, model: ESPCN, source: str) -> None:
+    """Start ``model`` from ``donor``'s layers: conv1 and conv2 always (FSRCNN-style transfer from
+    another scale); the donor's other hidden layers where ``model`` has them too, and its last
+    layer where scale and channels match (fine-tuning). Hidden layers ``model`` has beyond the
+    donor's start as near-identities (:data:`_IDENTITY_GAIN`), so a deeper model fine-tuned from a
+    shallower one starts from what the shallower one computes."""
+    own, theirs = model.convs, donor.convs
+    if len(theirs) > len(own):
+        raise UsageError(f"{source}: it has {len(theirs)} layers, this model {len(own)} (--features)")
+    pairs = list(zip(own[:-1], theirs[:-1]))
+    last_shared = pairs[-1][0]
+    head_too = own[-1].weight.shape == theirs[-1].weight.shape
+    if head_too:
+        pairs.append((own[-1], theirs[-1]))
+    with torch.no_grad():
+        for k, (mine, its) in enumerate(pairs, start=1):
+            if mine.weight.shape != its.weight.shape:
+                name = "the last layer" if mine is own[-1] else f"conv{k}"
+                raise UsageError(f"{source}: {name} has shape {tuple(its.weight.shape)}, this model needs "
+                                 f"{tuple(mine.weight.shape)}")
+            mine.weight.copy_(its.weight)
+            mine.bias.copy_(its.bias)
+        gain = _IDENTITY_GAIN[model.config.activation]
+        new = own[len(theirs) - 1 : -1]
+        for conv in new:
+            if conv.in_channels != conv.out_channels or last_shared.out_channels != conv.in_channels:
+                raise UsageError(f"{source}: a new layer starts as an identity, so it must keep the width "
+                                 f"{last_shared.out_channels}; got {conv.in_channels}→{conv.out_channels}")
+            k = conv.kernel_size[0] // 2
+            conv.weight.zero_()
+            conv.bias.zero_()
+            conv.weight[:, :, k, k] = gain * torch.eye(conv.in_channels)
+        if new and head_too:  # the donor's last layer reads the new layers' gain·x
+            own[-1].weight.div_(gain ** len(new))
 
 
 def y_model_as_rgb(model: ESPCN) -> ESPCN:
@@ -183,14 +218,15 @@ def y_model_as_rgb(model: ESPCN) -> ESPCN:
     coef = torch.from_numpy(matrices()[0][0]).float()  # Y per unit of R, G, B
     offset, gain = 16 / 255, 255 / 219
     w1, b1 = model.conv1.weight.detach(), model.conv1.bias.detach()
-    w3, b3 = model.conv3.weight.detach(), model.conv3.bias.detach()
+    w3, b3 = model.head.weight.detach(), model.head.bias.detach()
     with torch.no_grad():
         rgb.conv1.weight.copy_(w1 * coef.view(1, 3, 1, 1))
         rgb.conv1.bias.copy_(b1 + offset * w1.sum(dim=(1, 2, 3)))
-        rgb.conv2.load_state_dict(model.conv2.state_dict())
-        # conv3's channel (i·r + j)·3 + c is colour c of phase (i, j) (model.phase_shift's order).
-        rgb.conv3.weight.copy_((gain * w3).repeat_interleave(3, dim=0))
-        rgb.conv3.bias.copy_((gain * (b3 - offset)).repeat_interleave(3))
+        for mine, its in zip(rgb.convs[1:-1], model.convs[1:-1]):
+            mine.load_state_dict(its.state_dict())
+        # The last layer's channel (i·r + j)·3 + c is colour c of phase (i, j) (model.phase_shift's order).
+        rgb.head.weight.copy_((gain * w3).repeat_interleave(3, dim=0))
+        rgb.head.bias.copy_((gain * (b3 - offset)).repeat_interleave(3))
     return rgb
 
 

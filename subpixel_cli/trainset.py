@@ -61,6 +61,7 @@ class TrainConfig:
     ema: float | None = None  # decay of an exponential moving average of the weights (what is saved)
     val_holdout: int = 0  # folder datasets: training images held back (chosen by name) for validation
     device_data: bool | None = None  # patches cut on the device (default: on CUDA, for folder datasets)
+    features: tuple[int, ...] = (64, 32)  # hidden layers' widths: the paper's two, or more 3×3 ones
     init_from: str | None = None  # a model spec whose layers start this run: conv1/conv2 (FSRCNN-style
     # transfer from another scale), all three when scale and channels match (fine-tuning)
     name: str | None = None
@@ -68,6 +69,7 @@ class TrainConfig:
     command: str = ""  # how the run was started, for the model card
 
     def __post_init__(self) -> None:
+        self.features = tuple(int(f) for f in self.features)
         if self.channels is None:
             self.channels = 3 if self.is_celeba else 1
         checks = [
@@ -89,6 +91,7 @@ class TrainConfig:
             (self.val_holdout >= 0, "--val-holdout must be ≥ 0"),
             ((self.val_every or 1) >= 1, "--val-every must be ≥ 1"),
             (self.time_limit is None or self.time_limit > 0, "--time-limit must be > 0 seconds"),
+            (len(self.features) >= 2 and min(self.features) >= 1, f"--features: two or more widths ≥ 1, got {self.features}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -163,7 +163,8 @@ class Upscaler:
     def _bytes_per_pixel(self) -> int:
         """Activation bytes per low-resolution pixel at the peak of one forward pass."""
         cfg, r2 = self.info.config, self.scale**2
-        floats = 2 * cfg.features[0] + 2 * cfg.features[1] + 2 * cfg.channels * r2 + 12 * r2
+        widest = max(a + b for a, b in zip(cfg.features, cfg.features[1:]))  # two hidden layers alive at once
+        floats = 2 * widest + 2 * cfg.channels * r2 + 12 * r2
         return 4 * floats
 
     # --- the tensor path ------------------------------------------------------------------

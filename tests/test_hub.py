@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import save_file
 
 from subpixel_cli.errors import ModelError
+from subpixel_cli.model import ESPCN, ESPCNConfig
 from subpixel_cli.hub import ModelInfo, load_folder, save_model
 from subpixel_cli.registry import load_model, packaged_models, weights_root
 from subpixel_cli.runtime import int8_kernels
@@ -41,6 +42,17 @@ def test_bare_safetensors_file_rebuilds_its_config_from_shapes(tmp_path):
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
     loaded = load_model(str(path))
     assert loaded.info.scale == 4 and loaded.info.config.channels == 1
+
+
+def test_a_deeper_bare_file_rebuilds_all_its_layers(tmp_path):
+    model = ESPCN(ESPCNConfig(3, 1, (64, 32, 32, 16), (5, 3, 3, 3, 1))).eval()
+    path = tmp_path / "deep.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    loaded = load_model(str(path))
+    assert loaded.info.config == model.config
+    x = torch.rand(1, 1, 12, 9)
+    with torch.no_grad():
+        assert torch.equal(loaded.model(x), model(x))
 
 
 def test_model_safetensors_inside_a_folder_uses_its_config(model_folder):

@@ -24,6 +24,9 @@ from subpixel_cli.metrics import psnr, shave, y_channel
 from subpixel_cli.kernels import default_kernels
 from subpixel_cli.quantize import calibrate, round_weights
 from subpixel_cli.registry import load_model
+from subpixel_cli.hub import LoadedModel, ModelInfo
+from subpixel_cli.model import ESPCN, ESPCNConfig
+from subpixel_cli.train import transplant
 from subpixel_cli.runtime import inference_precision, int8_kernels
 from subpixel_cli.upscale import Upscaler
 
@@ -59,6 +62,28 @@ def test_int8_stays_within_its_bound_on_real_images(scale):
     losses = [_y_psnr(fp32, hr, scale) - _y_psnr(int8, hr, scale) for hr in images]
     assert np.mean(losses) <= 0.05, losses
     lr = downscale(mod_crop(images[0], scale), scale)
+    assert not np.array_equal(fp32.upscale(lr)[0], int8.upscale(lr)[0])
+
+
+@needs_int8
+def test_int8_runs_the_further_hidden_layers_of_a_deeper_model():
+    """A model deeper than the paper's (espcn-x2 with one more 3×3 layer, started as a
+    near-identity and nudged off it) takes the int8 path: conv2 in int8, the layers after it in
+    float, and it loses no more against fp32 than the three-layer model does."""
+    donor = load_model("espcn-x2").model
+    deep = ESPCN(ESPCNConfig(2, 1, (64, 32, 32), (5, 3, 3, 3)))
+    transplant(donor, deep, "test")
+    torch.manual_seed(0)
+    with torch.no_grad():
+        deep.conv3.weight.add_(torch.randn_like(deep.conv3.weight) * 0.01)
+    loaded = LoadedModel(deep.eval(), ModelInfo("deep", deep.config))
+    loaded.calibration = calibrate(deep, [SAMPLE])
+    fp32 = Upscaler(loaded, device="cpu", precision="fp32")
+    int8 = Upscaler(loaded, device="cpu", precision="int8")
+    assert int8.precision.name == "int8"
+    hr = read_rgb8(SAMPLE)
+    assert abs(_y_psnr(fp32, hr, 2) - _y_psnr(int8, hr, 2)) <= 0.05
+    lr = downscale(mod_crop(hr, 2), 2)
     assert not np.array_equal(fp32.upscale(lr)[0], int8.upscale(lr)[0])
 
 

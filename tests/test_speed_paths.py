@@ -26,9 +26,13 @@ from subpixel_cli.upscale import Upscaler
 from conftest import random_image
 
 
-def model_for(scale: int, channels: int = 1, activation: str = "tanh") -> ESPCN:
+def model_for(scale: int, channels: int = 1, activation: str = "tanh", features: tuple[int, ...] = (64, 32)) -> ESPCN:
     torch.manual_seed(scale * 10 + channels)
-    return ESPCN(ESPCNConfig(scale=scale, channels=channels, activation=activation)).eval()
+    config = ESPCNConfig(scale, channels, features, (5, *[3] * len(features)), activation)
+    return ESPCN(config).eval()
+
+
+DEEP = (64, 32, 32, 16)  # two hidden layers more than the paper's, one of them narrower
 
 
 def upscaler_for(model: ESPCN, **kwargs) -> Upscaler:
@@ -64,11 +68,13 @@ def assert_same_pixels(fast: np.ndarray, plain: np.ndarray) -> None:
 
 
 @pytest.mark.parametrize(
-    "scale,model_channels,image_channels,activation",
-    [(2, 1, 3, "tanh"), (3, 1, 3, "tanh"), (4, 1, 3, "tanh"), (4, 1, 1, "tanh"), (3, 3, 3, "tanh"), (2, 1, 3, "relu")],
+    "scale,model_channels,image_channels,activation,features",
+    [(2, 1, 3, "tanh", (64, 32)), (3, 1, 3, "tanh", (64, 32)), (4, 1, 3, "tanh", (64, 32)), (4, 1, 1, "tanh", (64, 32)),
+     (3, 3, 3, "tanh", (64, 32)), (2, 1, 3, "relu", (64, 32)),
+     (2, 1, 3, "tanh", DEEP), (3, 1, 1, "tanh", DEEP), (4, 3, 3, "tanh", DEEP), (3, 1, 3, "relu", DEEP)],
 )
-def test_fused_8bit_path_equals_the_plain_math(scale, model_channels, image_channels, activation):
-    model = model_for(scale, model_channels, activation)
+def test_fused_8bit_path_equals_the_plain_math(scale, model_channels, image_channels, activation, features):
+    model = model_for(scale, model_channels, activation, features)
     up = upscaler_for(model)
     image = random_image(37, 29, image_channels)
     assert_same_pixels(up.upscale(image)[0], plain_upscale(model, image, up.pad))
@@ -101,12 +107,12 @@ def test_unfused_upscaler_equals_the_plain_math(monkeypatch, model_channels, ima
     assert_same_pixels(up.upscale(image)[0], plain_upscale(model, image, up.pad))
 
 
-@pytest.mark.parametrize("channels", [3, 1])
-def test_fused_path_batches_and_tiles_agree(channels):
-    up = upscaler_for(model_for(4))
+@pytest.mark.parametrize("channels,features", [(3, (64, 32)), (1, (64, 32)), (3, DEEP)])
+def test_fused_path_batches_and_tiles_agree(channels, features):
+    up = upscaler_for(model_for(4, features=features))
     frames = np.stack([random_image(30, 26, channels, seed=s) for s in range(3)])
     batched = up.upscale_batch(frames)
-    tiled = upscaler_for(model_for(4), tile=12)
+    tiled = upscaler_for(model_for(4, features=features), tile=12)
     assert tiled.tiles_for(30, 26) > 1
     for frame, out in zip(frames, batched):
         assert np.array_equal(out, up.upscale(frame)[0])
@@ -136,12 +142,13 @@ def test_fused_reduced_precision_overflow_is_redone_in_fp32():
     assert np.array_equal(upscaler_for(model, precision="fp16").upscale(image)[0], fp32)
 
 
-@pytest.mark.parametrize("scale,model_channels,image_channels", [(2, 1, 3), (4, 1, 1), (3, 3, 3)])
-def test_bf16_fused_path_stays_close_to_fp32(scale, model_channels, image_channels):
+@pytest.mark.parametrize("scale,model_channels,image_channels,features",
+                         [(2, 1, 3, (64, 32)), (4, 1, 1, (64, 32)), (3, 3, 3, (64, 32)), (3, 1, 3, DEEP)])
+def test_bf16_fused_path_stays_close_to_fp32(scale, model_channels, image_channels, features):
     """bf16 features keep tanh's form (centred on 0) and fp32 biases and last layer: the result
     is within a few levels of fp32 anywhere and equal almost everywhere (on CPUs without bf16
     arithmetic oneDNN emulates it: slower, same numbers)."""
-    model = model_for(scale, model_channels)
+    model = model_for(scale, model_channels, features=features)
     image = random_image(41, 33, image_channels)
     fp32 = upscaler_for(model).upscale(image)[0].astype(int)
     bf16 = upscaler_for(model, precision="bf16").upscale(image)[0].astype(int)

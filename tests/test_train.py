@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from PIL import Image
 from safetensors import safe_open
 
-from conftest import random_image
+from conftest import SAMPLE, random_image
 from subpixel_cli.cli import main
 from subpixel_cli.errors import UsageError
 from subpixel_cli.registry import load_model
@@ -91,6 +91,20 @@ def test_cli_few_step_run_writes_a_model_folder(image_folder, tmp_path):
     assert state["state"]["step"] == 6 and state["state"]["history"][-1]["val_psnr"] > 0
     card = (out / "README.md").read_text()
     assert "## Evaluation" in card and "subpixel train" in card
+
+
+def test_cli_trains_a_deeper_model_and_refuses_a_bad_features_list(image_folder, tmp_path):
+    args = ["train", "--dataset", str(image_folder / "train"), "-x", "2", "--steps", "2", "--batch-size", "4",
+            "--patch-size", "12", "--patches-per-image", "2", "--device", "cpu", "--quiet"]
+    out = tmp_path / "deep"
+    result = CliRunner().invoke(main, [*args, "--features", "64,32,32", "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    config = load_model(str(out)).info.config
+    assert config.features == (64, 32, 32) and config.kernel_sizes == (5, 3, 3, 3)
+    for bad in ("64", "64,x", "64,0", ""):
+        refused = CliRunner().invoke(main, [*args, "--features", bad, "--out", str(tmp_path / "no")])
+        assert refused.exit_code == 2 and "--features" in refused.output, bad
+    assert not (tmp_path / "no").exists()
 
 
 def test_killed_run_resumes_to_the_same_weights(image_folder, tmp_path):
@@ -298,6 +312,34 @@ def test_init_from_takes_every_layer_that_fits(tmp_path, model_folder, donor_sca
         assert torch.equal(model["conv3.weight"], donor["conv3.weight"]) and torch.equal(model["conv3.bias"], donor["conv3.bias"])
     else:
         assert model["conv3.weight"].shape != donor["conv3.weight"].shape
+
+
+def test_a_deeper_model_starts_from_what_its_donor_computes(tmp_path):
+    """--features with more layers than the donor: the donor's layers are copied, the new ones
+    start as near-identities, so on a photo the deeper model's first output is the donor's to a
+    fraction of a level; a donor deeper than the model, or a new layer of another width, is a
+    usage error."""
+    from subpixel_cli.train import build_model
+
+    donor = load_model("espcn-x3").model
+    deep = build_model(_config(tmp_path, tmp_path / "run", scale=3, init_from="espcn-x3", features=(64, 32, 32, 32)))
+    assert deep.config.depth == 5 and torch.equal(deep.conv2.weight, donor.conv2.weight)
+    photo = np.asarray(Image.open(SAMPLE).convert("L"), dtype=np.float32)[::3, ::3] / 255
+    x = torch.from_numpy(photo)[None, None]
+    with torch.no_grad():
+        gap = (deep(x) - donor(x)).abs() * 255
+    assert gap.mean() < 0.25 and gap.max() < 4, (gap.mean(), gap.max())
+    with pytest.raises(UsageError, match="layers"):
+        build_model(_config(tmp_path, tmp_path / "r2", scale=3, init_from=str(_saved(deep, tmp_path / "deep"))))
+    with pytest.raises(UsageError, match="width"):
+        build_model(_config(tmp_path, tmp_path / "r3", scale=3, init_from="espcn-x3", features=(64, 32, 16)))
+
+
+def _saved(model, folder):
+    from subpixel_cli.hub import ModelInfo, save_model
+
+    save_model(folder, model, ModelInfo("deep", model.config))
+    return folder
 
 
 def test_ema_is_what_is_validated_saved_and_resumed(image_folder, tmp_path):
