@@ -13,6 +13,12 @@
 # break a run that imports a module late:
 #   git worktree add --detach ../train-snap HEAD && cd ../train-snap && PYTHONPATH=$PWD benchmarks/train_real.sh x4
 #
+# The shipped weights are then blended back toward the clean model, as far as keeps clean input
+# within 0.4 dB of it on validation (×2 0.7, ×3 0.85, ×4 0.95 of the way), and shipped:
+#   python benchmarks/pick_strength.py -x 4 --real $RUNS/real-x4 --limit 0.4 --out /tmp/real-x4-pick
+#   python benchmarks/ship_model.py /tmp/real-x4-pick -x 4 --ship espcn-x4-real --twin espcn-x4 \
+#       --degrade jpeg:75 --degrade jpeg:50 --notes NOTES.md && subpixel quantize weights/espcn-x4-real --force ...
+#
 # Run it again after any interruption: a finished stage is skipped, a stopped one resumed from
 # its last checkpoint. Each run folder is a model folder (subpixel eval --model DIR --degrade jpeg:75).
 set -euo pipefail
