@@ -121,11 +121,6 @@ class ESPCN(nn.Module):
         return [getattr(self, f"conv{i}") for i in range(1, self.config.depth + 1)]
 
     @property
-    def middle(self) -> list[nn.Conv2d]:
-        """The hidden layers after conv2 (none in the paper's ESPCN), each followed by the activation."""
-        return self.convs[2:-1]
-
-    @property
     def head(self) -> nn.Conv2d:
         """The last layer: ``C·r²`` outputs, phase-shifted into the picture."""
         return getattr(self, f"conv{self.config.depth}")

@@ -63,7 +63,8 @@ class TrainConfig:
     device_data: bool | None = None  # patches cut on the device (default: on CUDA, for folder datasets)
     features: tuple[int, ...] = (64, 32)  # hidden layers' widths: the paper's two, or more 3×3 ones
     init_from: str | None = None  # a model spec whose layers start this run: conv1/conv2 (FSRCNN-style
-    # transfer from another scale), all three when scale and channels match (fine-tuning)
+    # transfer from another scale), every layer when scale and channels match (fine-tuning); layers
+    # the donor lacks (a deeper --features) start as near-identities (train.transplant)
     name: str | None = None
     degrade: str | None = None  # a damage spec (subpixel_cli.degradations) done to every LR patch
     command: str = ""  # how the run was started, for the model card

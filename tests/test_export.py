@@ -158,6 +158,26 @@ def test_any_model_spec_exports(ort, tmp_path, model_folder):
         assert session(ort, path).run(None, {"input": np.zeros((1, 3, 5, 6), np.float32)})[0].shape == (1, 3, 10, 12)
 
 
+def test_a_deeper_model_exports_in_both_forms(ort, tmp_path):
+    """A model with more hidden layers than the paper's: its graph computes what it computes, and
+    the --rgb graph what the Upscaler makes of a picture."""
+    from subpixel_cli.hub import ModelInfo, save_model
+    from subpixel_cli.model import ESPCN, ESPCNConfig
+
+    torch.manual_seed(3)
+    model = ESPCN(ESPCNConfig(3, 1, (64, 32, 32), (5, 3, 3, 3))).eval()
+    folder = save_model(tmp_path / "deep", model, ModelInfo("deep", model.config))
+    assert run(folder, "-o", tmp_path / "y.onnx").exit_code == 0
+    x = np.random.default_rng(0).random((2, 1, 13, 17), dtype=np.float32)
+    with torch.inference_mode():
+        expected = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(session(ort, tmp_path / "y.onnx").run(None, {"input": x})[0], expected, atol=1e-4, rtol=0)
+    assert run(folder, "--rgb", "-o", tmp_path / "rgb.onnx").exit_code == 0
+    picture = random_image(19, 23, seed=4)
+    upscaled, _ = Upscaler(load_model(str(folder)), device="cpu", precision="fp32").upscale(picture)
+    assert np.abs(onnx_upscale(session(ort, tmp_path / "rgb.onnx"), picture).astype(int) - upscaled).max() <= 1
+
+
 def test_hub_models_export_from_the_cache(ort, tmp_path, model_folder):
     hf_home = tmp_path / "hf"
     fill_hf_cache(hf_home, "someone/espcn-test", model_folder(2, 1), refs={"main": ""})

@@ -48,12 +48,28 @@ def astronaut() -> np.ndarray:
 PRECISIONS = ["fp32", *(["bf16"] if native_bf16() else []), *(["int8"] if int8_kernels() else [])]
 
 
+def _deeper_x3() -> LoadedModel:
+    """espcn-x3 with one more hidden layer (a near-identity: tanh(x/8), the last layer ×8, so that a
+    path that skipped or mis-folded it would be far off), calibrated for int8."""
+    from subpixel_cli.model import ESPCN, ESPCNConfig
+    from subpixel_cli.quantize import calibrate
+    from subpixel_cli.train import transplant
+    from tests.conftest import SAMPLE
+
+    deep = ESPCN(ESPCNConfig(3, 1, (64, 32, 32), (5, 3, 3, 3)))
+    transplant(load_model("espcn-x3").model, deep, "test")
+    loaded = LoadedModel(deep.eval(), ModelInfo("deep-x3", deep.config))
+    loaded.calibration = calibrate(deep, [SAMPLE])
+    return loaded
+
+
 @pytest.mark.parametrize("precision", PRECISIONS)
-def test_i420_matches_the_rgb_path_on_a_photo(astronaut: np.ndarray, precision: str) -> None:
-    # The packaged ×3 model on a real photo: the Y plane the network makes from the decoded Y
-    # is the Y of what the RGB path makes (up to the rounding of an RGB round trip), and the
-    # chroma is the bicubic chroma.
-    up = Upscaler(load_model("espcn-x3"), device="cpu", precision=precision)
+@pytest.mark.parametrize("deeper", [False, True])
+def test_i420_matches_the_rgb_path_on_a_photo(astronaut: np.ndarray, precision: str, deeper: bool) -> None:
+    # The packaged ×3 model (or one with a hidden layer more) on a real photo: the Y plane the
+    # network makes from the decoded Y is the Y of what the RGB path makes (up to the rounding of
+    # an RGB round trip), and the chroma is the bicubic chroma.
+    up = Upscaler(_deeper_x3() if deeper else load_model("espcn-x3"), device="cpu", precision=precision)
     h, w = astronaut.shape[:2]
     got = up.upscale_i420(to_i420(astronaut)[None])[0]
     expected = to_i420(up.upscale_batch(astronaut[None])[0])
