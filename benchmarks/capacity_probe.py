@@ -29,7 +29,7 @@ import torch
 
 def widen(donor_spec: str, features: tuple[int, ...], out: Path, seed: int = 0) -> None:
     from subpixel_cli.hub import save_model
-    from subpixel_cli.model import ESPCN, ESPCNConfig
+    from subpixel_cli.model import ESPCN
     from subpixel_cli.registry import load_model
 
     donor = load_model(donor_spec)

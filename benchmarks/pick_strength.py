@@ -52,7 +52,7 @@ def mean_psnr(model, scale: int, folder: Path, spec: str | None) -> float:
 
 
 def main() -> None:
-    from subpixel_cli.hub import LoadedModel, load_folder, save_model
+    from subpixel_cli.hub import load_folder, save_model
     from subpixel_cli.model import blend
     from subpixel_cli.registry import load_model
 
@@ -73,7 +73,7 @@ def main() -> None:
             print(f"S {s:.2f}: clean {rows[-1][1]:.3f}, jpeg:75 {rows[-1][2]:.3f}", file=sys.stderr, flush=True)
     floor = rows[0][1] - args.limit
     chosen = max(s for s, clean_db, _ in rows if clean_db >= floor)
-    print(f"| S | clean | JPEG 75 |\n|---:|---:|---:|")
+    print("| S | clean | JPEG 75 |\n|---:|---:|---:|")
     for s, clean_db, jpeg_db in rows:
         print(f"| {s:.2f}{' ←' if s == chosen else ''} | {clean_db:.3f} | {jpeg_db:.3f} |")
     print(json.dumps({"scale": args.scale, "chosen": chosen, "limit": args.limit,
