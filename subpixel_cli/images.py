@@ -285,7 +285,7 @@ def output_format(path: Path, requested: str | None) -> str:
 
 # The largest side each format's encoder takes (PNG's is 2³¹ − 1), and classic TIFF's 4 GiB.
 _MAX_SIDE = {"JPEG": 65_500, "WEBP": 16_383, "PNG": 2**31 - 1, "TIFF": 2**32 - 1, "BMP": 2**31 - 1}
-_MAX_TIFF_BYTES = 2**32 - 2**20  # headroom for tags and strip offsets (and BMP's 32-bit file size)
+_MAX_32BIT_FILE_BYTES = 2**32 - 2**20  # classic TIFF and BMP record sizes in 32 bits; headroom for headers and tags
 
 
 def check_output_size(path: Path, fmt: str, width: int, height: int, channels: int, bytes_per_sample: int) -> None:
@@ -295,9 +295,9 @@ def check_output_size(path: Path, fmt: str, width: int, height: int, channels: i
     if width > side or height > side:
         raise OutputError(f"{path}: a {width}×{height} output is too large for {fmt} "
                           f"(at most {side:,} pixels a side); write png or tiff instead")
-    if fmt == "TIFF" and width * height * channels * bytes_per_sample > _MAX_TIFF_BYTES:
+    if fmt == "TIFF" and width * height * channels * bytes_per_sample > _MAX_32BIT_FILE_BYTES:
         raise OutputError(f"{path}: a {width}×{height} output is over TIFF's 4 GiB limit; write png instead")
-    if fmt == "BMP" and width * height * channels > _MAX_TIFF_BYTES:
+    if fmt == "BMP" and width * height * channels > _MAX_32BIT_FILE_BYTES:
         raise OutputError(f"{path}: a {width}×{height} output is over BMP's 4 GiB limit; write png instead")
 
 
